@@ -1,0 +1,197 @@
+"""The hierarchical groove VAE (MusicVAE-style, GrooVAE heads) in torch.
+
+Shapes use B = batch, T = steps (64), N = bars (4), S = steps per bar (16),
+C = classes (512), V = voices (9), Z = latent size. The network sees class
+indices, velocities and offsets as arrays; it never sees MIDI (``model.drums``
+owns that conversion).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model.config import ModelConfig
+
+
+def _init_state(linear: nn.Linear, x: torch.Tensor, layers: int, hidden: int):
+    """Initial (h, c) for an LSTM from a vector, as MusicVAE does: tanh(linear(x))."""
+    hc = torch.tanh(linear(x))  # (B', 2 * layers * H)
+    hc = hc.view(x.shape[0], 2, layers, hidden).permute(1, 2, 0, 3).contiguous()
+    return hc[0], hc[1]  # each (layers, B', H)
+
+
+class Encoder(nn.Module):
+    """Bidirectional LSTM over the pattern -> mu, log-variance of q(z | x)."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.c = c
+        self.embed = nn.Embedding(c.num_classes, c.embed)
+        self.lstm = nn.LSTM(
+            c.embed + 2 * c.num_voices, c.enc_hidden, c.enc_layers, batch_first=True, bidirectional=True
+        )
+        self.to_mu = nn.Linear(2 * c.enc_hidden, c.z)
+        self.to_logvar = nn.Linear(2 * c.enc_hidden, c.z)
+
+    def forward(self, classes: torch.Tensor, velocity: torch.Tensor, offset: torch.Tensor):
+        # classes (B, T) long; velocity, offset (B, T, V); offsets x2 to span [-1, 1)
+        x = torch.cat([self.embed(classes), velocity, 2.0 * offset], dim=-1)  # (B, T, E + 2V)
+        _, (h, _) = self.lstm(x)  # h: (layers * 2, B, H)
+        h = torch.cat([h[-2], h[-1]], dim=-1)  # (B, 2H): last layer, both directions
+        return self.to_mu(h), self.to_logvar(h)  # (B, Z) each
+
+
+class Conductor(nn.Module):
+    """LSTM that turns z into one embedding per bar."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.c = c
+        self.init = nn.Linear(c.z, 2 * c.conductor_hidden)
+        self.lstm = nn.LSTM(c.z, c.conductor_hidden, 1, batch_first=True)
+        self.out = nn.Linear(c.conductor_hidden, c.bar_embed)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h0, c0 = _init_state(self.init, z, 1, self.c.conductor_hidden)  # (1, B, Hc)
+        x = z.unsqueeze(1).expand(-1, self.c.bars, -1)  # (B, N, Z)
+        out, _ = self.lstm(x, (h0, c0))  # (B, N, Hc)
+        return torch.tanh(self.out(out))  # (B, N, Eb)
+
+
+class Decoder(nn.Module):
+    """Per-bar LSTM: state from the bar embedding, input = previous class + bar embedding.
+
+    Outputs logits over the 512 classes per step, and per-voice velocity and
+    offset from the hidden state plus the class actually chosen at the step.
+    """
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.c = c
+        self.start = c.num_classes  # index of the start token fed before step 0
+        self.embed = nn.Embedding(c.num_classes + 1, c.embed)
+        self.init = nn.Linear(c.bar_embed, 2 * c.dec_layers * c.dec_hidden)
+        self.lstm = nn.LSTM(c.embed + c.bar_embed, c.dec_hidden, c.dec_layers, batch_first=True)
+        self.drop = nn.Dropout(c.dropout)
+        self.logits = nn.Linear(c.dec_hidden, c.num_classes)
+        self.out_embed = nn.Embedding(c.num_classes, c.embed)
+        self.head = nn.Sequential(
+            nn.Linear(c.dec_hidden + c.embed, c.head_hidden), nn.Tanh(), nn.Linear(c.head_hidden, 2 * c.num_voices)
+        )
+
+    def heads(self, h: torch.Tensor, classes: torch.Tensor):
+        # h (..., H), classes (...) -> velocity, offset (..., V)
+        vo = self.head(torch.cat([h, self.out_embed(classes)], dim=-1))
+        vel, off = vo.split(self.c.num_voices, dim=-1)
+        return torch.sigmoid(vel), 0.5 * torch.tanh(off)
+
+    def forward(self, bars: torch.Tensor, classes: torch.Tensor):
+        """Teacher forcing: every bar in parallel. bars (B, N, Eb), classes (B, T)."""
+        c = self.c
+        B = classes.shape[0]
+        prev = torch.cat([classes.new_full((B, 1), self.start), classes[:, :-1]], dim=1)  # (B, T)
+        prev = prev.reshape(B * c.bars, c.steps_per_bar)  # (BN, S)
+        bar = bars.reshape(B * c.bars, 1, c.bar_embed)  # (BN, 1, Eb)
+        x = torch.cat([self.embed(prev), bar.expand(-1, c.steps_per_bar, -1)], dim=-1)  # (BN, S, E + Eb)
+        state = _init_state(self.init, bar[:, 0], c.dec_layers, c.dec_hidden)  # (L, BN, H) x2
+        h, _ = self.lstm(x, state)  # (BN, S, H)
+        h = self.drop(h).reshape(B, c.steps, c.dec_hidden)  # (B, T, H)
+        vel, off = self.heads(h, classes)  # (B, T, V) each
+        return self.logits(h), vel, off  # (B, T, C), (B, T, V), (B, T, V)
+
+    def sample(
+        self,
+        bars: torch.Tensor,
+        temperature: torch.Tensor | float,
+        noise: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        forced: torch.Tensor | None = None,
+    ):
+        """Free-running decode, one step at a time.
+
+        bars (B, N, Eb); noise (B, T, C) standard Gumbel; mask (B, T, C) bool of
+        allowed classes or None. ``argmax(logits + temperature * noise)`` is
+        Gumbel-max sampling at that temperature, and plain argmax at 0.
+        ``forced`` (B, T) feeds the true classes back instead (teacher-forced
+        accuracy) while still reporting the argmax choice.
+        """
+        c = self.c
+        B = bars.shape[0]
+        prev = bars.new_full((B,), self.start, dtype=torch.long)  # (B,)
+        out_c, out_v, out_o = [], [], []
+        for n in range(c.bars):
+            bar = bars[:, n]  # (B, Eb)
+            h, cc = _init_state(self.init, bar, c.dec_layers, c.dec_hidden)  # (L, B, H)
+            for s in range(c.steps_per_bar):
+                t = n * c.steps_per_bar + s
+                x = torch.cat([self.embed(prev), bar], dim=-1).unsqueeze(1)  # (B, 1, E + Eb)
+                o, (h, cc) = self.lstm(x, (h, cc))  # (B, 1, H)
+                o = o[:, 0]  # (B, H)
+                score = self.logits(o) + temperature * noise[:, t]  # (B, C)
+                if mask is not None:
+                    score = score.masked_fill(~mask[:, t], float("-inf"))
+                choice = score.argmax(dim=-1)  # (B,)
+                vel, off = self.heads(o, choice)  # (B, V) each
+                out_c.append(choice)
+                out_v.append(vel)
+                out_o.append(off)
+                prev = forced[:, t] if forced is not None else choice
+        return torch.stack(out_c, 1), torch.stack(out_v, 1), torch.stack(out_o, 1)  # (B, T), (B, T, V) x2
+
+
+class GrooveVAE(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.config = c
+        self.encoder = Encoder(c)
+        self.conductor = Conductor(c)
+        self.decoder = Decoder(c)
+
+    def forward(self, classes, velocity, offset, sample_z: bool = True):
+        """-> logits (B, T, C), velocity (B, T, V), offset (B, T, V), mu, logvar (B, Z)."""
+        mu, logvar = self.encoder(classes, velocity, offset)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample_z else mu  # (B, Z)
+        logits, vel, off = self.decoder(self.conductor(z), classes)
+        return logits, vel, off, mu, logvar
+
+    @torch.no_grad()
+    def sample(self, z, temperature=1.0, noise=None, mask=None, generator=None):
+        """z (B, Z) -> classes (B, T), velocity (B, T, V), offset (B, T, V)."""
+        c = self.config
+        if noise is None:
+            noise = gumbel((z.shape[0], c.steps, c.num_classes), generator=generator)
+        return self.decoder.sample(self.conductor(z), temperature, noise, mask)
+
+
+def gumbel(shape, generator=None) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator).clamp_(1e-9, 1.0 - 1e-9)
+    return -torch.log(-torch.log(u))
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q || N(0, I)) per example, in nats. (B, Z) -> (B,)"""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def losses(model: GrooveVAE, batch: dict, beta: float, tc) -> tuple[torch.Tensor, dict]:
+    """Training objective. Sums over steps (per example), means over the batch."""
+    classes, vel, off, hits = batch["classes"], batch["velocity"], batch["offset"], batch["hits"]
+    logits, pv, po, mu, logvar = model(classes, vel, off)
+    ce = F.cross_entropy(logits.transpose(1, 2), classes, reduction="none").sum(1)  # (B,)
+    kl = kl_divergence(mu, logvar)  # (B,)
+    kl_cost = torch.clamp(kl - tc.free_bits, min=0.0)
+    v_err = ((pv - vel) ** 2 * hits).sum(dim=(1, 2))  # (B,)
+    o_err = ((po - off) ** 2 * hits).sum(dim=(1, 2))  # (B,)
+    loss = (ce + beta * kl_cost + tc.velocity_weight * v_err + tc.offset_weight * o_err).mean()
+    with torch.no_grad():
+        acc = (logits.argmax(-1) == classes).float().mean()
+    return loss, {
+        "loss": loss.detach(),
+        "ce": ce.mean().detach(),
+        "kl": kl.mean().detach(),
+        "vel_se": v_err.mean().detach(),
+        "off_se": o_err.mean().detach(),
+        "acc": acc,
+    }

@@ -1,0 +1,1 @@
+"""The live performer and everything a musician touches (no torch here)."""

@@ -1,0 +1,277 @@
+"""The training loop: single process, or DistributedDataParallel under torchrun.
+
+Run folder (the only hand-off to export and eval):
+
+* ``config.json``      RunConfig (model + train settings, preset name, data folder)
+* ``checkpoint.pt``    last state for ``--resume`` (model, optimiser, schedule, step)
+* ``model.pt``         best weights by validation loss, float16 (what export reads)
+* ``metrics.jsonl``    one JSON object per log/eval line
+
+Every random draw at a step is seeded from (seed, step, rank), so resuming from
+a checkpoint continues exactly as if training had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.config import RunConfig
+from model.errors import DrumPerformerError
+from model.vae import GrooveVAE, losses
+from train.data import WindowSet, preprocess
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.pt"
+METRICS = "metrics.jsonl"
+
+
+class TrainError(DrumPerformerError):
+    """Training cannot go on; the message is one line for the user."""
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """Join the torchrun process group when launched by torchrun; else single process."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Dist(device=dev)
+    import torch.distributed as tdist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        tdist.init_process_group("nccl")
+        dev = torch.device("cuda", local)
+    else:
+        tdist.init_process_group("gloo")
+        dev = torch.device("cpu")
+    return Dist(rank, world, dev)
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_run_config(run: Path) -> RunConfig:
+    p = Path(run) / CONFIG
+    if not p.exists():
+        raise TrainError(f"no run folder at {run} (missing {CONFIG})")
+    try:
+        return RunConfig.from_dict(json.loads(p.read_text()))
+    except (ValueError, TypeError) as e:
+        raise TrainError(f"{p} is not a valid run config: {e}") from None
+
+
+def load_model(run: Path, weights: str = WEIGHTS) -> tuple[GrooveVAE, RunConfig]:
+    """Rebuild the model from the run folder alone (config + weights)."""
+    cfg = load_run_config(run)
+    path = Path(run) / weights
+    if not path.exists():
+        raise TrainError(f"run folder {run} has no {weights} (train it first)")
+    model = GrooveVAE(cfg.model)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TrainError(f"cannot read {path}: {e}") from None
+    state = state.get("model", state)
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError:
+        raise TrainError(
+            f"{path} does not match the model in {run}/{CONFIG} (checkpoint from another config?)"
+        ) from None
+    model.eval()
+    return model, cfg
+
+
+def _batch_to(batch: dict, dev: torch.device) -> dict:
+    return {k: torch.from_numpy(v).to(dev) for k, v in batch.items()}
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+def _batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
+    """Global batch `step` of an endless sequence of shuffled epochs (no state to save)."""
+    per_epoch = max(1, n // batch)
+    epoch, i = divmod(step, per_epoch)
+    return _epoch_order(seed, epoch, n)[i * batch : (i + 1) * batch]
+
+
+@torch.no_grad()
+def validate(model: GrooveVAE, ws: WindowSet, cfg: RunConfig, dev: torch.device, limit: int = 2048) -> dict:
+    model.eval()
+    torch.manual_seed(12345)  # the same z noise every validation
+    n = min(len(ws), limit)
+    tot: dict[str, float] = {}
+    bs = 256
+    for a in range(0, n, bs):
+        b = _batch_to(ws.batch(np.arange(a, min(n, a + bs))), dev)
+        _, st = losses(model, b, cfg.train.beta, cfg.train)
+        k = len(b["classes"])
+        for key, v in st.items():
+            tot[key] = tot.get(key, 0.0) + float(v) * k
+    model.train()
+    return {f"val_{k}": v / n for k, v in tot.items()}
+
+
+def train(
+    data: str | Path,
+    run: str | Path,
+    cfg: RunConfig,
+    resume: bool = False,
+    cache_dir: str | Path | None = None,
+    on_progress: Callable[[int, int, dict], None] | None = None,
+    on_summary: Callable[[list[str]], None] | None = None,
+) -> dict:
+    """Train (or resume) a run. Returns the last metrics. Raises TrainError / DataError."""
+    run = Path(run)
+    dist = setup_distributed()
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    if resume:
+        # the caller passes the run's saved config (see load_run_config), maybe with more steps
+        if not (run / CHECKPOINT).exists():
+            raise TrainError(f"nothing to resume: {run / CHECKPOINT} does not exist")
+    elif (run / CHECKPOINT).exists():
+        raise TrainError(f"{run} already holds a run; use --resume or another --run folder")
+
+    tracks, summary = preprocess(data, cache_dir)
+    if on_summary and dist.main:
+        on_summary(summary.lines())
+    train_ws, val_ws = WindowSet(tracks["train"]), WindowSet(tracks["validation"])
+    if len(train_ws) < tc.batch_size:
+        raise TrainError(f"only {len(train_ws)} training windows, fewer than one batch of {tc.batch_size}")
+    if tc.batch_size % dist.world:
+        raise TrainError(f"batch size {tc.batch_size} is not divisible by {dist.world} processes")
+
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    model = GrooveVAE(cfg.model).to(dist.device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.steps, eta_min=tc.lr_min)
+    step, best = 0, math.inf
+    if resume:
+        ck = torch.load(run / CHECKPOINT, map_location=dist.device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        sched.T_max = tc.steps
+        step, best = ck["step"], ck["best"]
+    elif dist.main:
+        run.mkdir(parents=True, exist_ok=True)
+        d = cfg.to_dict()
+        d["data"] = {"folder": summary.folder, "source": summary.source, "windows": summary.windows}
+        atomic_write_text(json.dumps(d, indent=2), run / CONFIG)
+
+    net: nn.Module = model
+    if dist.world > 1:
+        net = nn.parallel.DistributedDataParallel(model)
+    per_rank = tc.batch_size // dist.world
+    metrics_f = open(run / METRICS, "a") if dist.main else None  # noqa: SIM115
+    last: dict = {}
+    t0, seen0 = time.perf_counter(), step
+
+    def checkpoint() -> None:
+        if dist.main:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "step": step,
+                "best": best,
+            }
+            atomic_save(state, run / CHECKPOINT)
+
+    def emit(rec: dict) -> None:
+        if metrics_f:
+            metrics_f.write(json.dumps(rec) + "\n")
+            metrics_f.flush()
+
+    try:
+        model.train()
+        while step < tc.steps:
+            idx = _batch_indices(tc.seed, step, len(train_ws), tc.batch_size)
+            idx = idx[dist.rank * per_rank : (dist.rank + 1) * per_rank]
+            batch = _batch_to(train_ws.batch(idx), dist.device)
+            torch.manual_seed(hash((tc.seed, step, dist.rank)) & 0x7FFFFFFF)
+            beta = tc.beta * min(1.0, step / max(1, tc.beta_anneal_steps))
+            loss, st = losses(net, batch, beta, tc)
+            if not torch.isfinite(loss):
+                raise TrainError(
+                    f"loss became {float(loss)} at step {step}; stopped, the last good checkpoint "
+                    f"in {run} is kept (try a lower --lr)"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            if not torch.isfinite(gnorm):
+                raise TrainError(
+                    f"gradient became {float(gnorm)} at step {step}; stopped, the last good checkpoint "
+                    f"in {run} is kept (try a lower --lr)"
+                )
+            opt.step()
+            sched.step()
+            step += 1
+            last = {k: float(v) for k, v in st.items()}
+            last.update(step=step, beta=beta, lr=sched.get_last_lr()[0])
+            if step % tc.log_every == 0 or step == tc.steps:
+                el = time.perf_counter() - t0
+                last["windows_per_s"] = (step - seen0) * tc.batch_size / max(el, 1e-9)
+                emit(last)
+            if on_progress and dist.main:
+                on_progress(step, tc.steps, last)
+            if step % tc.eval_every == 0 or step == tc.steps:
+                v = validate(model, val_ws, cfg, dist.device) if len(val_ws) else {}
+                v["step"] = step
+                emit(v)
+                last.update(v)
+                score = v.get("val_loss", last["loss"])
+                if score < best and dist.main:
+                    best = score
+                    sd = {k: t.detach().to("cpu", torch.float16) for k, t in model.state_dict().items()}
+                    atomic_save(sd, run / WEIGHTS)
+            if step % tc.ckpt_every == 0 or step == tc.steps:
+                checkpoint()
+    finally:
+        if metrics_f:
+            metrics_f.close()
+        if dist.world > 1:
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+    return last
