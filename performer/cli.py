@@ -131,6 +131,31 @@ def _cmd_train(a) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="run folder -> ONNX model folder for the live loop (needs the train extra)")
+    p.add_argument("--run", required=True, help="trained run folder")
+    p.add_argument("--out", required=True, help="model folder to write (replaced only if parity passes)")
+    p.add_argument("--data", help="training data, if the run has no attributes.json yet (default: the run's)")
+    p.add_argument("--eval-json", help="eval report whose figures go into the metadata (default: RUN/eval/test.json)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(a) -> int:
+    _need_torch("export")
+    from export import exporter
+
+    meta = exporter.export(a.run, a.out, data=a.data, eval_json=a.eval_json)
+    par = meta["parity"]
+    print(
+        f"exported {a.run} -> {a.out}: parity ok ({par['samples']} samples x 3 modes, class mismatches "
+        f"{par['class_mismatches']}, max velocity diff {par['max_velocity_diff']:.2e})"
+    )
+    return 0
+
+
 # --- eval -------------------------------------------------------------------
 
 
@@ -192,8 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = p.add_subparsers(dest="command", metavar="{live,sample,train,export,eval,ports}")
+    from performer import offline
+
+    offline.add_parser(sub, _positive_int, _nonneg_float, _bpm)
     _add_train(sub)
     _add_eval(sub)
+    _add_export(sub)
     for hook in _EXTRA_PARSERS:
         hook(sub)
     return p

@@ -1,0 +1,280 @@
+"""Run folder -> exported model folder (ONNX graphs + metadata JSON), with a parity gate.
+
+Exported folder (the only thing the performer reads):
+
+* ``sampler.onnx``  z (B, Z), temperature (1,), noise (B, T, C), [mask (B, T, C) bool]
+                    -> classes (B, T) int64, velocity (B, T, V), offset (B, T, V)
+* ``encoder.onnx``  classes (B, T) int64, velocity (B, T, V), offset (B, T, V) -> mu, logvar (B, Z)
+* ``model.json``    vocabulary, sizes, attribution, metrics, attribute vectors, file hashes
+
+Weights are stored as float16 where that is exact (the run's weights are
+float16 already) and cast to float32 inside the graph, so the files are half
+the size and torch vs ONNX Runtime parity is unaffected. Export writes into a
+temporary folder and renames it into place only after parity passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from export.graphs import EncoderGraph, Sampler
+from model import drums
+from model.errors import DrumPerformerError
+from model.vae import GrooveVAE, gumbel
+from train import trainer
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+SAMPLER, ENCODER, META = "sampler.onnx", "encoder.onnx", "model.json"
+ATTRIBUTES = "attributes.json"  # in the run folder: latent attribute vectors
+OPSET = 17
+PARITY_ATOL = 1e-4
+GMD_ATTRIBUTION = (
+    "Groove MIDI Dataset (GMD) v1.0.0 by Jon Gillick, Adam Roberts, Jesse Engel, Douglas Eck and "
+    "David Bamman, 'Learning to Groove with Inverse Sequence Transformations', ICML 2019; "
+    "licensed under Creative Commons Attribution 4.0 (CC BY 4.0)"
+)
+
+
+class ExportError(DrumPerformerError):
+    pass
+
+
+# --- attribute vectors --------------------------------------------------------
+
+
+@torch.no_grad()
+def compute_attributes(model: GrooveVAE, windows, batch: int = 512) -> dict[str, list[float]]:
+    """Latent directions: mean z of the top quarter minus the bottom quarter, per feature."""
+    from train.evaluate import features
+
+    mus = []
+    for a in range(0, len(windows), batch):
+        b = windows.batch(np.arange(a, min(len(windows), a + batch)))
+        mu, _ = model.encoder(
+            torch.from_numpy(b["classes"]), torch.from_numpy(b["velocity"]), torch.from_numpy(b["offset"])
+        )
+        mus.append(mu.numpy())
+    mu = np.concatenate(mus)  # (W, Z)
+    f = features(windows.hits > 0.5)
+    named = {"density": f["onsets_per_bar"], "syncopation": f["syncopation"]}
+    out = {}
+    for name, val in named.items():
+        order = np.argsort(val, kind="stable")
+        q = max(1, len(order) // 4)
+        out[name] = (mu[order[-q:]].mean(0) - mu[order[:q]].mean(0)).astype(np.float32).tolist()
+    return out
+
+
+def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
+    """The run's attribute vectors, computed from its training windows once and kept in the run."""
+    p = run / ATTRIBUTES
+    if p.exists():
+        return json.loads(p.read_text())
+    if data is None:
+        cfg = json.loads((run / trainer.CONFIG).read_text())
+        data = cfg.get("data", {}).get("folder")
+    if not data or not Path(data).exists():
+        raise ExportError(
+            f"{run} has no {ATTRIBUTES} and its training data is not at {data!r}: pass --data DIR"
+        )
+    from train.data import WindowSet, preprocess
+
+    tracks, _ = preprocess(data)
+    attrs = compute_attributes(model, WindowSet(tracks["train"]))
+    trainer.atomic_write_text(json.dumps(attrs), p)
+    return attrs
+
+
+# --- ONNX -------------------------------------------------------------------
+
+
+def _trace(module, args, path: Path, inputs, outputs, dynamic) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about python loops is expected: we unroll
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            do_constant_folding=False,  # keep raw (float16-exact) weights; ORT folds at load
+        )
+
+
+def _shrink(model: onnx.ModelProto) -> None:
+    """Store float32 initializers that are exactly float16 as float16 + a Cast node."""
+    g = model.graph
+    casts, keep = [], []
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size >= 64 and np.array_equal(arr.astype(np.float16).astype(np.float32), arr):
+            half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__f16")
+            keep.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+        else:
+            keep.append(init)
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+def _default_mask(model: onnx.ModelProto, steps: int, classes: int) -> None:
+    """Give the mask input a default (all allowed), making it optional for callers."""
+    model.graph.initializer.append(
+        numpy_helper.from_array(np.ones((1, steps, classes), dtype=bool), "mask")
+    )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> dict:
+    """torch vs ONNX Runtime on random z and noise (T=1, T=0 and a masked case)."""
+    c = model.config
+    sess_s, sess_e = _session(folder / SAMPLER), _session(folder / ENCODER)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, c.z, generator=g)
+    noise = gumbel((n, c.steps, c.num_classes), generator=g)
+    rng = np.random.default_rng(seed)
+    mask = torch.from_numpy(rng.random((n, c.steps, c.num_classes)) < 0.3)
+    mask[..., 0] = True  # a rest is always allowed, so no step is empty
+    report = {"samples": n, "class_mismatches": 0, "max_velocity_diff": 0.0, "max_offset_diff": 0.0}
+    for temp, m in ((1.0, None), (0.0, None), (1.0, mask)):
+        tc, tv, to = model.sample(z, temp, noise, m)
+        feed = {"z": z.numpy(), "temperature": np.array([temp], np.float32), "noise": noise.numpy()}
+        if m is not None:
+            feed["mask"] = m.numpy()
+        oc, ov, oo = sess_s.run(None, feed)
+        report["class_mismatches"] += int((oc != tc.numpy()).sum())
+        if m is not None and not m.numpy()[np.arange(n)[:, None], np.arange(c.steps)[None, :], oc].all():
+            report["mask_violations"] = True
+        report["max_velocity_diff"] = max(report["max_velocity_diff"], float(np.abs(ov - tv.numpy()).max()))
+        report["max_offset_diff"] = max(report["max_offset_diff"], float(np.abs(oo - to.numpy()).max()))
+    # encoder on the sampled patterns
+    tcls, tvel, toff = model.sample(z, 1.0, noise)
+    with torch.no_grad():
+        mu, lv = model.encoder(tcls, tvel, toff)
+    omu, olv = sess_e.run(None, {"classes": tcls.numpy(), "velocity": tvel.numpy(), "offset": toff.numpy()})
+    report["max_mu_diff"] = float(np.abs(omu - mu.numpy()).max())
+    report["max_logvar_diff"] = float(np.abs(olv - lv.numpy()).max())
+    report["ok"] = bool(
+        report["class_mismatches"] == 0
+        and not report.get("mask_violations")
+        and report["max_velocity_diff"] <= PARITY_ATOL
+        and report["max_offset_diff"] <= PARITY_ATOL
+        and report["max_mu_diff"] <= 1e-3
+    )
+    return report
+
+
+def export(run: str | Path, out: str | Path, data: str | None = None, eval_json: str | Path | None = None) -> dict:
+    """Export a run; returns the metadata written. Raises ExportError (nothing written) on failure."""
+    run, out = Path(run), Path(out)
+    model, cfg = trainer.load_model(run)
+    c = cfg.model
+    if (c.num_classes, c.num_voices, c.steps) != (drums.NUM_CLASSES, drums.NUM_VOICES, drums.STEPS):
+        raise ExportError(f"{run} was trained with another vocabulary (classes {c.num_classes}, steps {c.steps})")
+    attrs = run_attributes(run, model, data)
+    tmp = out.with_name(out.name + ".tmp-export")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        B = 1
+        z = torch.zeros(B, c.z)
+        args = (z, torch.ones(1), torch.zeros(B, c.steps, c.num_classes), torch.ones(B, c.steps, c.num_classes, dtype=torch.bool))
+        _trace(
+            Sampler(model).eval(), args, tmp / SAMPLER,
+            ["z", "temperature", "noise", "mask"], ["classes", "velocity", "offset"],
+            {"z": {0: "B"}, "noise": {0: "B"}, "mask": {0: "Bm"}, "classes": {0: "B"}, "velocity": {0: "B"}, "offset": {0: "B"}},
+        )
+        enc_args = (torch.zeros(B, c.steps, dtype=torch.long), torch.zeros(B, c.steps, c.num_voices), torch.zeros(B, c.steps, c.num_voices))
+        _trace(
+            EncoderGraph(model).eval(), enc_args, tmp / ENCODER,
+            ["classes", "velocity", "offset"], ["mu", "logvar"],
+            {"classes": {0: "B"}, "velocity": {0: "B"}, "offset": {0: "B"}, "mu": {0: "B"}, "logvar": {0: "B"}},
+        )
+        for name in (SAMPLER, ENCODER):
+            m = onnx.load(str(tmp / name))
+            _shrink(m)
+            if name == SAMPLER:
+                _default_mask(m, c.steps, c.num_classes)
+            onnx.checker.check_model(m)
+            onnx.save(m, str(tmp / name))
+        parity = check_parity(model, tmp)
+        if not parity["ok"]:
+            raise ExportError(f"torch vs ONNX Runtime parity failed, nothing written: {parity}")
+        meta = _metadata(run, cfg, attrs, parity, eval_json)
+        meta["files"] = {n: _sha256(tmp / n) for n in (SAMPLER, ENCODER)}
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def _metadata(run: Path, cfg, attrs: dict, parity: dict, eval_json) -> dict:
+    runcfg = json.loads((run / trainer.CONFIG).read_text())
+    data = runcfg.get("data", {})
+    is_gmd = data.get("source") == "info.csv"
+    metrics = {}
+    ej = Path(eval_json) if eval_json else run / "eval" / "test.json"
+    if ej.exists():
+        rep = json.loads(ej.read_text())
+        metrics = {k: rep[k] for k in ("recon_accuracy", "teacher_forced_accuracy", "hit_f1", "sample_oa", "kl", "velocity_mae", "offset_mae") if k in rep}
+        metrics["split"] = rep.get("split")
+    return {
+        "format": FORMAT,
+        "name": run.name,
+        "vocabulary": {
+            "voices": list(drums.VOICES),
+            "output_pitches": list(drums.OUTPUT_PITCHES),
+            "num_classes": drums.NUM_CLASSES,
+            "steps": drums.STEPS,
+            "steps_per_bar": drums.STEPS_PER_BAR,
+            "bars": drums.BARS,
+        },
+        "z_size": cfg.model.z,
+        "temperature": {"default": 1.0, "min": 0.0, "max": 2.0},
+        "preset": cfg.preset,
+        "model_config": runcfg.get("model", {}),
+        "training": {
+            "data": "Groove MIDI Dataset v1.0.0" if is_gmd else Path(data.get("folder", "?")).name,
+            "windows": data.get("windows"),
+            "steps": cfg.train.steps,
+        },
+        "attribution": GMD_ATTRIBUTION if is_gmd else "trained on the user's own drum MIDI",
+        "license": "CC BY 4.0 (training data)" if is_gmd else None,
+        "metrics": metrics,
+        "attributes": attrs,
+        "parity": parity,
+    }

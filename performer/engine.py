@@ -1,0 +1,228 @@
+"""The runtime engine: an exported model folder -> Patterns, with numpy and ONNX Runtime only.
+
+Sessions are tuned for a live process that must not steal the sender thread's
+core: one intra-op thread, no spinning, sequential execution, full graph
+optimisation (which folds the sampler's weight tables once at load), and a
+warm-up decode so the first real one is as fast as the rest.
+
+Reproducibility: ``sample(seed=S, temperature=T)`` draws z and then the
+Gumbel noise from ``numpy.random.default_rng(S)``; the same model, seed and
+temperature give the same Pattern on every machine ONNX Runtime agrees on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from model import drums
+from model.errors import DrumPerformerError
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+SAMPLER, ENCODER, META = "sampler.onnx", "encoder.onnx", "model.json"
+
+
+class EngineError(DrumPerformerError):
+    pass
+
+
+def default_model_dir() -> Path:
+    """The model shipped inside the package."""
+    return Path(str(resources.files("performer") / "models" / "default"))
+
+
+def _gumbel(rng: np.random.Generator, shape) -> np.ndarray:
+    u = rng.random(shape, dtype=np.float32)
+    np.clip(u, 1e-9, 1.0 - 1e-7, out=u)
+    return -np.log(-np.log(u))
+
+
+Lock = tuple[drums.Pattern, np.ndarray]  # (source pattern, (9,) bool voices to keep)
+
+
+class Engine:
+    def __init__(self, folder: Path, meta: dict, sampler, encoder):
+        self.folder = folder
+        self.meta = meta
+        self._sampler = sampler
+        self._encoder = encoder
+        self.z_size = int(meta["z_size"])
+        self.attributes = {k: np.asarray(v, np.float32) for k, v in meta.get("attributes", {}).items()}
+        t = meta.get("temperature", {})
+        self.temperature_range = (float(t.get("min", 0.0)), float(t.get("max", 2.0)))
+        self._zero_noise = np.zeros((1, drums.STEPS, drums.NUM_CLASSES), np.float32)
+
+    # --- loading -------------------------------------------------------------
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, warm: bool = True) -> Engine:
+        folder = Path(model_dir) if model_dir is not None else default_model_dir()
+        meta = cls._read_meta(folder)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineError("onnxruntime is not installed: pip install onnxruntime") from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        sessions = []
+        for name in (SAMPLER, ENCODER):
+            try:
+                sessions.append(ort.InferenceSession(str(folder / name), so, providers=["CPUExecutionProvider"]))
+            except Exception as e:
+                raise EngineError(f"cannot load {folder / name}: {str(e).splitlines()[0][:200]}") from None
+        engine = cls(folder, meta, *sessions)
+        if warm:
+            engine.sample(seed=0)
+        return engine
+
+    @staticmethod
+    def _read_meta(folder: Path) -> dict:
+        p = folder / META
+        if not folder.is_dir():
+            raise EngineError(f"model folder {folder} does not exist")
+        if not p.exists():
+            raise EngineError(f"{folder} is not an exported model (no {META}); run drum-performer export")
+        try:
+            meta = json.loads(p.read_text())
+        except (ValueError, OSError) as e:
+            raise EngineError(f"{p} is corrupt: {e}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise EngineError(f"{p} has format {meta.get('format') if isinstance(meta, dict) else '?'}, this version reads {FORMAT}")
+        voc = meta.get("vocabulary", {})
+        want = {
+            "voices": list(drums.VOICES),
+            "output_pitches": list(drums.OUTPUT_PITCHES),
+            "num_classes": drums.NUM_CLASSES,
+            "steps": drums.STEPS,
+        }
+        for k, v in want.items():
+            if voc.get(k) != v:
+                raise EngineError(f"{folder} was exported with a different vocabulary ({k}: {voc.get(k)!r}, expected {v!r})")
+        for name, digest in meta.get("files", {}).items():
+            f = folder / name
+            if not f.exists():
+                raise EngineError(f"{f} is missing")
+            if hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+                raise EngineError(f"{f} is corrupt (checksum differs from {META})")
+        if "z_size" not in meta:
+            raise EngineError(f"{p} has no z_size")
+        return meta
+
+    # --- latents -------------------------------------------------------------
+
+    def prior(self, seed: int | None = None) -> np.ndarray:
+        """z ~ N(0, I), (Z,) float32; the same draw sample(seed=...) uses."""
+        return np.random.default_rng(seed).standard_normal(self.z_size).astype(np.float32)
+
+    def attribute(self, name: str = "density") -> np.ndarray:
+        if name not in self.attributes:
+            raise EngineError(f"model has no attribute vector {name!r} (has: {', '.join(self.attributes) or 'none'})")
+        return self.attributes[name]
+
+    @staticmethod
+    def slerp(z_a: np.ndarray, z_b: np.ndarray, n: int) -> np.ndarray:
+        """(n, Z) spherical interpolation from z_a to z_b, both ends included."""
+        a, b = np.asarray(z_a, np.float64), np.asarray(z_b, np.float64)
+        ts = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        cos = np.dot(a, b) / max(na * nb, 1e-12)
+        omega = np.arccos(np.clip(cos, -1.0, 1.0))
+        if omega < 1e-6:  # (anti)parallel-free degenerate case: straight line
+            out = (1 - ts)[:, None] * a + ts[:, None] * b
+        else:
+            s = np.sin(omega)
+            out = (np.sin((1 - ts) * omega) / s)[:, None] * a + (np.sin(ts * omega) / s)[:, None] * b
+        return out.astype(np.float32)
+
+    # --- decoding ------------------------------------------------------------
+
+    def decode(self, z: np.ndarray, temperature: float, noise: np.ndarray | None = None, mask: np.ndarray | None = None):
+        """Batch decode. z (B, Z); noise (B, T, C) Gumbel or None (argmax); mask (B|1, T, C) bool.
+
+        -> classes (B, T) int64, velocity (B, T, V), offset (B, T, V).
+        """
+        z = np.ascontiguousarray(z, dtype=np.float32).reshape(-1, self.z_size)
+        if noise is None or temperature == 0:
+            noise = self._zero_noise if len(z) == 1 else np.zeros((len(z), drums.STEPS, drums.NUM_CLASSES), np.float32)
+        feed = {"z": z, "temperature": np.array([temperature], np.float32), "noise": noise}
+        if mask is not None:
+            feed["mask"] = np.ascontiguousarray(mask, dtype=bool)
+        classes, vel, off = self._sampler.run(None, feed)
+        return classes, vel, off
+
+    def sample(
+        self,
+        z: np.ndarray | None = None,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        lock: Lock | None = None,
+    ) -> drums.Pattern:
+        """One 4-bar Pattern. z None: drawn from the seed. lock: keep those voices of a pattern."""
+        lo, hi = self.temperature_range
+        if not lo <= temperature <= hi:
+            raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
+        rng = np.random.default_rng(seed)
+        if z is None:
+            z = rng.standard_normal(self.z_size).astype(np.float32)
+        noise = _gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None
+        mask = None
+        if lock is not None:
+            src, keep = lock
+            mask = drums.class_mask_for_lock(src.hits, keep)[None]  # (1, T, C)
+        c, v, o = self.decode(z, temperature, noise, mask)
+        pattern = drums.Pattern.from_classes(c[0], v[0], o[0])
+        if lock is not None:
+            # the kept voices keep their own groove too, not just their hits
+            pattern = pattern.with_voices(src, lock[1])
+        return pattern
+
+    # --- encoding ------------------------------------------------------------
+
+    def encode_batch(self, patterns: list[drums.Pattern]) -> tuple[np.ndarray, np.ndarray]:
+        for p in patterns:
+            if p.steps != drums.STEPS:
+                raise EngineError(f"a pattern to encode needs {drums.STEPS} steps, got {p.steps}")
+        feed = {
+            "classes": np.stack([p.classes() for p in patterns]).astype(np.int64),
+            "velocity": np.stack([p.velocity for p in patterns]).astype(np.float32),
+            "offset": np.stack([p.offset for p in patterns]).astype(np.float32),
+        }
+        mu, logvar = self._encoder.run(None, feed)
+        return mu, logvar
+
+    def encode(self, pattern: drums.Pattern) -> np.ndarray:
+        """Posterior mean of a Pattern, (Z,)."""
+        return self.encode_batch([pattern])[0][0]
+
+    def encode_file(self, path: str | Path) -> np.ndarray:
+        from model import midifile
+
+        return self.encode(midifile.read_pattern(path))
+
+    # --- evaluation ----------------------------------------------------------
+
+    def eval_backend(self):
+        """A train.evaluate.Backend over the ONNX graphs (no torch)."""
+        from train.evaluate import Backend
+
+        def encode(b):
+            mu, lv = self._encoder.run(None, {"classes": b["classes"].astype(np.int64), "velocity": b["velocity"], "offset": b["offset"]})
+            return mu, lv
+
+        def decode(z, temperature, noise):
+            return self.decode(z, float(temperature), np.ascontiguousarray(noise, np.float32))
+
+        return Backend(f"exported {self.folder}", self.z_size, encode, decode, None)

@@ -1,0 +1,102 @@
+"""``drum-performer sample``: four-bar grooves (or a morph between two clips) as MIDI files.
+
+Seeds: file ``i`` of ``sample -n N --seed S`` is ``Engine.sample(seed=S + i)``,
+the same groove the live performer plays first with ``--seed S + i``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+
+from model import drums, midifile
+from model.errors import DrumPerformerError
+
+log = logging.getLogger(__name__)
+
+
+class SampleError(DrumPerformerError):
+    pass
+
+
+def add_parser(sub, positive_int, nonneg_float, bpm) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="write four-bar grooves as MIDI files (or --interpolate A.mid B.mid)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-n", type=positive_int, default=4, help="number of grooves")
+    p.add_argument("--out", required=True, help="folder to write into (created if needed)")
+    p.add_argument("--seed", type=int, help="first seed (file i uses seed+i); default: random, printed")
+    p.add_argument("--temperature", type=nonneg_float, help="sampling temperature (0 = most likely); default 1.0, 0 for --interpolate")
+    p.add_argument("--bpm", type=bpm, default=120.0, help="tempo written to the files")
+    p.add_argument("--model", help="exported model folder (default: the shipped model)")
+    p.add_argument("--quantize", action="store_true", help="write on the grid (keep velocities, drop microtiming)")
+    p.add_argument("--interpolate", nargs=2, metavar=("A.mid", "B.mid"), help="morph from clip A to clip B")
+    p.add_argument("--steps", type=positive_int, default=5, help="grooves on the morph path, ends included")
+    p.add_argument("--png", action="store_true", help="also draw each groove's grid as a PNG (needs matplotlib)")
+    p.set_defaults(func=run)
+
+
+def draw_png(pattern: drums.Pattern, path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SampleError("--png needs matplotlib: pip install matplotlib") from None
+    fig, ax = plt.subplots(figsize=(12, 2.6))
+    img = np.where(pattern.hits, 0.25 + 0.75 * pattern.velocity, 0.0).T  # (V, T)
+    ax.imshow(img, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest", origin="lower")
+    for x in range(0, pattern.steps + 1, drums.STEPS_PER_BEAT):
+        ax.axvline(x - 0.5, color="tab:blue" if x % drums.STEPS_PER_BAR == 0 else "0.85", lw=0.8 if x % drums.STEPS_PER_BAR else 1.5)
+    ax.set_yticks(range(drums.NUM_VOICES), drums.VOICE_LABELS)
+    ax.set_xlabel("sixteenth step")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def run(a) -> int:
+    from performer.engine import Engine
+
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise SampleError(f"--out {out} exists and is not a folder")
+    engine = Engine.load(a.model)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if a.interpolate:
+        temp = 0.0 if a.temperature is None else a.temperature
+        for clip in a.interpolate:
+            if not Path(clip).exists():
+                raise SampleError(f"clip {clip} does not exist")
+        za, zb = (engine.encode(midifile.read_pattern(c)) for c in a.interpolate)
+        seed = a.seed if a.seed is not None else 0
+        for i, z in enumerate(engine.slerp(za, zb, a.steps)):
+            p = engine.sample(z=z, temperature=temp, seed=seed)
+            written.append(_write(p, out / f"morph_{i:02d}.mid", a, f"morph {i + 1}/{a.steps}"))
+        print(f"morph {a.interpolate[0]} -> {a.interpolate[1]} in {a.steps} grooves (temperature {temp})")
+    else:
+        temp = 1.0 if a.temperature is None else a.temperature
+        seed = a.seed if a.seed is not None else random.randrange(2**31)
+        for i in range(a.n):
+            p = engine.sample(temperature=temp, seed=seed + i)
+            written.append(_write(p, out / f"groove_{seed + i}.mid", a, f"seed {seed + i}, temperature {temp}"))
+        print(f"{a.n} grooves, seeds {seed}..{seed + a.n - 1}, temperature {temp}, {a.bpm:g} BPM")
+    for w in written:
+        print(f"  {w}")
+    return 0
+
+
+def _write(p: drums.Pattern, path: Path, a, title: str) -> Path:
+    midifile.write_pattern(p, path, bpm=a.bpm, quantize=a.quantize)
+    if a.png:
+        draw_png(p, path.with_suffix(".png"), title)
+    return path
