@@ -1,0 +1,44 @@
+"""Fixtures for the JACK suite: one private server per session, the model the performer plays."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.jack import harness
+
+log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="session")
+def jack_server(tmp_path_factory):
+    reason = harness.missing_tools()
+    if reason:
+        pytest.skip(reason)
+    server = harness.JackServer(period=128, workdir=tmp_path_factory.mktemp("jack"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(jack_server):
+    """The session's server, checked alive: a test that crashed jackd must not
+    make every later test fail with a confusing connection error."""
+    if not jack_server.alive():
+        pytest.fail(f"the private jackd died; log: {jack_server.workdir / 'jackd.log'}")
+    return jack_server
+
+
+@pytest.fixture(scope="session")
+def live_model(request) -> Path:
+    """The model the performer plays: the shipped one, else the tiny exported test model."""
+    from performer.engine import default_model_dir
+
+    shipped = default_model_dir()
+    if (shipped / "model.json").exists():
+        return shipped
+    log.info("no shipped model in %s; using the tiny test model", shipped)
+    return request.getfixturevalue("tiny_model")

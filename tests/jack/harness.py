@@ -1,0 +1,770 @@
+"""End-to-end harness over a private JACK server: real peers, frame-accurate recording.
+
+The performer is driven exactly as a user's studio would drive it: ``jack_midi_clock``
+is the MIDI clock master, ``jack_transport`` is the transport (and the timebase
+master, so the clock carries Song Position Pointers), and the performer runs as a
+subprocess of its own command line. Everything it sends, and every clock byte it
+was sent, is recorded by one JACK client of ours (:class:`Recorder`) with the
+frame it happened at, so timing is measured in the server's own frame clock, not
+with wall-clock guesses (rtmidi's JACK input stamps once per period, too coarse).
+
+Nothing here touches a JACK server it did not start: every child gets
+``JACK_DEFAULT_SERVER`` set to the private server's name, and teardown signals
+only the PIDs this module started.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TOOLS = ("jackd", "jack_midi_clock", "jack_transport")
+
+# The performer's JACK names, per the CLI contract. Only find_performer_ports()
+# uses these, so a rename in the performer is a one-line fix here.
+PERFORMER_CLIENT_PREFIX = "drum-performer"
+PERFORMER_OUT_NAME = "Drum Performer"
+PERFORMER_CLOCK_NAME = "Drum Performer Clock"
+
+# MIDI bytes
+CLOCK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
+NOTE_OFF, NOTE_ON, CONTROL = 0x80, 0x90, 0xB0
+CC_ALL_SOUND_OFF, CC_ALL_NOTES_OFF = 120, 123
+DRUM_CHANNEL = 9  # GM channel 10, 0-based
+PPQN = 24
+TICKS_PER_STEP = PPQN // 4  # a 16th note
+STEPS_PER_CYCLE = 64
+TICKS_PER_CYCLE = STEPS_PER_CYCLE * TICKS_PER_STEP  # 384
+
+
+def missing_tools() -> str | None:
+    """Why the JACK suite cannot run here, or None when it can."""
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"JACK tools not installed: {', '.join(missing)} (apt-get install jackd2 jack-midi-clock)"
+    try:
+        import jack  # noqa: F401
+    except Exception as e:  # OSError when libjack itself is missing
+        return f"JACK-Client (import jack) unavailable: {e}"
+    return None
+
+
+def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.02):
+    """Poll pred until it returns something truthy; return that, or None on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
+def _stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+    """Signal one child we started (by its PID, never by name) and reap it."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d ignored signal %d; killing it", proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+    return proc.returncode
+
+
+# --- the server ----------------------------------------------------------------
+
+
+class JackServer:
+    """A private jackd on the dummy driver, with a unique server name.
+
+    A realtime server is tried first (it is what users run, and it keeps the
+    dummy driver's periods regular on a loaded machine); where realtime
+    scheduling is refused the server is restarted with ``--no-realtime``.
+    """
+
+    def __init__(self, rate: int = 48000, period: int = 128, name: str | None = None,
+                 workdir: str | Path | None = None):
+        self.rate = rate
+        self.period = period
+        self.name = name or f"dp-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="jack-"))
+        self.proc: subprocess.Popen | None = None
+        self.realtime = False
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for every child: this server, and never auto-start another."""
+        e = dict(os.environ)
+        e["JACK_DEFAULT_SERVER"] = self.name
+        e["JACK_NO_START_SERVER"] = "1"
+        return e
+
+    @property
+    def period_ms(self) -> float:
+        return 1000.0 * self.period / self.rate
+
+    def ms(self, frames: float) -> float:
+        return 1000.0 * frames / self.rate
+
+    def frames(self, ms: float) -> float:
+        return ms * self.rate / 1000.0
+
+    def start(self, timeout: float = 15.0) -> JackServer:
+        for realtime in (True, False):
+            if self._try_start(realtime, timeout):
+                self.realtime = realtime
+                log.info("jackd %s up (%s, pid %d)", self.name,
+                         "realtime" if realtime else "no-realtime", self.proc.pid)
+                return self
+        raise RuntimeError(f"jackd {self.name} did not start; see {self.workdir / 'jackd.log'}:\n"
+                           + (self.workdir / "jackd.log").read_text(errors="replace")[-2000:])
+
+    def _try_start(self, realtime: bool, timeout: float) -> bool:
+        cmd = ["jackd", "-n", self.name, "-R" if realtime else "--no-realtime",
+               "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
+        logf = open(self.workdir / "jackd.log", "ab")  # noqa: SIM115 -- lives as long as jackd
+        logf.write(f"$ {' '.join(cmd)}\n".encode())
+        logf.flush()
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=self.env)
+        logf.close()
+        if wait_until(self._answers, timeout, interval=0.1):
+            return True
+        _stop_process(self.proc)
+        self.proc = None
+        return False
+
+    def _answers(self) -> bool:
+        import jack
+
+        if self.proc is None or self.proc.poll() is not None:
+            return True  # stop polling: it exited (checked by the caller)
+        try:
+            c = jack.Client(f"probe-{uuid.uuid4().hex[:6]}", servername=self.name, no_start_server=True)
+        except jack.JackError:
+            return False
+        c.close()
+        return True
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> JackServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- recording -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    frame: int  # server frame time: period start + the event's offset in the period
+    port: str  # the recorder input's short name
+    data: bytes
+
+
+class Recorder:
+    """A JACK client of our own that keeps every MIDI event on its inputs with its frame.
+
+    The process callback only appends (list.append is atomic under the GIL), so
+    the readers on the test thread never block it.
+    """
+
+    def __init__(self, server: JackServer, name: str = "dp-recorder",
+                 inputs: Sequence[str] = ("clock", "notes")):
+        import jack
+
+        self.server = server
+        self.client = jack.Client(name, servername=server.name, no_start_server=True)
+        self._ports = [(n, self.client.midi_inports.register(n)) for n in inputs]
+        self._events: list[Event] = []
+        self.xruns = 0
+        client = self.client
+        ports = self._ports
+        events = self._events
+
+        def process(frames: int) -> None:
+            base = client.last_frame_time
+            for name_, port in ports:
+                for offset, data in port.incoming_midi_events():
+                    events.append(Event(base + offset, name_, bytes(data)))
+
+        def xrun(delay_usecs: float) -> None:
+            self.xruns += 1
+
+        client.set_process_callback(process)
+        client.set_xrun_callback(xrun)
+        client.activate()
+
+    # ports of the JACK graph (any client may connect any two ports)
+    def port(self, short: str) -> str:
+        return f"{self.client.name}:{short}"
+
+    def port_names(self, pattern: str = "", **kw) -> list[str]:
+        return [p.name for p in self.client.get_ports(pattern, **kw)]
+
+    def connect(self, src: str, dst: str, timeout: float = 5.0) -> None:
+        """Connect two ports, retrying: a port is listed as soon as it is registered,
+        but connecting it fails until its client has activated."""
+        import errno
+
+        import jack
+
+        last: Exception | None = None
+
+        def attempt():
+            nonlocal last
+            try:
+                self.client.connect(src, dst)
+            except jack.JackErrorCode as e:
+                if e.code == errno.EEXIST:
+                    return True
+                last = e
+                return False
+            return True
+
+        if not wait_until(attempt, timeout, interval=0.05):
+            raise RuntimeError(f"cannot connect {src} -> {dst}: {last}")
+
+    def now(self) -> int:
+        """The server's current frame time, to stamp our own actions (signals, commands)."""
+        return self.client.frame_time
+
+    # reading
+    def mark(self) -> int:
+        return len(self._events)
+
+    def events(self, port: str | None = None, since: int = 0) -> list[Event]:
+        evs = self._events[since:]
+        return [e for e in evs if port is None or e.port == port]
+
+    def wait_for(self, pred: Callable[[Event], bool], timeout: float, since: int = 0,
+                 port: str | None = None) -> Event | None:
+        """The first event from index ``since`` on that satisfies pred, waiting for it."""
+        seen = since
+
+        def check():
+            nonlocal seen
+            evs = self._events
+            n = len(evs)
+            for e in evs[seen:n]:
+                if (port is None or e.port == port) and pred(e):
+                    return e
+            seen = n
+            return None
+
+        return wait_until(check, timeout, interval=0.005)
+
+    def clear(self) -> None:
+        self._events.clear()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.deactivate()
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+# --- peers ---------------------------------------------------------------------
+
+
+class _Child:
+    """A child process of ours on the private server, logging to a file in its workdir."""
+
+    def __init__(self, server: JackServer, cmd: list[str], logname: str, stdin=subprocess.DEVNULL):
+        self.server = server
+        self.cmd = cmd
+        self.log_path = server.workdir / logname
+        logf = open(self.log_path, "ab")  # noqa: SIM115 -- handed to the child
+        logf.write(f"$ {' '.join(cmd)}\n".encode())
+        logf.flush()
+        log.debug("starting %s", " ".join(cmd))
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=stdin,
+                                     env=server.env)
+        logf.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        return _stop_process(self.proc, sig, timeout)
+
+
+def _new_port(rec: Recorder, before: set[str], regex: str, timeout: float, **kw) -> str | None:
+    def find():
+        new = [p for p in rec.port_names(regex, **kw) if p not in before]
+        return new[0] if new else None
+
+    return wait_until(find, timeout)
+
+
+class ClockMaster(_Child):
+    """``jack_midi_clock``: MIDI clock from the JACK transport.
+
+    With ``jack_transport`` as timebase master the tempo comes from the master
+    (``bpm`` is then only the fallback) and Song Position Pointers are sent; the
+    clock sends SPP (the located position plus ``resync_delay`` worth of 16ths)
+    and then Continue on the clock tick where the transport reaches that position.
+    """
+
+    def __init__(self, server: JackServer, rec: Recorder, bpm: float = 120.0, *,
+                 force_bpm: bool = False, jitter: float = 0.0, no_position: bool = False,
+                 resync_delay: float | None = 0.5, timeout: float = 10.0):
+        cmd = ["jack_midi_clock", "-b", f"{bpm:g}"]
+        if force_bpm:
+            cmd.append("-B")
+        if jitter:
+            cmd += ["-J", f"{jitter:g}"]
+        if no_position:
+            cmd.append("-P")
+        if resync_delay is not None:
+            cmd += ["-d", f"{resync_delay:g}"]
+        before = set(rec.port_names(is_midi=True))
+        super().__init__(server, cmd, f"jack_midi_clock-{uuid.uuid4().hex[:6]}.log")
+        self.port = _new_port(rec, before, r"^jack_midi_clock.*:mclk_out$", timeout, is_midi=True)
+        if self.port is None:
+            self.stop()
+            raise RuntimeError(f"jack_midi_clock's port did not appear:\n{self.output()[-2000:]}")
+
+
+class Transport(_Child):
+    """``jack_transport`` driven on its stdin, as timebase master (so the clock can send SPP)."""
+
+    def __init__(self, server: JackServer, bpm: float = 120.0, master: bool = True):
+        super().__init__(server, ["jack_transport"], f"jack_transport-{uuid.uuid4().hex[:6]}.log",
+                         stdin=subprocess.PIPE)
+        if master:
+            self.send("master")
+            self.send(f"tempo {bpm:g}")
+
+    def send(self, command: str) -> None:
+        log.debug("jack_transport> %s", command)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{command}\n".encode())
+        self.proc.stdin.flush()
+
+    def play(self) -> None:
+        self.send("play")
+
+    def stop_transport(self) -> None:
+        self.send("stop")
+
+    def locate(self, frame: int) -> None:
+        self.send(f"locate {int(frame)}")
+
+    def tempo(self, bpm: float) -> None:
+        self.send(f"tempo {bpm:g}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        if self.alive():
+            with contextlib.suppress(OSError):
+                self.send("stop")
+                self.send("quit")
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2.0)
+        return super().stop(sig, timeout)
+
+
+def performer_command() -> list[str]:
+    """The product's command: the installed console script, else the same entry point via -m."""
+    exe = shutil.which("drum-performer")
+    if exe:
+        return [exe]
+    return [sys.executable, "-m", "performer.cli"]
+
+
+def find_performer_ports(rec: Recorder, before: Iterable[str] = ()) -> tuple[str | None, str | None]:
+    """(notes output, clock input) of a performer that appeared after ``before``.
+
+    The one place that knows how the performer names itself under JACK: a client
+    whose name begins with "drum-performer", an output "Drum Performer" and an
+    input "Drum Performer Clock" (with --port the output may be named after the
+    destination, so any new output of such a client counts when the exact name
+    is not there).
+    """
+    before = set(before)
+    prefix = re.escape(PERFORMER_CLIENT_PREFIX)
+    outs = [p for p in rec.port_names(rf"^{prefix}[^:]*:", is_midi=True, is_output=True) if p not in before]
+    ins = [p for p in rec.port_names(rf"^{prefix}[^:]*:", is_midi=True, is_input=True) if p not in before]
+
+    def pick(ports: list[str], short: str) -> str | None:
+        exact = [p for p in ports if p.split(":", 1)[1] == short]
+        return (exact or ports or [None])[0]
+
+    return pick(outs, PERFORMER_OUT_NAME), pick(ins, PERFORMER_CLOCK_NAME)
+
+
+class Performer(_Child):
+    """``drum-performer --api jack ...`` as a subprocess, ready once its JACK ports exist."""
+
+    def __init__(self, server: JackServer, rec: Recorder, args: Sequence[str] = (), *,
+                 need_out: bool = True, need_clock: bool = True, timeout: float = 60.0):
+        before = set(rec.port_names(is_midi=True))
+        t0 = time.monotonic()
+        super().__init__(server, [*performer_command(), "--api", "jack", *args],
+                         f"drum-performer-{uuid.uuid4().hex[:6]}.log")
+        self.out_port: str | None = None
+        self.clock_port: str | None = None
+
+        def ready():
+            if not self.alive():
+                return True
+            out, clk = find_performer_ports(rec, before)
+            if (out or not need_out) and (clk or not need_clock):
+                self.out_port, self.clock_port = out, clk
+                return True
+            return False
+
+        wait_until(ready, timeout, interval=0.01)
+        self.ready_s = time.monotonic() - t0  # command -> ports registered
+        if not self.alive():
+            raise RuntimeError(f"drum-performer exited with {self.proc.returncode} before its ports "
+                               f"appeared:\n{self.output()[-3000:]}")
+        if (need_out and not self.out_port) or (need_clock and not self.clock_port):
+            self.stop(signal.SIGKILL)
+            raise RuntimeError(f"drum-performer's ports did not appear within {timeout} s "
+                               f"(JACK ports now: {rec.port_names(is_midi=True)}):\n{self.output()[-3000:]}")
+        log.info("drum-performer pid %d ready in %.3f s: out=%s clock=%s",
+                 self.pid, self.ready_s, self.out_port, self.clock_port)
+
+
+# --- process accounting (no psutil) ----------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()  # the name may contain spaces and parens
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# --- analysis --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tick:
+    frame: int
+    pos: int  # song position in MIDI clocks (24 PPQN) since song start
+    run: int = 0  # which Start/Continue this tick belongs to (0, 1, ...)
+
+
+@dataclass
+class ClockTrack:
+    """What the clock stream told a slave, decoded with MIDI 1.0 semantics.
+
+    Start sets the song position to 0 and Continue resumes at the current one; the
+    clock that follows either is the beat at that position and each further clock
+    advances it by one. SPP (in 16ths) relocates while stopped. Clocks while
+    stopped carry tempo only and do not advance the song.
+    """
+
+    ticks: list[Tick] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    continues: list[int] = field(default_factory=list)
+    stops: list[int] = field(default_factory=list)
+    spps: list[tuple[int, int]] = field(default_factory=list)  # (frame, 16ths)
+    idle_ticks: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event]) -> ClockTrack:
+        t = cls()
+        playing, pos, run = False, 0, -1
+        for e in events:
+            b = e.data[0] if e.data else None
+            if b == START:
+                playing, pos, run = True, 0, run + 1
+                t.starts.append(e.frame)
+            elif b == CONTINUE:
+                if not playing:
+                    run += 1
+                playing = True
+                t.continues.append(e.frame)
+            elif b == STOP:
+                playing = False
+                t.stops.append(e.frame)
+            elif b == SPP and len(e.data) == 3:
+                value = e.data[1] | (e.data[2] << 7)
+                t.spps.append((e.frame, value))
+                if not playing:
+                    pos = value * TICKS_PER_STEP
+            elif b == CLOCK:
+                if playing:
+                    t.ticks.append(Tick(e.frame, pos, run))
+                    pos += 1
+                else:
+                    t.idle_ticks.append(e.frame)
+        return t
+
+    def grid(self) -> list[Tick]:
+        """The ticks that begin a 16th step."""
+        return [k for k in self.ticks if k.pos % TICKS_PER_STEP == 0]
+
+    def intervals(self) -> list[int]:
+        """Frames between consecutive ticks of one playing run."""
+        out = []
+        for a, b in zip(self.ticks, self.ticks[1:], strict=False):
+            if b.run == a.run:
+                out.append(b.frame - a.frame)
+        return out
+
+
+@dataclass(frozen=True)
+class Note:
+    frame: int
+    on: bool
+    channel: int  # 0-based
+    pitch: int
+    velocity: int
+
+
+@dataclass(frozen=True)
+class Control:
+    frame: int
+    channel: int
+    number: int
+    value: int
+
+
+def notes(events: Iterable[Event]) -> list[Note]:
+    out = []
+    for e in events:
+        if len(e.data) != 3:
+            continue
+        kind, ch = e.data[0] & 0xF0, e.data[0] & 0x0F
+        if kind == NOTE_ON:
+            out.append(Note(e.frame, e.data[2] > 0, ch, e.data[1], e.data[2]))
+        elif kind == NOTE_OFF:
+            out.append(Note(e.frame, False, ch, e.data[1], e.data[2]))
+    return out
+
+
+def controls(events: Iterable[Event]) -> list[Control]:
+    return [Control(e.frame, e.data[0] & 0x0F, e.data[1], e.data[2])
+            for e in events if len(e.data) == 3 and e.data[0] & 0xF0 == CONTROL]
+
+
+def unreleased(ns: Iterable[Note]) -> list[Note]:
+    """Note-ons without a later note-off of the same channel and pitch (FIFO pairing)."""
+    open_: dict[tuple[int, int], list[Note]] = {}
+    for n in ns:
+        key = (n.channel, n.pitch)
+        if n.on:
+            open_.setdefault(key, []).append(n)
+        elif open_.get(key):
+            open_[key].pop(0)
+    return sorted((n for v in open_.values() for n in v), key=lambda n: n.frame)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A note-on placed on the grid: its nearest 16th tick, and its error against it."""
+
+    note: Note
+    step: int  # absolute 16th step in the song (song position // 6)
+    voice: int | None  # index into model.drums.OUTPUT_PITCHES, None for a foreign pitch
+    error_frames: int  # note frame - frame of the tick that starts its step
+
+    @property
+    def cycle(self) -> int:
+        return self.step // STEPS_PER_CYCLE
+
+    @property
+    def cycle_step(self) -> int:
+        return self.step % STEPS_PER_CYCLE
+
+
+def place(ns: Iterable[Note], track: ClockTrack, pitches: Sequence[int]) -> list[Placed]:
+    """Map each note-on to the 16th step whose tick is nearest in time.
+
+    Steps are at least 83 ms apart even at 180 BPM, so a note within a period or
+    two of its tick (or off the grid by less than half a step) maps unambiguously,
+    and clock jitter of a few ms cannot move it to a neighbour.
+    """
+    grid = track.grid()
+    frames = [k.frame for k in grid]
+    out = []
+    if not grid:
+        return out
+    for n in ns:
+        if not n.on:
+            continue
+        i = bisect.bisect_left(frames, n.frame)
+        cands = [j for j in (i - 1, i) if 0 <= j < len(grid)]
+        j = min(cands, key=lambda j: abs(frames[j] - n.frame))
+        voice = pitches.index(n.pitch) if n.pitch in pitches else None
+        out.append(Placed(n, grid[j].pos // TICKS_PER_STEP, voice, n.frame - frames[j]))
+    return out
+
+
+def hits_of(placed: Iterable[Placed]) -> set[tuple[int, int | None]]:
+    """{(absolute step, voice)} that were played."""
+    return {(p.step, p.voice) for p in placed}
+
+
+def expected_hits(hits, steps: Iterable[int], cycle_start_step: int = 0) -> set[tuple[int, int]]:
+    """{(absolute step, voice)} a pattern's (64, 9) hit grid asks for at the given absolute steps."""
+    out = set()
+    for s in steps:
+        row = hits[(s - cycle_start_step) % STEPS_PER_CYCLE]
+        out |= {(s, int(v)) for v in range(len(row)) if row[v]}
+    return out
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), without needing numpy here."""
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    k = (len(s) - 1) * q / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def describe(placed: Sequence[Placed], server: JackServer, limit: int = 12) -> str:
+    """A readable excerpt of placed notes for assertion messages."""
+    rows = [f"step {p.step:4d} voice {p.voice} pitch {p.note.pitch} vel {p.note.velocity:3d} "
+            f"err {server.ms(p.error_frames):+7.3f} ms" for p in placed[:limit]]
+    if len(placed) > limit:
+        rows.append(f"... {len(placed) - limit} more")
+    return "\n".join(rows)
+
+
+def frames_per_tick(server: JackServer, bpm: float) -> float:
+    return server.rate * 60.0 / (bpm * PPQN)
+
+
+class Rig:
+    """One test's studio: recorder, transport (timebase master), clock master, performer.
+
+    Started in that order so every port exists before it is wired; closed in the
+    reverse order. The clock goes to the recorder's "clock" input and the
+    performer's clock input; the performer's output to the recorder's "notes".
+    """
+
+    def __init__(self, server: JackServer, performer_args: Sequence[str] = (), *, bpm: float = 120.0,
+                 clock_kw: dict | None = None, recorder_inputs: Sequence[str] = ("clock", "notes"),
+                 start_performer: bool = True):
+        self.server = server
+        self.bpm = bpm
+        self.rec = Recorder(server, name=f"dp-rec-{uuid.uuid4().hex[:4]}", inputs=recorder_inputs)
+        self.transport: Transport | None = None
+        self.clock: ClockMaster | None = None
+        self.performer: Performer | None = None
+        try:
+            self.transport = Transport(server, bpm)
+            self.clock = ClockMaster(server, self.rec, bpm, **(clock_kw or {}))
+            self.rec.connect(self.clock.port, self.rec.port("clock"))
+            if start_performer:
+                self.start_performer(performer_args)
+        except BaseException:
+            self.close()
+            raise
+
+    def start_performer(self, args: Sequence[str], **kw) -> Performer:
+        self.performer = Performer(self.server, self.rec, args, **kw)
+        if self.performer.clock_port:
+            self.rec.connect(self.clock.port, self.performer.clock_port)
+        if self.performer.out_port and "notes" in [n for n, _ in self.rec._ports]:
+            self.rec.connect(self.performer.out_port, self.rec.port("notes"))
+        return self.performer
+
+    # transport, waiting for the clock to say it happened
+    def locate(self, frame: int, timeout: float = 5.0) -> None:
+        """Locate and wait until the server has done it: a play sent in the same
+        cycle as a locate starts from the old position (and jack_midi_clock then
+        sends Stop + SPP instead of Start)."""
+        self.transport.locate(frame)
+        if not wait_until(lambda: self.rec.client.transport_frame == frame, timeout):
+            raise RuntimeError(f"transport did not locate to {frame}")
+        time.sleep(4 * self.server.period / self.server.rate)  # let the clock see it
+
+    def start(self, timeout: float = 5.0) -> Event:
+        """Locate to 0 and roll; returns the recorded Start."""
+        since = self.rec.mark()
+        self.locate(0)
+        self.transport.play()
+        e = self.rec.wait_for(lambda e: e.data[:1] == bytes([START]), timeout, since, "clock")
+        if e is None:
+            raise RuntimeError(f"no Start from jack_midi_clock:\n{self.clock.output()[-1000:]}")
+        return e
+
+    def stop(self, timeout: float = 5.0) -> Event:
+        since = self.rec.mark()
+        self.transport.stop_transport()
+        e = self.rec.wait_for(lambda e: e.data[:1] == bytes([STOP]), timeout, since, "clock")
+        if e is None:
+            raise RuntimeError("no Stop from jack_midi_clock")
+        return e
+
+    def wait_pos(self, pos: int, timeout: float = 30.0) -> Tick | None:
+        """Block until the clock has reached song position ``pos`` (in clocks) while playing."""
+        def reached():
+            ticks = ClockTrack.from_events(self.rec.events("clock")).ticks
+            return next((k for k in reversed(ticks) if k.pos >= pos), None)
+
+        return wait_until(reached, timeout, interval=0.01)
+
+    def track(self) -> ClockTrack:
+        return ClockTrack.from_events(self.rec.events("clock"))
+
+    def notes(self) -> list[Note]:
+        return notes(self.rec.events("notes"))
+
+    def frames_to_steps(self, frames: float) -> float:
+        return frames / (frames_per_tick(self.server, self.bpm) * TICKS_PER_STEP)
+
+    def close(self) -> None:
+        for child in (self.performer, self.clock, self.transport):
+            if child is not None:
+                child.stop()
+        self.rec.close()
+
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,165 @@
+"""The harness proves itself before it judges the performer.
+
+Pure checks of the decoding and analysis helpers on hand-made event streams,
+and, over a private JACK server, that the real clock master and transport
+produce what the end-to-end tests assume: ticks at exactly the BPM's interval
+(so the recorder's frame stamps are exact), Start, Stop, SPP and Continue.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.jack import harness as h
+from tests.jack.harness import CLOCK, CONTINUE, SPP, START, STOP, ClockTrack, Event, Note
+
+# --- decoding, no JACK needed ----------------------------------------------------
+
+
+def ev(frame: int, *data: int, port: str = "clock") -> Event:
+    return Event(frame, port, bytes(data))
+
+
+def test_clock_track_follows_midi_semantics():
+    evs = [
+        ev(0, CLOCK),  # before Start: tempo only
+        ev(10, START),
+        *[ev(100 + 10 * i, CLOCK) for i in range(8)],  # positions 0..7
+        ev(190, STOP),
+        ev(195, CLOCK),  # stopped: does not advance
+        ev(200, SPP, 5, 0),  # 16th 5 -> clock 30
+        ev(205, CLOCK),
+        ev(210, CONTINUE),
+        ev(220, CLOCK),
+        ev(230, CLOCK),
+    ]
+    t = ClockTrack.from_events(evs)
+    assert [k.pos for k in t.ticks] == [*range(8), 30, 31]
+    assert [k.run for k in t.ticks] == [0] * 8 + [1, 1]
+    assert t.idle_ticks == [0, 195, 205]
+    assert t.spps == [(200, 5)]
+    assert t.intervals() == [10] * 7 + [10]
+    assert [k.pos for k in t.grid()] == [0, 6, 30]
+
+
+def test_continue_without_spp_resumes_where_the_song_stopped():
+    evs = [ev(0, START), *[ev(10 * i + 1, CLOCK) for i in range(9)], ev(100, STOP),
+           ev(200, CONTINUE), ev(201, CLOCK)]
+    t = ClockTrack.from_events(evs)
+    assert t.ticks[-1].pos == 9
+
+
+def test_spp_while_playing_does_not_relocate():
+    t = ClockTrack.from_events([ev(0, START), ev(1, CLOCK), ev(2, SPP, 10, 0), ev(3, CLOCK)])
+    assert [k.pos for k in t.ticks] == [0, 1]
+
+
+def test_place_maps_notes_to_the_nearest_step_and_measures_error():
+    t = ClockTrack.from_events([ev(0, START), *[ev(1000 * i, CLOCK) for i in range(1, 25)]])
+    pitches = (36, 38)
+    ns = [Note(1000 + 50, True, 9, 36, 100),  # step 0, late by 50
+          Note(7000 - 30, True, 9, 38, 90),  # step 1, early by 30
+          Note(13000 + 2000, True, 9, 99, 10),  # step 2 + 1/3 step: still step 2, foreign pitch
+          Note(7100, False, 9, 38, 0)]  # note-offs are not placed
+    placed = h.place(ns, t, pitches)
+    assert [(p.step, p.voice, p.error_frames) for p in placed] == [(0, 0, 50), (1, 1, -30), (2, None, 2000)]
+
+
+def test_unreleased_pairs_note_offs_in_order():
+    ns = [Note(1, True, 9, 36, 100), Note(2, True, 9, 36, 100), Note(3, False, 9, 36, 0),
+          Note(4, True, 9, 38, 100)]
+    assert h.notes([Event(5, "n", bytes([0x99, 42, 0]))])[0].on is False
+    left = h.unreleased(ns)
+    assert [(n.frame, n.pitch) for n in left] == [(2, 36), (4, 38)]
+
+
+def test_expected_hits_wraps_cycles():
+    import numpy as np
+
+    hits = np.zeros((64, 9), bool)
+    hits[0, 0] = hits[63, 2] = True
+    assert h.expected_hits(hits, range(60, 66)) == {(63, 2), (64, 0)}
+
+
+def test_percentile_matches_numpy():
+    import numpy as np
+
+    xs = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]
+    for q in (0, 50, 99, 100):
+        assert h.percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+def test_cpu_seconds_reads_proc():
+    import os
+
+    t0 = h.cpu_seconds(os.getpid())
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    assert h.cpu_seconds(os.getpid()) > t0
+    assert h.rss_bytes(os.getpid()) > 1_000_000
+
+
+# --- the real peers ------------------------------------------------------------
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize("bpm", [90, 120, 180])
+def test_clock_ticks_are_recorded_at_the_bpm_interval(server, bpm):
+    with h.Rig(server, bpm=bpm, start_performer=False) as rig:
+        rig.start()
+        assert rig.wait_pos(3 * h.PPQN), "the clock did not roll"
+        rig.stop()
+        t = rig.track()
+    expect = h.frames_per_tick(server, bpm)
+    iv = t.intervals()
+    assert len(iv) >= 3 * h.PPQN - 1
+    # jack_midi_clock rounds each tick to a frame: exact stamps differ by < 1 frame
+    assert all(abs(x - expect) <= 1.0 for x in iv), (expect, sorted(set(iv)))
+    assert t.ticks[0].pos == 0 and len(t.starts) == 1 and len(t.stops) == 1
+
+
+@pytest.mark.jack
+def test_transport_drives_start_stop_spp_continue(server):
+    with h.Rig(server, bpm=120, start_performer=False) as rig:
+        start = rig.start()
+        rig.wait_pos(h.PPQN)
+        stop = rig.stop()
+        since = rig.rec.mark()
+        step = 40
+        rig.locate(step * 6000)  # a 16th is 6000 frames at 120 BPM and 48 kHz
+        spp = rig.rec.wait_for(lambda e: e.data[:1] == bytes([SPP]), 5.0, since, "clock")
+        assert spp is not None, "no SPP after a locate while stopped"
+        rig.transport.play()
+        cont = rig.rec.wait_for(lambda e: e.data[:1] == bytes([CONTINUE]), 5.0, since, "clock")
+        assert cont is not None, "no Continue after play from a located position"
+        rig.wait_pos(1)  # at least one tick after the Continue
+        time.sleep(0.1)
+        rig.stop()
+        t = rig.track()
+    assert start.frame < stop.frame < spp.frame < cont.frame
+    value = spp.data[1] | spp.data[2] << 7
+    # jack_midi_clock announces the position it will continue at: located + resync lead
+    assert value >= step
+    resumed = [k for k in t.ticks if k.frame >= cont.frame]
+    assert resumed and resumed[0].pos == value * h.TICKS_PER_STEP
+    assert t.idle_ticks, "ticks between play and Continue are expected (jack_midi_clock's resync lead)"
+
+
+@pytest.mark.jack
+def test_clock_without_position_continues_from_the_stop(server):
+    with h.Rig(server, bpm=120, start_performer=False, clock_kw={"no_position": True}) as rig:
+        rig.start()
+        rig.wait_pos(h.PPQN)
+        rig.stop()
+        before = rig.track().ticks[-1].pos
+        since = rig.rec.mark()
+        rig.transport.play()
+        assert rig.rec.wait_for(lambda e: e.data[:1] == bytes([CONTINUE]), 5.0, since, "clock")
+        time.sleep(0.2)
+        rig.stop()
+        t = rig.track()
+    assert not t.spps
+    assert [k.pos for k in t.ticks if k.run == 1][0] == before + 1
