@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 SAMPLER, ENCODER, META = "sampler.onnx", "encoder.onnx", "model.json"
-ATTRIBUTES = "attributes.json"  # in the run folder: latent attribute vectors
 OPSET = 17
 PARITY_ATOL = 1e-4
 GMD_ATTRIBUTION = (
@@ -54,32 +53,9 @@ class ExportError(DrumPerformerError):
 # --- attribute vectors --------------------------------------------------------
 
 
-@torch.no_grad()
-def compute_attributes(model: GrooveVAE, windows, batch: int = 512) -> dict[str, list[float]]:
-    """Latent directions: mean z of the top quarter minus the bottom quarter, per feature."""
-    from train.evaluate import features
-
-    mus = []
-    for a in range(0, len(windows), batch):
-        b = windows.batch(np.arange(a, min(len(windows), a + batch)))
-        mu, _ = model.encoder(
-            torch.from_numpy(b["classes"]), torch.from_numpy(b["velocity"]), torch.from_numpy(b["offset"])
-        )
-        mus.append(mu.numpy())
-    mu = np.concatenate(mus)  # (W, Z)
-    f = features(windows.hits > 0.5)
-    named = {"density": f["onsets_per_bar"], "syncopation": f["syncopation"]}
-    out = {}
-    for name, val in named.items():
-        order = np.argsort(val, kind="stable")
-        q = max(1, len(order) // 4)
-        out[name] = (mu[order[-q:]].mean(0) - mu[order[:q]].mean(0)).astype(np.float32).tolist()
-    return out
-
-
 def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
     """The run's attribute vectors, computed from its training windows once and kept in the run."""
-    p = run / ATTRIBUTES
+    p = run / trainer.ATTRIBUTES
     if p.exists():
         return json.loads(p.read_text())
     if data is None:
@@ -87,12 +63,12 @@ def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
         data = cfg.get("data", {}).get("folder")
     if not data or not Path(data).exists():
         raise ExportError(
-            f"{run} has no {ATTRIBUTES} and its training data is not at {data!r}: pass --data DIR"
+            f"{run} has no {trainer.ATTRIBUTES} and its training data is not at {data!r}: pass --data DIR"
         )
     from train.data import WindowSet, preprocess
 
     tracks, _ = preprocess(data)
-    attrs = compute_attributes(model, WindowSet(tracks["train"]))
+    attrs = trainer.compute_attributes(model, WindowSet(tracks["train"]))
     trainer.atomic_write_text(json.dumps(attrs), p)
     return attrs
 

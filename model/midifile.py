@@ -20,6 +20,10 @@ from model.errors import DrumPerformerError
 class MidiReadError(DrumPerformerError):
     """A file that cannot become a drum Pattern; the message says why (one line)."""
 
+    def __init__(self, msg: str, unknown_pitches: dict[int, int] | None = None):
+        super().__init__(msg)
+        self.unknown_pitches = unknown_pitches or {}  # dropped notes, for the data summary
+
 
 @dataclass
 class DrumTrack:
@@ -62,7 +66,7 @@ def read_drum_track(path: str | Path) -> DrumTrack:
         voices.append(v)
         vels.append(drums.velocity_from_midi(n.velocity))
     if not positions:
-        raise MidiReadError("no notes on known drum pitches")
+        raise MidiReadError("no notes on known drum pitches", unknown)
     # Whole bars; an onset pulled early onto the next bar's downbeat still fits.
     last = max(positions) + 0.5
     bars = max(1, math.ceil(last / drums.STEPS_PER_BAR))

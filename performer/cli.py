@@ -122,7 +122,9 @@ def _cmd_train(a) -> int:
         bar.set_postfix(loss=f"{st['loss']:.2f}", kl=f"{st['kl']:.1f}", acc=f"{st['acc']:.3f}", refresh=False)
 
     try:
-        last = trainer.train(a.data, run, cfg, resume=a.resume, cache_dir=a.cache, on_progress=on_progress, on_summary=on_summary)
+        last = trainer.train(
+            a.data, run, cfg, resume=a.resume, cache_dir=a.cache, on_progress=on_progress, on_summary=on_summary
+        ).metrics
     finally:
         if bar is not None:
             bar.close()

@@ -163,6 +163,7 @@ def preprocess(folder: str | Path, cache_dir: str | Path | None = None) -> tuple
             track = midifile.read_drum_track(path)
         except midifile.MidiReadError as e:
             summary.skipped[str(e)] += 1
+            summary.unknown_pitches.update(e.unknown_pitches)
             log.warning("skipped %s: %s", rel, e)
             continue
         summary.unknown_pitches.update(track.unknown_pitches)

@@ -30,6 +30,7 @@ from model.config import RunConfig
 from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, losses
 from train.data import WindowSet, preprocess
+from train.evaluate import features
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,18 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
 METRICS = "metrics.jsonl"
+ATTRIBUTES = "attributes.json"  # latent attribute vectors, from the training windows
 
 
 class TrainError(DrumPerformerError):
     """Training cannot go on; the message is one line for the user."""
+
+
+@dataclass
+class TrainResult:
+    metrics: dict  # the last logged values (train and validation)
+    model: nn.Module  # the final weights of this process (not the best ones)
+    rank: int
 
 
 @dataclass
@@ -117,6 +126,35 @@ def load_model(run: Path, weights: str = WEIGHTS) -> tuple[GrooveVAE, RunConfig]
     return model, cfg
 
 
+@torch.no_grad()
+def compute_attributes(model: GrooveVAE, windows, batch: int = 512) -> dict[str, list[float]]:
+    """Latent directions: mean z of the top quarter minus the bottom quarter, per feature."""
+    mus = []
+    for a in range(0, len(windows), batch):
+        b = windows.batch(np.arange(a, min(len(windows), a + batch)))
+        mu, _ = model.encoder(
+            torch.from_numpy(b["classes"]), torch.from_numpy(b["velocity"]), torch.from_numpy(b["offset"])
+        )
+        mus.append(mu.numpy())
+    mu = np.concatenate(mus)  # (W, Z)
+    f = features(windows.hits > 0.5)
+    named = {"density": f["onsets_per_bar"], "syncopation": f["syncopation"]}
+    out = {}
+    for name, val in named.items():
+        order = np.argsort(val, kind="stable")
+        q = max(1, len(order) // 4)
+        out[name] = (mu[order[-q:]].mean(0) - mu[order[:q]].mean(0)).astype(np.float32).tolist()
+    return out
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    atomic_write_text("".join(ln + "\n" for ln in keep), path)
+
+
 def _batch_to(batch: dict, dev: torch.device) -> dict:
     return {k: torch.from_numpy(v).to(dev) for k, v in batch.items()}
 
@@ -157,8 +195,8 @@ def train(
     cache_dir: str | Path | None = None,
     on_progress: Callable[[int, int, dict], None] | None = None,
     on_summary: Callable[[list[str]], None] | None = None,
-) -> dict:
-    """Train (or resume) a run. Returns the last metrics. Raises TrainError / DataError."""
+) -> TrainResult:
+    """Train (or resume) a run. Raises TrainError / DataError."""
     run = Path(run)
     dist = setup_distributed()
     tc = cfg.train
@@ -192,6 +230,8 @@ def train(
         sched.load_state_dict(ck["scheduler"])
         sched.T_max = tc.steps
         step, best = ck["step"], ck["best"]
+        if dist.main:
+            _truncate_metrics(run / METRICS, step)
     elif dist.main:
         run.mkdir(parents=True, exist_ok=True)
         d = cfg.to_dict()
@@ -233,7 +273,7 @@ def train(
             loss, st = losses(net, batch, beta, tc)
             if not torch.isfinite(loss):
                 raise TrainError(
-                    f"loss became {float(loss)} at step {step}; stopped, the last good checkpoint "
+                    f"loss became {float(loss.detach())} at step {step + 1}; stopped, the last good checkpoint "
                     f"in {run} is kept (try a lower --lr)"
                 )
             opt.zero_grad(set_to_none=True)
@@ -241,7 +281,7 @@ def train(
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             if not torch.isfinite(gnorm):
                 raise TrainError(
-                    f"gradient became {float(gnorm)} at step {step}; stopped, the last good checkpoint "
+                    f"gradient became {float(gnorm)} at step {step + 1}; stopped, the last good checkpoint "
                     f"in {run} is kept (try a lower --lr)"
                 )
             opt.step()
@@ -274,4 +314,8 @@ def train(
             import torch.distributed as tdist
 
             tdist.destroy_process_group()
-    return last
+    if dist.main and not (run / ATTRIBUTES).exists() and (run / WEIGHTS).exists():
+        best_model, _ = load_model(run)
+        attrs = compute_attributes(best_model, train_ws)
+        atomic_write_text(json.dumps(attrs), run / ATTRIBUTES)
+    return TrainResult(last, model, dist.rank)

@@ -1,0 +1,91 @@
+import shutil
+
+import numpy as np
+import pretty_midi
+import pytest
+
+from model import drums
+from train import data
+
+
+def test_gmd_fixture_uses_official_splits_and_skips_non_44(gmd_fixture, tmp_path):
+    tracks, s = data.preprocess(gmd_fixture, tmp_path)
+    assert s.source == "info.csv"
+    assert s.files_seen == 6 and s.files_used == 5
+    assert s.skipped == {"time signature 3/4 is not 4/4": 1}
+    assert all(s.windows[k] > 0 for k in data.SPLITS)
+    # the one test-split fixture file is in test, not in train
+    assert len(tracks["test"].starts) == 2
+    ws = data.WindowSet(tracks["train"])
+    assert ws.classes.shape == (len(ws), drums.STEPS)
+    assert ws.velocity.shape == ws.offset.shape == (len(ws), drums.STEPS, drums.NUM_VOICES)
+    assert (ws.classes != 0).any(axis=1).all()  # no silent windows
+    assert np.array_equal(ws.hits > 0.5, drums.index_to_hits(ws.classes))
+
+
+def test_cache_is_reused_and_identical(gmd_fixture, tmp_path):
+    a, s1 = data.preprocess(gmd_fixture, tmp_path)
+    b, s2 = data.preprocess(gmd_fixture, tmp_path)
+    assert not s1.cached and s2.cached
+    assert s2.windows == s1.windows and s2.skipped == s1.skipped
+    for k in data.SPLITS:
+        assert np.array_equal(a[k].classes, b[k].classes)
+        assert np.array_equal(a[k].velocity, b[k].velocity)
+
+
+def test_folder_without_info_csv_uses_a_stable_hash_split(gmd_fixture, tmp_path):
+    folder = tmp_path / "mine"
+    for f in gmd_fixture.rglob("*.mid"):
+        dst = folder / f.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+    tracks, s = data.preprocess(folder, tmp_path / "cache")
+    assert s.source == "hash split" and s.files_used == 5
+    assert data.hash_split("a/b.mid") == data.hash_split("a/b.mid")
+    splits = [data.hash_split(f"f{i}.mid") for i in range(1000)]
+    assert 700 < splits.count("train") < 900
+
+
+def test_bad_files_are_skipped_and_counted(gmd_fixture, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(gmd_fixture / "drummer3/session2/37_rock_92_beat_4-4.mid", folder / "good.mid")
+    (folder / "broken.mid").write_bytes(b"MThd garbage")
+    (folder / "empty.mid").write_bytes(b"")
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(0)
+    inst.notes.append(pretty_midi.Note(90, 60, 0.0, 0.5))
+    pm.instruments.append(inst)
+    pm.write(str(folder / "piano.mid"))
+    drums_unknown = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(0, is_drum=True)
+    inst.notes.append(pretty_midi.Note(90, 100, 0.0, 0.1))  # not a drum pitch
+    drums_unknown.instruments.append(inst)
+    drums_unknown.write(str(folder / "odd.mid"))
+    _, s = data.preprocess(folder, tmp_path / "c")
+    assert s.files_seen == 5 and s.files_used == 1
+    reasons = " | ".join(s.skipped)
+    assert "unreadable" in reasons and "drum channel" in reasons and "known drum pitches" in reasons
+    assert sum(s.skipped.values()) == 4
+    assert s.unknown_pitches[100] == 1
+
+
+def test_empty_and_missing_folders_are_clear_errors(tmp_path):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.preprocess(tmp_path / "nope", tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DataError, match="no info.csv and no .mid"):
+        data.preprocess(tmp_path / "empty", tmp_path)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.mid").write_bytes(b"xx")
+    with pytest.raises(data.DataError, match="no 4-bar drum windows.*1 files listed, 0 usable"):
+        data.preprocess(junk, tmp_path)
+
+
+def test_full_gmd_window_counts(gmd_full, tmp_path):
+    _, s = data.preprocess(gmd_full, tmp_path)
+    assert s.files_seen == 1150
+    assert sum(s.skipped.values()) == 12  # the non-4/4 files
+    assert 14000 < s.windows["train"] < 18000
+    assert s.windows["validation"] > 1500 and s.windows["test"] > 1500
