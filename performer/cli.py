@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
+    from performer import live_cli
+
+    live_cli.add_parsers(sub)
     for hook in _EXTRA_PARSERS:
         hook(sub)
     return p

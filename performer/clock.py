@@ -1,0 +1,593 @@
+"""Clock sources: where the song position is, and when each position will sound.
+
+Time inside the performer is the song position in MIDI clocks (24 per quarter,
+6 per 16th step, 96 per bar, 384 per 4-bar cycle). Seconds appear only where a
+clock source maps a position to the wall clock (``time.perf_counter``), which
+is what lets notes go out *before* the clock tick they belong to: the
+scheduler asks ``time_at(pos)`` and sends on the prediction, not on arrival.
+
+Three interchangeable sources implement :class:`ClockSource`:
+
+* :class:`MidiClock` follows a DAW: Start / Continue / Stop / Song Position
+  Pointer and a tempo fitted to the recent clock ticks (:class:`TempoEstimator`);
+  a dropout freewheels at the last tempo for at most a bar, then stops cleanly.
+* :class:`InternalClock` (``--bpm N``): absolute deadlines ``t0 + pos * tick``,
+  never accumulated sleeps, so it cannot drift.
+* tests drive :class:`MidiClock` with synthetic bytes and times, or use their own
+  source with the same four questions answered.
+
+:class:`MidiParser` turns any byte stream (SysEx, running status, garbage)
+into messages; it never raises, so nothing on the clock port can stop the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from model import drums
+
+PPQN = 24  # MIDI clocks per quarter note
+TICKS_PER_STEP = PPQN // drums.STEPS_PER_BEAT  # 6: one 16th
+TICKS_PER_BAR = TICKS_PER_STEP * drums.STEPS_PER_BAR  # 96
+TICKS_PER_CYCLE = TICKS_PER_STEP * drums.STEPS  # 384: four bars, one Pattern
+
+MIN_BPM, MAX_BPM = 20.0, 400.0
+_MIN_PERIOD = 60.0 / (PPQN * MAX_BPM)  # seconds per clock at the fastest tempo we follow
+_MAX_PERIOD = 60.0 / (PPQN * MIN_BPM)
+
+NEG_INF = float("-inf")
+
+
+def bpm_to_period(bpm: float) -> float:
+    """Seconds per MIDI clock at ``bpm`` quarter notes per minute."""
+    return 60.0 / (PPQN * bpm)
+
+
+def period_to_bpm(period: float) -> float:
+    return 60.0 / (PPQN * period)
+
+
+# --- parsing -------------------------------------------------------------------
+
+# Parsed messages are small tuples: (kind, *values). Kinds:
+CLOCK, START, CONTINUE, STOP, SPP = "clock", "start", "continue", "stop", "spp"
+NOTE_ON, NOTE_OFF, CC, PROGRAM = "note_on", "note_off", "cc", "program"
+TRANSPORT_KINDS = frozenset((CLOCK, START, CONTINUE, STOP, SPP))
+
+_REALTIME = {0xF8: (CLOCK,), 0xFA: (START,), 0xFB: (CONTINUE,), 0xFC: (STOP,)}
+_SYSTEM_COMMON_DATA = {0xF1: 1, 0xF2: 2, 0xF3: 1}  # MTC quarter frame, SPP, song select
+
+
+class MidiParser:
+    """A MIDI 1.0 byte-stream parser that accepts anything.
+
+    Realtime bytes (0xF8..0xFF) are acted on wherever they appear, even inside
+    another message, as the spec requires. Running status is honoured for
+    channel messages; system common and SysEx cancel it. Stray data bytes, data
+    inside SysEx, undefined status bytes and truncated messages are dropped.
+    State carries across ``feed`` calls, because a port may split a message.
+    """
+
+    __slots__ = ("_status", "_need", "_data", "_sysex", "_common")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._status = 0  # running status (a channel message status byte) or 0
+        self._need = 0
+        self._data: list[int] = []
+        self._sysex = False
+        self._common = 0  # system common status waiting for its data, or 0
+
+    def feed(self, data) -> list[tuple]:
+        out: list[tuple] = []
+        for b in data:
+            try:
+                b = int(b)
+            except (TypeError, ValueError):
+                continue
+            if not 0 <= b <= 0xFF:
+                continue
+            if b >= 0xF8:
+                rt = _REALTIME.get(b)
+                if rt is not None:
+                    out.append(rt)
+                continue  # 0xF9/0xFD undefined, 0xFE active sensing, 0xFF reset: no effect here
+            if b >= 0x80:
+                self._data = []
+                self._sysex = b == 0xF0
+                if b >= 0xF0:
+                    self._status = 0
+                    self._common = b if b in _SYSTEM_COMMON_DATA else 0
+                    self._need = _SYSTEM_COMMON_DATA.get(b, 0)
+                else:
+                    self._common = 0
+                    self._status = b
+                    self._need = 1 if 0xC0 <= b < 0xE0 else 2
+                continue
+            # a data byte
+            if self._sysex:
+                continue
+            if self._common:
+                self._data.append(b)
+                if len(self._data) == self._need:
+                    if self._common == 0xF2:
+                        out.append((SPP, self._data[0] | (self._data[1] << 7)))
+                    self._common = 0  # system common has no running status
+                    self._data = []
+                continue
+            if not self._status:
+                continue
+            self._data.append(b)
+            if len(self._data) == self._need:
+                out.append(self._channel_message(self._status, self._data))
+                self._data = []
+        return [m for m in out if m is not None]
+
+    @staticmethod
+    def _channel_message(status: int, d: list[int]) -> tuple | None:
+        kind, ch = status & 0xF0, status & 0x0F
+        if kind == 0x90:
+            return (NOTE_ON, ch, d[0], d[1]) if d[1] else (NOTE_OFF, ch, d[0], 0)
+        if kind == 0x80:
+            return (NOTE_OFF, ch, d[0], d[1])
+        if kind == 0xB0:
+            return (CC, ch, d[0], d[1])
+        if kind == 0xC0:
+            return (PROGRAM, ch, d[0])
+        return None  # aftertouch, pitch bend: nothing to do with them
+
+
+# --- timestamps ------------------------------------------------------------------
+
+
+class StampMapper:
+    """Wall-clock times for input messages from the port's own timestamps.
+
+    rtmidi reports each message's delta to the previous one, measured where the
+    driver received it (per JACK period, per CoreMIDI packet, per ALSA event).
+    The Python callback runs later, by however long it waited for the GIL. The
+    sum of the deltas is the driver's timeline up to an unknown offset; the
+    smallest observed (arrival - timeline) is that offset plus the least
+    delivery delay, so ``timeline + offset`` removes the callback jitter. The
+    offset may creep up slowly (the two clocks drift) and drops at once when a
+    faster delivery shows it was too high; a timeline that disagrees with
+    arrivals by more than ``reset_after`` is abandoned (a port reopened, a
+    driver that does not stamp), and arrival time is used from there.
+    """
+
+    def __init__(self, drift: float = 2e-4, reset_after: float = 0.05) -> None:
+        self.drift = drift
+        self.reset_after = reset_after
+        self.reset()
+
+    def reset(self) -> None:
+        self._acc: float | None = None
+        self._off = 0.0
+        self._last = 0.0
+
+    def stamp(self, arrival: float, delta: float | None) -> float:
+        if delta is None or not (0.0 <= delta < 3600.0) or self._acc is None:
+            self._acc = 0.0
+            self._off = arrival
+            self._last = arrival
+            return arrival
+        self._acc += delta
+        cand = arrival - self._acc
+        off = self._off + self.drift * max(0.0, arrival - self._last)
+        if cand < off:
+            off = cand
+        t = self._acc + off
+        if arrival - t > self.reset_after:
+            off = cand
+            t = arrival
+        self._off, self._last = off, arrival
+        return t
+
+
+# --- tempo ---------------------------------------------------------------------------
+
+
+class TempoEstimator:
+    """The clock's tick times as a line ``t = a + period * n``, fitted robustly.
+
+    ``n`` is the count of clocks received (not the song position, so relocating
+    never disturbs the fit). Least squares over the last ``window`` ticks
+    averages out per-period timestamps and jitter; the worst residuals (beyond
+    3 robust sigmas) are dropped and the line refitted, so a late delivery
+    cannot bend it. When three ticks in a row fall off the line on the same
+    side by more than ``max(jump_min, 4 sigma)`` the tempo (or phase) changed:
+    the history before them is dropped and the fit restarts from them, which
+    re-locks within a few ticks instead of a window. With fewer than ``min_ls``
+    points the slope is the last good period (or the span of the points).
+    """
+
+    def __init__(self, window: int = 24, min_ls: int = 5, jump_min: float = 0.002) -> None:
+        self.window = window
+        self.min_ls = min_ls
+        self.jump_min = jump_min
+        self._pts: deque[tuple[int, float]] = deque(maxlen=window)
+        self._resid: deque[float] = deque(maxlen=3)
+        self.period: float | None = None  # seconds per clock; kept across clear()
+        self._a: float | None = None  # fitted time of tick _n0
+        self._n0 = 0
+        self._slope: float | None = None
+        self.sigma = 0.0  # robust residual spread of the current fit (s)
+        self.relocks = 0  # how often a tempo/phase jump restarted the fit
+        self._prior_ok = True  # False after a jump: the old period is no guide to the new tempo
+
+    @property
+    def count(self) -> int:
+        return len(self._pts)
+
+    def clear(self) -> None:
+        """Forget the points (the stream was interrupted); keep the period as a prior."""
+        self._pts.clear()
+        self._resid.clear()
+        self._a = None
+        self._slope = None
+        self.sigma = 0.0
+        self._prior_ok = True
+
+    def add(self, n: int, t: float) -> None:
+        if self._pts and n <= self._pts[-1][0]:
+            self.clear()  # a count that went backwards: the caller restarted counting
+        pred = self.predict(n)
+        if pred is not None and len(self._pts) >= 6:
+            r = t - pred
+            self._resid.append(r)
+            thr = max(self.jump_min, 4.0 * self.sigma)
+            if len(self._resid) == 3 and all(abs(x) > thr for x in self._resid) and (
+                all(x > 0 for x in self._resid) or all(x < 0 for x in self._resid)
+            ):
+                keep = list(self._pts)[-2:]  # the two deviating points already added
+                self._pts.clear()
+                self._pts.extend(keep)
+                self._resid.clear()
+                self._prior_ok = False
+                self.relocks += 1
+        self._pts.append((n, t))
+        self._fit()
+
+    def _fit(self) -> None:
+        pts = self._pts
+        k = len(pts)
+        n0, t0 = pts[-1]
+        self._n0 = n0
+        if k < self.min_ls:
+            slope = self.period if self._prior_ok else None
+            if k >= 2 and slope is None:
+                slope = (t0 - pts[0][1]) / (n0 - pts[0][0])
+            if slope is None or not (_MIN_PERIOD * 0.5 <= slope <= _MAX_PERIOD * 2):
+                self._a, self._slope = t0, None
+                return
+            self._slope = slope
+            self._a = sum(t - slope * (n - n0) for n, t in pts) / k
+            return
+        xs = [n - n0 for n, _ in pts]
+        ts = [t for _, t in pts]
+        a, b = _lstsq(xs, ts)
+        res = [t - (a + b * x) for x, t in zip(xs, ts, strict=True)]
+        mad = _median([abs(r) for r in res])
+        sigma = 1.4826 * mad
+        lim = max(3.0 * sigma, 0.0005)
+        keep = [i for i, r in enumerate(res) if abs(r) <= lim]
+        if self.min_ls <= len(keep) < k:
+            a, b = _lstsq([xs[i] for i in keep], [ts[i] for i in keep])
+        if not (_MIN_PERIOD <= b <= _MAX_PERIOD):
+            # a fit outside any musical tempo is noise (a burst of clocks): keep the last good one
+            if self.period is not None:
+                self._slope = self.period
+                self._a = sum(t - self.period * x for x, t in zip(xs, ts, strict=True)) / k
+            return
+        self._a, self._slope, self.period, self.sigma = a, b, b, sigma
+        self._prior_ok = True
+
+    def predict(self, n: float) -> float | None:
+        """Fitted time of clock ``n`` (may be fractional), or None without a tempo."""
+        if self._a is None or self._slope is None:
+            return None
+        return self._a + self._slope * (n - self._n0)
+
+    def invert(self, t: float) -> float | None:
+        """Fractional clock count at time ``t``."""
+        if self._a is None or self._slope is None:
+            return None
+        return self._n0 + (t - self._a) / self._slope
+
+    @property
+    def ready(self) -> bool:
+        return self._slope is not None
+
+
+def _lstsq(xs: list[float], ts: list[float]) -> tuple[float, float]:
+    k = len(xs)
+    mx = sum(xs) / k
+    mt = sum(ts) / k
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return mt, 0.0
+    b = sum((x - mx) * (t - mt) for x, t in zip(xs, ts, strict=True)) / sxx
+    return mt - b * mx, b
+
+
+def _median(v: list[float]) -> float:
+    s = sorted(v)
+    m = len(s) // 2
+    return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
+
+
+# --- clock sources ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transport:
+    """A transport change the scheduler must act on."""
+
+    kind: str  # START, CONTINUE or STOP
+    pos: int  # START/CONTINUE: song position (clocks) of the first tick; STOP: where it stopped
+    time: float
+    reason: str = ""  # STOP: "stop", "dropout", "quit"
+
+
+class ClockSource(Protocol):
+    """What the scheduler asks a clock. Positions are in MIDI clocks (float for microtiming)."""
+
+    running: bool
+
+    def feed(self, msg: tuple, t: float) -> None:
+        """A transport message (CLOCK, START, CONTINUE, STOP, SPP) received at time t."""
+
+    def update(self, now: float) -> list[Transport]:
+        """Transport changes since the last call (including ones the source decided itself)."""
+
+    def time_at(self, pos: float) -> float | None:
+        """Predicted wall time of song position ``pos``; None while it cannot be predicted."""
+
+    def arrived(self) -> float:
+        """Highest song position whose clock has actually been seen (-inf if none)."""
+
+    def send_limit(self, now: float) -> float:
+        """Events beyond this position must not be sent yet, whatever the prediction says."""
+
+    def position(self, now: float) -> float:
+        """The playhead: song position (fractional) at ``now``."""
+
+    def bpm(self) -> float | None: ...
+
+    def next_check(self, now: float) -> float | None:
+        """When update() must run again even if no input arrives (dropout detection)."""
+
+
+class InternalClock:
+    """``--bpm N``: a perfect clock that starts at position 0 when asked.
+
+    Every position's time is computed from the start time (absolute deadlines),
+    so rounding and late wake-ups never accumulate into drift.
+    """
+
+    def __init__(self, bpm: float, start_delay: float = 0.05) -> None:
+        if not MIN_BPM <= bpm <= MAX_BPM:
+            raise ValueError(f"bpm {bpm} outside {MIN_BPM:g}..{MAX_BPM:g}")
+        self._bpm = float(bpm)
+        self.tick = bpm_to_period(bpm)
+        self.start_delay = start_delay
+        self.running = False
+        self._t0 = 0.0
+        self._events: list[Transport] = []
+
+    def start(self, now: float) -> None:
+        self._t0 = now + self.start_delay
+        self.running = True
+        self._events.append(Transport(START, 0, self._t0))
+
+    def stop(self, now: float, reason: str = "quit") -> None:
+        if self.running:
+            self.running = False
+            self._events.append(Transport(STOP, int(self.position(now)), now, reason))
+
+    def feed(self, msg: tuple, t: float) -> None:
+        """Incoming transport is ignored: this clock is the master."""
+
+    def update(self, now: float) -> list[Transport]:
+        ev, self._events = self._events, []
+        return ev
+
+    def time_at(self, pos: float) -> float | None:
+        return self._t0 + pos * self.tick if self.running else None
+
+    def arrived(self) -> float:
+        return NEG_INF  # there are no ticks to wait for; time alone decides
+
+    def send_limit(self, now: float) -> float:
+        return math.inf if self.running else NEG_INF
+
+    def position(self, now: float) -> float:
+        return (now - self._t0) / self.tick if self.running else 0.0
+
+    def bpm(self) -> float | None:
+        return self._bpm
+
+    def next_check(self, now: float) -> float | None:
+        return None
+
+
+class MidiClock:
+    """Follows incoming MIDI clock with MIDI 1.0 semantics.
+
+    Start: the next clock is song position 0. Continue: the next clock is the
+    cue (set by Song Position Pointer, else where Stop left off, else 0). Stop:
+    silence now. SPP relocates the cue while stopped and is ignored while
+    running (as the spec asks of receivers). Clocks while stopped keep the tempo
+    estimate warm, so the first beat after Continue can be predicted too.
+
+    Dropout: while running, if clocks stop arriving the playhead freewheels on
+    the last tempo (notes keep coming) for at most ``freewheel_ticks``, then the
+    clock stops itself (a STOP with reason "dropout"). Clocks that come back
+    within that bar after a gap re-enter at the position time says they are
+    at, not one tick after the last one seen.
+
+    ``start_on_clock``: clocks arriving while stopped (a device that never sends
+    Start) start playback from the cue.
+    """
+
+    def __init__(self, start_on_clock: bool = False, freewheel_ticks: int = TICKS_PER_BAR,
+                 guard_ticks: float = 2.0) -> None:
+        self.start_on_clock = start_on_clock
+        self.freewheel_ticks = freewheel_ticks
+        self.guard_ticks = guard_ticks
+        self.est = TempoEstimator()
+        self.running = False
+        self._n = -1  # clocks received so far, minus one
+        self._base = 0  # song position = n + base while running
+        self._first_pending = False  # running; waiting for the first clock after Start/Continue
+        self._predict_first = False  # ...whose time the steady clock stream lets us predict
+        self._check_phase = False
+        self._cue = 0  # song position of the next clock after Continue
+        self._last_t: float | None = None  # time of the last clock (running or not)
+        self._last_pos: float = NEG_INF  # song position of the last clock while running
+        self._events: list[Transport] = []
+        self._saw_transport = False  # start_on_clock only serves masters that never send transport
+        self.dropouts = 0
+
+    # -- input
+
+    def feed(self, msg: tuple, t: float) -> None:
+        kind = msg[0]
+        if kind == CLOCK:
+            self._clock(t)
+            return
+        if kind in (START, CONTINUE, STOP):
+            self._saw_transport = True
+        if kind == START:
+            self._go(START, 0, t)
+        elif kind == CONTINUE:
+            self._go(CONTINUE, self._cue, t)
+        elif kind == STOP:
+            self._halt(t, "stop")
+        elif kind == SPP and not self.running:
+            self._cue = int(msg[1]) * TICKS_PER_STEP
+
+    def _streaming(self, t: float) -> bool:
+        p = self.est.period
+        return p is not None and self._last_t is not None and self.est.ready and 0 <= t - self._last_t < 2.5 * p
+
+    def _go(self, kind: str, cue: int, t: float) -> None:
+        self.running = True
+        self._cue = cue
+        self._first_pending = True
+        self._last_pos = NEG_INF
+        self._predict_first = self._streaming(t)
+        if not self._predict_first:
+            self.est.clear()  # the clock stream was interrupted: its old line means nothing now
+        self._check_phase = self._predict_first
+        self._events.append(Transport(kind, cue, t))
+
+    def _halt(self, t: float, reason: str) -> None:
+        if not self.running:
+            return
+        self.running = False
+        pos = self._cue if self._first_pending else int(self._last_pos) + 1
+        self._cue = pos
+        self._first_pending = False
+        self._events.append(Transport(STOP, pos, t, reason))
+
+    def _clock(self, t: float) -> None:
+        if not self.running and self.start_on_clock and not self._saw_transport:
+            self._go(CONTINUE, self._cue, t)
+        p = self.est.period
+        if (
+            self.running
+            and not self._first_pending
+            and p is not None
+            and self._last_t is not None
+            and t - self._last_t > 4.0 * p
+        ):
+            # a dropout that ended within the freewheel bar: skip the clocks we never got
+            self._n += max(0, round((t - self._last_t) / p) - 1)
+        self._n += 1
+        if self._check_phase:
+            self._check_phase = False
+            pred = self.est.predict(self._n)
+            if pred is None or abs(t - pred) > max(self.est.jump_min, 4 * self.est.sigma):
+                self.est.clear()  # the master restarted its clock phase on Start
+        self.est.add(self._n, t)
+        self._last_t = t
+        if self.running:
+            if self._first_pending:
+                self._base = self._cue - self._n
+                self._first_pending = False
+            self._last_pos = self._n + self._base
+
+    # -- questions
+
+    def update(self, now: float) -> list[Transport]:
+        if self.running and not self._first_pending and self._last_t is not None:
+            p = self.est.period or bpm_to_period(120.0)
+            if now - self._last_t > self.freewheel_ticks * p:
+                self.dropouts += 1
+                self._halt(now, "dropout")
+                self._saw_transport = False
+        ev, self._events = self._events, []
+        return ev
+
+    def next_check(self, now: float) -> float | None:
+        if self.running and not self._first_pending and self._last_t is not None:
+            p = self.est.period or bpm_to_period(120.0)
+            return self._last_t + self.freewheel_ticks * p + 1e-4
+        return None
+
+    def time_at(self, pos: float) -> float | None:
+        if not self.running:
+            return None
+        if self._first_pending:
+            if not self._predict_first:
+                return None
+            return self.est.predict(self._n + 1 + (pos - self._cue))
+        return self.est.predict(pos - self._base)
+
+    def arrived(self) -> float:
+        return self._last_pos if self.running else NEG_INF
+
+    def freewheeling(self, now: float) -> bool:
+        p = self.est.period
+        return (
+            self.running and not self._first_pending and p is not None
+            and self._last_t is not None and now - self._last_t > 2.5 * p
+        )
+
+    def send_limit(self, now: float) -> float:
+        if not self.running:
+            return NEG_INF
+        if self._first_pending:
+            return self._cue + 1.0 if self._predict_first else NEG_INF
+        guard = self.guard_ticks if self.est.count >= 12 else 1.0
+        limit = self._last_pos + guard
+        if self.freewheeling(now):
+            pos = self.position(now)
+            limit = max(limit, pos + 1.0)
+        return limit
+
+    def position(self, now: float) -> float:
+        if not self.running:
+            return float(self._cue)
+        if self._first_pending:
+            return self._cue - 1.0
+        n = self.est.invert(now)
+        if n is None:
+            return float(self._last_pos)
+        pos = n + self._base
+        # never run ahead of the last clock by more than the freewheel allows
+        return max(float(self._last_pos), min(pos, self._last_pos + self.freewheel_ticks))
+
+    def bpm(self) -> float | None:
+        p = self.est.period
+        return period_to_bpm(p) if p else None
+
+    @property
+    def cue(self) -> int:
+        return self._cue

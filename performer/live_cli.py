@@ -1,0 +1,146 @@
+"""Command line of the live performer: ``drum-performer [live] ...`` and ``drum-performer ports``.
+
+Only argument handling lives here; :mod:`performer.app` does the work. The
+CLI prints (one ready line, the port list); library code only logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from performer.ports import API_CHOICES
+
+KEYS_EPILOG = """\
+keys: n new groove, v variation, m morph over N cycles ([ ] change N), + - temperature,
+d D density down/up, 1-9 mute a voice (next bar), l lock the unmuted voices and regenerate
+the muted ones, s save / r recall a slot, h or ? help, q quit. Grooves land at the next
+4-bar cycle. Every control is also on MIDI CC 20-28 / notes 60-80 of the clock input
+(see docs/live.md; change with --map FILE).
+
+--seed S: the first groove is exactly the model's sample for seed S; each later request
+that needs new randomness (n, v, m, l) takes the next seed S+1, S+2, ... in order."""
+
+
+def _number(kind, lo=None, hi=None, what=""):
+    def conv(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a {'whole number' if kind is int else 'number'}") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{s} is outside {lo:g}..{hi:g}{what}")
+        return v
+
+    return conv
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "live",
+        help="play live (the default): follow the DAW's MIDI clock, or --bpm, and send drums",
+        description="Play drums live. Follows MIDI clock on the clock input (Start, Stop, Continue, "
+        "Song Position) and sends notes on the output; --bpm plays on an internal clock instead.",
+        epilog=KEYS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("ports")
+    g.add_argument("--port", metavar="NAME",
+                   help="play into this existing MIDI output; exact, then case-insensitive, then all words "
+                   "of NAME (default: create a virtual output 'Drum Performer')")
+    g.add_argument("--clock-port", metavar="NAME",
+                   help="take clock and MIDI controls from this input (default: a virtual input 'Drum Performer Clock')")
+    g.add_argument("--api", choices=API_CHOICES, default="auto", help="MIDI backend (default: auto)")
+    g.add_argument("--channel", type=_number(int, 1, 16), default=10, metavar="N",
+                   help="MIDI channel of the drums, 1..16 (default: 10, General MIDI drums)")
+    c = p.add_argument_group("clock")
+    c.add_argument("--bpm", type=_number(float, 20, 400, " BPM"), metavar="N",
+                   help="play on an internal clock at N BPM instead of following MIDI clock")
+    c.add_argument("--start-on-clock", action="store_true",
+                   help="start when clock arrives without a Start (for masters that never send transport)")
+    c.add_argument("--latency-ms", type=_number(float, -50, 50), default=0.0, metavar="MS",
+                   help="send notes MS earlier to make up for output latency (negative: later)")
+    m = p.add_argument_group("groove")
+    mode = m.add_mutually_exclusive_group()
+    mode.add_argument("--groove", dest="quantize", action="store_false",
+                      help="play the model's velocities and microtiming (default)")
+    mode.add_argument("--quantize", dest="quantize", action="store_true",
+                      help="play on the 16th grid, keeping the model's velocities")
+    m.add_argument("--swing", type=_number(float, 0, 75, " percent"), default=0.0, metavar="PCT",
+                   help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
+    m.add_argument("--seed", type=_number(int, 0, 2**32 - 10_001), metavar="N",
+                   help="make the performance reproducible (default: random, shown at start)")
+    m.add_argument("--temperature", type=_number(float, 0, 10), default=1.0, metavar="T",
+                   help="sampling temperature (default 1.0; 0 = the most likely groove)")
+    m.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
+    m.add_argument("--morph-cycles", type=_number(int, 1, 16), default=4, metavar="N",
+                   help="cycles a morph (m) takes, 1..16 (default 4)")
+    o = p.add_argument_group("other")
+    o.add_argument("--record", metavar="FILE.mid", help="write what was played to this MIDI file on exit")
+    o.add_argument("--map", metavar="FILE", help="JSON file mapping MIDI CCs / notes to controls")
+    o.add_argument("--headless", action="store_true",
+                   help="no terminal view or keys, even on a terminal (controls from MIDI only)")
+    p.set_defaults(func=run_live, quantize=False)
+
+    q = sub.add_parser("ports", help="list MIDI inputs and outputs")
+    q.add_argument("--api", choices=API_CHOICES, default="auto", help="MIDI backend (default: auto)")
+    q.set_defaults(func=run_ports)
+
+
+def run_live(a) -> int:
+    from performer.app import LiveApp, LiveOptions
+
+    opts = LiveOptions(
+        port=a.port,
+        clock_port=a.clock_port,
+        api=a.api,
+        bpm=a.bpm,
+        channel=a.channel,
+        quantize=a.quantize,
+        swing=a.swing,
+        seed=a.seed,
+        temperature=a.temperature,
+        model=a.model,
+        record=a.record,
+        map=a.map,
+        morph_cycles=a.morph_cycles,
+        start_on_clock=a.start_on_clock,
+        headless=True if a.headless else None,
+        latency_ms=a.latency_ms,
+    )
+    app = LiveApp(opts)
+
+    def ready(info: dict) -> None:
+        if info["headless"]:
+            clock = info["clock"]
+            print(
+                f"drum-performer: ready in {info['ready_s']:.2f} s: drums to {info['out']}, clock from {clock}, "
+                f"seed {info['seed']} (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    code = app.run(on_ready=ready)
+    if opts.record:
+        print(f"recorded to {opts.record}", file=sys.stderr)
+    return code
+
+
+def run_ports(a) -> int:
+    from performer.ports import list_ports
+
+    api, ins, outs = list_ports(a.api)
+    print(f"MIDI system: {api}")
+    print("outputs (drums go here: --port NAME):")
+    for p in outs:
+        print(f"  {p}")
+    if not outs:
+        print("  (none)")
+    print("inputs (clock and controls come from here: --clock-port NAME):")
+    for p in ins:
+        print(f"  {p}")
+    if not ins:
+        print("  (none)")
+    return 0

@@ -1,0 +1,351 @@
+"""From cycle patterns to timed MIDI: the step scheduler and the sender thread.
+
+:class:`Scheduler` is pure logic. It expands the playing cycle's Pattern a few
+steps ahead of the playhead into note events keyed by song position (MIDI
+clocks, fractional for microtiming and swing), and sends each one when the
+clock's *predicted* time for its position comes (minus ``lead``). Sending on
+the prediction rather than on the arrival of a tick is what lets an early
+(negative-offset) note leave before its grid tick, and what removes the
+one-period reaction delay over JACK. A note is never sent more than
+``send_limit`` ahead of the last real tick, so a clock that stops or slows
+cannot make the performer run away.
+
+Every note-on gets its note-off ``gate`` later (wall time, so it fires even if
+the clock vanishes); a pitch struck again while sounding is released first;
+Stop releases everything and sends CC123 (all notes off) on the drum channel;
+exit also sends CC120 (all sound off).
+
+:class:`Player` is the sender thread: it drains the input queue that the MIDI
+callback fills (timestamps only), feeds the clock, runs the scheduler and
+sleeps until the next deadline or the next input, whichever is first. It never
+waits for the model: patterns come from a source that decodes ahead.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from model import drums
+from performer.clock import (
+    STOP,
+    TICKS_PER_STEP,
+    TRANSPORT_KINDS,
+    ClockSource,
+    MidiParser,
+    StampMapper,
+    Transport,
+)
+
+log = logging.getLogger(__name__)
+
+CC_ALL_SOUND_OFF = 120
+CC_ALL_NOTES_OFF = 123
+DEFAULT_CHANNEL = 9  # GM drums: channel 10, 0-based
+
+# Expand steps this many clocks ahead of the playhead: enough for an early
+# note (half a step) plus a wake-up, small enough that a control or a mute
+# lands within a step of being asked for.
+LOOKAHEAD_TICKS = 2 * TICKS_PER_STEP
+EARLIEST = -0.5 * TICKS_PER_STEP  # the earliest a step's note can be, relative to its grid tick
+
+Send = Callable[[list[int], float | None], None]
+
+
+class PatternSource(Protocol):
+    """Where the scheduler gets what to play; both calls must return at once."""
+
+    def pattern_for(self, cycle: int) -> drums.Pattern:
+        """The Pattern of ``cycle``; called once, when its first step is about to be scheduled."""
+
+    def mutes(self) -> np.ndarray:
+        """(9,) bool voices to silence; read at every bar line (changes land on the next bar)."""
+
+
+def compile_pattern(pattern: drums.Pattern, quantize: bool, swing: float) -> list[list[tuple[float, int, int, int]]]:
+    """Per step: (clock offset from the step's grid tick, voice, pitch, MIDI velocity) of each hit.
+
+    ``swing`` (0..0.75) delays every second 16th by that fraction of a step.
+    """
+    out: list[list[tuple[float, int, int, int]]] = []
+    swing_ticks = swing * TICKS_PER_STEP
+    for t in range(pattern.steps):
+        row = []
+        for v in np.flatnonzero(pattern.hits[t]).tolist():
+            d = 0.0 if quantize else float(pattern.offset[t, v]) * TICKS_PER_STEP
+            if t % 2:
+                d += swing_ticks
+            row.append((d, v, drums.OUTPUT_PITCHES[v], drums.velocity_to_midi(pattern.velocity[t, v])))
+        out.append(row)
+    return out
+
+
+class Scheduler:
+    def __init__(
+        self,
+        source: PatternSource,
+        *,
+        channel: int = DEFAULT_CHANNEL,
+        quantize: bool = False,
+        swing: float = 0.0,
+        lead: float = 0.0,
+        gate_steps: float = 0.5,
+    ) -> None:
+        if not 0 <= channel <= 15:
+            raise ValueError(f"channel {channel} outside 0..15")
+        if not 0.0 <= swing <= 0.75:
+            raise ValueError(f"swing {swing} outside 0..0.75")
+        self.source = source
+        self.channel = channel
+        self.quantize = quantize
+        self.swing = swing
+        self.lead = lead
+        self.gate_steps = gate_steps
+        self.playing = False
+        self._heap: list[tuple[float, int, int, int]] = []  # (pos, seq, pitch, velocity)
+        self._offs: list[tuple[float, int, int]] = []  # (time, note id, pitch)
+        self._sounding: dict[int, int] = {}  # pitch -> id of the note-on that holds it
+        self._seq = 0
+        self._gen_step = 0  # next global 16th step to expand
+        self._gen_cycle: int | None = None
+        self._compiled: list = []
+        self._mutes = np.zeros(drums.NUM_VOICES, dtype=bool)
+        self.patterns: dict[int, drums.Pattern] = {}  # recent cycles, for the view
+        self.notes_sent = 0
+        self.late = 0  # note-ons sent after their predicted time (>1 ms): a health figure
+
+    # -- transport
+
+    def transport(self, ev: Transport, now: float, send: Send) -> None:
+        if ev.kind == STOP:
+            self.stop(send)
+        else:
+            self.start(ev.pos, send)
+
+    def start(self, pos: int, send: Send | None = None) -> None:
+        """Play from song position ``pos`` (the next clock). Mid-step cues begin at the next step."""
+        self._heap.clear()
+        self.playing = True
+        self._gen_step = -(-pos // TICKS_PER_STEP)  # ceil: a step already under way is skipped whole
+        self._gen_cycle = None
+        self._mutes = np.asarray(self.source.mutes(), dtype=bool)
+
+    def stop(self, send: Send) -> None:
+        """Silence now: pending notes dropped, sounding ones released, then CC123."""
+        self.playing = False
+        self._heap.clear()
+        self.release_all(send)
+        send([0xB0 | self.channel, CC_ALL_NOTES_OFF, 0], None)
+
+    def release_all(self, send: Send) -> None:
+        for pitch in sorted(self._sounding):
+            send([0x80 | self.channel, pitch, 0], None)
+        self._sounding.clear()
+        self._offs.clear()
+
+    def panic(self, send: Send, exiting: bool = False) -> None:
+        """Note-offs for everything sounding, CC123, and on exit CC120."""
+        self.playing = False
+        self._heap.clear()
+        self.release_all(send)
+        send([0xB0 | self.channel, CC_ALL_NOTES_OFF, 0], None)
+        if exiting:
+            send([0xB0 | self.channel, CC_ALL_SOUND_OFF, 0], None)
+
+    # -- the playing pattern, for the view
+
+    def pattern_at(self, cycle: int) -> drums.Pattern | None:
+        return self.patterns.get(cycle)
+
+    # -- the work
+
+    def _expand(self, s: int) -> None:
+        cycle, t = divmod(s, drums.STEPS)
+        if cycle != self._gen_cycle:
+            pattern = self.source.pattern_for(cycle)
+            self._compiled = compile_pattern(pattern, self.quantize, self.swing)
+            self._gen_cycle = cycle
+            self.patterns[cycle] = pattern
+            for old in [c for c in self.patterns if c < cycle - 1 or c > cycle]:
+                del self.patterns[old]
+        if s % drums.STEPS_PER_BAR == 0:
+            self._mutes = np.asarray(self.source.mutes(), dtype=bool)
+        base = s * TICKS_PER_STEP
+        for d, v, pitch, vel in self._compiled[t]:
+            if not self._mutes[v]:
+                self._seq += 1
+                heapq.heappush(self._heap, (base + d, self._seq, pitch, vel))
+
+    def _gate(self, clock: ClockSource) -> float:
+        bpm = clock.bpm() or 120.0
+        return min(0.1, max(0.01, self.gate_steps * 15.0 / bpm))
+
+    def poll(self, now: float, clock: ClockSource, send: Send) -> float:
+        """Send everything due at ``now``; return when to call again (inf: only on input)."""
+        wake = math.inf
+        offs = self._offs
+        while offs and offs[0][0] <= now:
+            _, nid, pitch = heapq.heappop(offs)
+            if self._sounding.get(pitch) == nid:
+                del self._sounding[pitch]
+                send([0x80 | self.channel, pitch, 0], None)
+        if self.playing:
+            arrived = clock.arrived()
+            limit = clock.send_limit(now)
+            horizon = max(clock.position(now), arrived) + LOOKAHEAD_TICKS
+            while self._gen_step * TICKS_PER_STEP + EARLIEST <= horizon:
+                self._expand(self._gen_step)
+                self._gen_step += 1
+            heap = self._heap
+            gate = None
+            while heap:
+                pos = heap[0][0]
+                t = clock.time_at(pos)
+                if pos > arrived:
+                    if pos > limit or t is None:
+                        if t is not None:
+                            wake = min(wake, max(t - self.lead, now + 0.001))
+                        break
+                    if t - self.lead > now:
+                        wake = min(wake, t - self.lead)
+                        break
+                _, _, pitch, vel = heapq.heappop(heap)
+                if gate is None:
+                    gate = self._gate(clock)
+                if t is not None and now - t > 0.001:
+                    self.late += 1
+                self._note_on(pitch, vel, pos, max(now, t if t is not None else now) + gate, send)
+            t_gen = clock.time_at(self._gen_step * TICKS_PER_STEP + EARLIEST - LOOKAHEAD_TICKS)
+            if t_gen is not None:
+                wake = min(wake, max(t_gen, now + 0.001))
+        if offs:
+            wake = min(wake, offs[0][0])
+        return wake
+
+    def _note_on(self, pitch: int, vel: int, pos: float, off_time: float, send: Send) -> None:
+        ch = self.channel
+        if pitch in self._sounding:
+            send([0x80 | ch, pitch, 0], None)  # re-struck while sounding: release first
+        self._seq += 1
+        self._sounding[pitch] = self._seq
+        send([0x90 | ch, pitch, vel], pos)
+        self.notes_sent += 1
+        heapq.heappush(self._offs, (off_time, self._seq, pitch))
+
+
+class Player(threading.Thread):
+    """The sender thread: input queue -> clock -> scheduler -> output.
+
+    ``inbox`` holds (arrival time, driver delta or None, bytes) from the MIDI
+    callback; ``None`` just wakes the loop. Non-transport messages (notes, CCs)
+    go to ``on_control``, which must return at once. Any exception ends the
+    loop with a panic (no stuck notes) and is kept in ``error``.
+    """
+
+    def __init__(
+        self,
+        clock: ClockSource,
+        scheduler: Scheduler,
+        send: Send,
+        inbox: queue.SimpleQueue | None = None,
+        on_control: Callable[[tuple], None] | None = None,
+        on_transport: Callable[[Transport], None] | None = None,
+        max_wait: float = 0.05,
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        super().__init__(name="drum-performer-sender", daemon=True)
+        self.clock = clock
+        self.scheduler = scheduler
+        self.send = send
+        self.inbox = inbox if inbox is not None else queue.SimpleQueue()
+        self.on_control = on_control
+        self.on_transport = on_transport
+        self.max_wait = max_wait
+        self.now = now
+        self.parser = MidiParser()
+        self.stamper = StampMapper()
+        self.error: BaseException | None = None
+        self.ready = threading.Event()  # set once the loop is running
+        self._quit = threading.Event()
+        self._lock = threading.Lock()  # serialises the final panic with the loop
+        self.wakeups = 0
+        self.max_oversleep = 0.0
+
+    def stop(self) -> None:
+        self._quit.set()
+        self.inbox.put(None)
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # an internal error must still silence the drums
+            self.error = e
+            log.exception("the sender loop failed; silencing and stopping")
+        finally:
+            self.final_panic()
+
+    def final_panic(self) -> None:
+        with self._lock:
+            try:
+                self.scheduler.panic(self.send, exiting=True)
+            except Exception:
+                log.exception("panic on exit failed")
+
+    def _drain(self, item) -> None:
+        inbox = self.inbox
+        while True:
+            if item is not None:
+                arrival, delta, data = item
+                t = self.stamper.stamp(arrival, delta)
+                for msg in self.parser.feed(data):
+                    if msg[0] in TRANSPORT_KINDS:
+                        self.clock.feed(msg, t)
+                    elif self.on_control is not None:
+                        try:
+                            self.on_control(msg)
+                        except Exception:
+                            log.exception("a MIDI control failed: %r", msg)
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _loop(self) -> None:
+        inbox, clock, sched, send = self.inbox, self.clock, self.scheduler, self.send
+        wake = self.now()
+        self.ready.set()
+        while not self._quit.is_set():
+            now = self.now()
+            wait = min(wake - now, self.max_wait)
+            try:
+                item = inbox.get(timeout=wait) if wait > 0 else inbox.get_nowait()
+            except queue.Empty:
+                item = None
+                late = self.now() - wake
+                if 0 < wait < self.max_wait and late > self.max_oversleep:
+                    self.max_oversleep = late
+            self.wakeups += 1
+            self._drain(item)
+            if self._quit.is_set():
+                break
+            now = self.now()
+            for ev in clock.update(now):
+                if ev.kind == STOP:
+                    log.info("stop at song position %d (%s)", ev.pos, ev.reason)
+                else:
+                    log.info("%s at song position %d", ev.kind, ev.pos)
+                sched.transport(ev, now, send)
+                if self.on_transport is not None:
+                    self.on_transport(ev)
+            wake = sched.poll(now, clock, send)
+            nc = clock.next_check(now)
+            if nc is not None and nc < wake:
+                wake = nc

@@ -1,0 +1,177 @@
+"""The terminal view: the playing 4-bar pattern as a 9 x 64 grid with a playhead.
+
+:func:`render` is a pure function of a status snapshot (testable without a
+terminal). :class:`View` redraws from its own thread at a modest rate and
+writes only the lines that changed, so a redraw costs well under a
+millisecond of the GIL and never touches the sender's state except to read
+it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from model import drums
+from performer.controls import help_lines
+
+log = logging.getLogger(__name__)
+
+LABEL_W = 7  # "9 RD ML"
+
+
+def _cells(pattern: drums.Pattern, v: int) -> list[str]:
+    out = []
+    for t in range(pattern.steps):
+        if pattern.hits[t, v]:
+            out.append("X" if pattern.velocity[t, v] >= 0.6 else "x")
+        else:
+            out.append("-" if t % drums.STEPS_PER_BEAT == 0 else ".")
+    return out
+
+
+def _with_bars(cells: list[str]) -> str:
+    parts = []
+    for i in range(0, len(cells), drums.STEPS_PER_BAR):
+        parts.append("".join(cells[i : i + drums.STEPS_PER_BAR]))
+    return "|".join(parts)
+
+
+def _column(step: int) -> int:
+    """Screen column of a step inside the grid (bar separators included)."""
+    return LABEL_W + step + step // drums.STEPS_PER_BAR
+
+
+def render(s: dict, width: int = 100) -> list[str]:
+    """Lines of the view for a status snapshot ``s`` (see app.LiveApp.status)."""
+    lines = []
+    transport = s.get("transport", "stopped")
+    bpm = s.get("bpm")
+    tempo = f"{bpm:6.1f} BPM" if bpm else "  --.- BPM"
+    pos = s.get("position")
+    d = s.get("director", {})
+    if pos is not None and transport != "stopped":
+        ipos = int(pos) if pos >= 0 else 0
+        bar, in_bar = divmod(ipos // 6, drums.STEPS_PER_BAR)
+        where = f"bar {bar + 1:3d}.{in_bar // drums.STEPS_PER_BEAT + 1}.{in_bar % drums.STEPS_PER_BEAT + 1}"
+    else:
+        where = "bar   -.-.-"
+    cycle = s.get("cycle")
+    head = f"drum-performer  {transport:<9} {tempo}  {where}  cycle {cycle if cycle is not None else '-'}"
+    lines.append(head)
+    temp = d.get("temperature")
+    dens = d.get("density", 0.0)
+    morph = d.get("morph")
+    morph_s = f"morph {morph[0]}/{morph[1]}" if morph else "no morph"
+    pending = "  (change pending)" if d.get("pending") else ""
+    lines.append(
+        f"{d.get('label', '')}  T {temp:.2f}  density {dens:+.2f}  {morph_s} (m: {d.get('morph_cycles', '-')} cycles)"
+        f"{pending}" if temp is not None else d.get("label", "")
+    )
+    lines.append(f"out {s.get('out', '-')}   clock {s.get('clock', '-')}   {s.get('mode', '')}")
+    lines.append("")
+    header = [" "] * (_column(drums.STEPS - 1) + 1)
+    for b in range(drums.BARS):
+        col = _column(b * drums.STEPS_PER_BAR)
+        for i, ch in enumerate(str(b + 1)):
+            header[col + i] = ch
+    lines.append("".join(header).rstrip())
+    pattern: drums.Pattern | None = s.get("pattern")
+    mutes = d.get("mutes")
+    locks = d.get("locks")
+    for v in range(drums.NUM_VOICES):
+        m = "M" if mutes is not None and mutes[v] else " "
+        lk = "L" if locks is not None and locks[v] else " "
+        label = f"{v + 1} {drums.VOICE_LABELS[v]} {m}{lk}"
+        row = _with_bars(_cells(pattern, v)) if pattern is not None else ""
+        lines.append(f"{label:<{LABEL_W}}{row}")
+    step = s.get("step")
+    marker = ""
+    if step is not None and transport != "stopped":
+        marker = " " * _column(int(step)) + "^"
+    lines.append(marker)
+    if s.get("help"):
+        lines.append("")
+        lines.extend(help_lines())
+    else:
+        lines.append(f"last: {s.get('last_action') or '-'}    h/? help   q quit")
+    for msg in s.get("messages", ()):
+        lines.append(msg)
+    return [ln[:width] for ln in lines]
+
+
+class LogBuffer(logging.Handler):
+    """Keeps the last few log lines for the view (a terminal in fullscreen has no room for stderr)."""
+
+    def __init__(self, n: int = 3) -> None:
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=n)
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.append(self.format(record).splitlines()[0])
+
+
+class View(threading.Thread):
+    """Redraws ``render(status())`` at ``fps`` on a blessed Terminal."""
+
+    def __init__(self, term, status: Callable[[], dict], fps: float = 12.0, out=None) -> None:
+        super().__init__(name="drum-performer-view", daemon=True)
+        self.term = term
+        self.status = status
+        self.interval = 1.0 / fps
+        self.out = out or sys.stdout
+        self._quit = threading.Event()
+        self._shown: list[str] = []
+        self.frames = 0
+
+    def stop(self) -> None:
+        self._quit.set()
+
+    def frame(self) -> None:
+        t = self.term
+        lines = render(self.status(), width=max(20, (t.width or 100) - 1))
+        height = t.height or 40
+        buf = []
+        for i, line in enumerate(lines[:height]):
+            if i >= len(self._shown) or self._shown[i] != line:
+                buf.append(t.move_xy(0, i) + line + t.clear_eol)
+        for i in range(len(lines), min(len(self._shown), height)):
+            buf.append(t.move_xy(0, i) + t.clear_eol)
+        self._shown = lines
+        if buf:
+            self.out.write("".join(buf))
+            self.out.flush()
+        self.frames += 1
+
+    def run(self) -> None:
+        next_t = time.perf_counter()
+        while not self._quit.is_set():
+            try:
+                self.frame()
+            except Exception:
+                log.debug("view frame failed", exc_info=True)
+            next_t += self.interval
+            delay = next_t - time.perf_counter()
+            if delay < 0:
+                next_t = time.perf_counter()
+                delay = self.interval
+            self._quit.wait(delay)
+
+
+def step_in_cycle(pos: float | None) -> int | None:
+    if pos is None or pos < 0:
+        return None
+    return int(pos) // 6 % drums.STEPS
+
+
+def mutes_array(x) -> np.ndarray | None:
+    return None if x is None else np.asarray(x, dtype=bool)

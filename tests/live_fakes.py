@@ -1,0 +1,192 @@
+"""Test doubles for the live performer: a fake engine and a simulated-time driver.
+
+Kept out of conftest.py so the live tests' helpers and the shared fixtures
+never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+
+import numpy as np
+
+from model import drums
+from performer.clock import TICKS_PER_STEP, InternalClock, MidiClock
+from performer.scheduler import Scheduler
+
+
+class FakeEngine:
+    """Deterministic stand-in for performer.engine.Engine (same method shapes).
+
+    A pattern is a pure function of (z, temperature, noise seed, lock), with
+    the engine's convention that z=None draws z from the seed's generator first.
+    """
+
+    z_size = 8
+    temperature_range = (0.0, 2.0)
+
+    def __init__(self, delay: float = 0.0, density: float = 0.18) -> None:
+        self.delay = delay
+        self.density = density
+        self.calls: list[dict] = []
+        self.fail = False
+        self._lock = threading.Lock()
+
+    def prior(self, seed=None) -> np.ndarray:
+        return np.random.default_rng(seed).standard_normal(self.z_size).astype(np.float32)
+
+    def attribute(self, name: str = "density") -> np.ndarray:
+        return np.full(self.z_size, 0.5, np.float32)
+
+    @staticmethod
+    def slerp(z_a, z_b, n):
+        ts = np.linspace(0, 1, n)[:, None]
+        return ((1 - ts) * np.asarray(z_a) + ts * np.asarray(z_b)).astype(np.float32)
+
+    def sample(self, z=None, temperature=1.0, seed=None, lock=None) -> drums.Pattern:
+        with self._lock:
+            self.calls.append({"z": None if z is None else np.array(z), "temperature": temperature,
+                               "seed": seed, "lock": lock})
+        if self.fail:
+            raise RuntimeError("fake decode failure")
+        if self.delay:
+            time.sleep(self.delay)
+        rng = np.random.default_rng(seed)
+        if z is None:
+            z = rng.standard_normal(self.z_size).astype(np.float32)
+        h = hashlib.sha256(np.asarray(z, np.float32).tobytes() + repr(round(temperature, 6)).encode())
+        h.update(rng.random(4).tobytes())  # the "noise": a different seed, a different decode
+        r = np.random.default_rng(int.from_bytes(h.digest()[:8], "little"))
+        dens = self.density * (1 + 0.2 * float(np.tanh(np.mean(z))))
+        hits = r.random((drums.STEPS, drums.NUM_VOICES)) < dens
+        hits[0, 0] = True  # a kick on the one, always: an easy anchor for tests
+        vel = 0.3 + 0.7 * r.random(hits.shape)
+        off = (r.random(hits.shape) - 0.5) * 0.6
+        p = drums.Pattern(hits, vel.astype(np.float32), off.astype(np.float32))
+        if lock is not None:
+            src, keep = lock
+            p = p.with_voices(src, keep)
+        return p
+
+
+class StaticSource:
+    """A PatternSource that plays fixed patterns (one per cycle, the last repeating)."""
+
+    def __init__(self, *patterns: drums.Pattern, mutes=None) -> None:
+        self.list = list(patterns)
+        self.asked: list[int] = []
+        self.mute = np.zeros(drums.NUM_VOICES, bool) if mutes is None else np.asarray(mutes, bool)
+
+    def pattern_for(self, cycle: int) -> drums.Pattern:
+        self.asked.append(cycle)
+        return self.list[min(cycle, len(self.list) - 1)] if cycle >= 0 else self.list[0]
+
+    def mutes(self) -> np.ndarray:
+        return self.mute.copy()
+
+
+def simple_pattern(steps_voices: dict[int, list[int]], velocity: float = 0.8, offsets=None) -> drums.Pattern:
+    hits = np.zeros((drums.STEPS, drums.NUM_VOICES), bool)
+    off = np.zeros(hits.shape, np.float32)
+    for s, vs in steps_voices.items():
+        for v in vs:
+            hits[s, v] = True
+            if offsets and (s, v) in offsets:
+                off[s, v] = offsets[(s, v)]
+    return drums.Pattern(hits, np.full(hits.shape, velocity, np.float32), off)
+
+
+class Sent:
+    """A send() that keeps (time, message, pos)."""
+
+    def __init__(self, clock_fn) -> None:
+        self.clock_fn = clock_fn
+        self.log: list[tuple[float, list[int], float | None]] = []
+
+    def __call__(self, msg, pos) -> None:
+        self.log.append((self.clock_fn(), list(msg), pos))
+
+    def note_ons(self):
+        return [(t, m, p) for t, m, p in self.log if m[0] & 0xF0 == 0x90 and m[2] > 0]
+
+    def note_offs(self):
+        return [(t, m, p) for t, m, p in self.log if m[0] & 0xF0 == 0x80]
+
+    def ccs(self, number=None):
+        return [(t, m) for t, m, _ in self.log if m[0] & 0xF0 == 0xB0 and (number is None or m[1] == number)]
+
+
+class Sim:
+    """Simulated time: drives a Scheduler and a clock without sleeping.
+
+    ``run_until(t)`` advances time to each deadline the scheduler asks for,
+    feeding clock ticks at their (optionally quantised) arrival times, the
+    way the Player loop would, with an optional wake-up latency.
+    """
+
+    def __init__(self, sched: Scheduler, clock, *, wake_latency: float = 0.0) -> None:
+        self.sched = sched
+        self.clock = clock
+        self.now = 0.0
+        self.sent = Sent(lambda: self.now)
+        self.inputs: list[tuple[float, tuple]] = []  # (arrival, parsed message), sorted
+        self.wake_latency = wake_latency
+        self.transports = []
+
+    def feed_at(self, t: float, msg: tuple, stamp: float | None = None) -> None:
+        self.inputs.append((t, msg, t if stamp is None else stamp))
+        self.inputs.sort(key=lambda x: x[0])
+
+    def ticks(self, t0: float, period: float, n: int, quantum: float = 0.0, first_pos_msg=None):
+        """n clocks from t0; with ``quantum`` the arrival (and stamp) is floored to it (JACK periods)."""
+        for k in range(n):
+            t = t0 + k * period
+            if quantum:
+                t = math.floor(t / quantum) * quantum
+            self.feed_at(t, ("clock",))
+
+    def _process(self) -> None:
+        for ev in self.clock.update(self.now):
+            self.transports.append(ev)
+            self.sched.transport(ev, self.now, self.sent)
+        self.wake = self.sched.poll(self.now, self.clock, self.sent)
+        nc = self.clock.next_check(self.now)
+        if nc is not None:
+            self.wake = min(self.wake, nc)
+
+    def run_until(self, t_end: float) -> None:
+        self.wake = self.now
+        self._process()
+        while True:
+            nxt_in = self.inputs[0][0] if self.inputs else math.inf
+            nxt = min(self.wake + self.wake_latency, nxt_in)
+            if nxt > t_end:
+                self.now = t_end
+                self._process()
+                return
+            self.now = max(self.now, nxt)
+            while self.inputs and self.inputs[0][0] <= self.now:
+                _, msg, stamp = self.inputs.pop(0)
+                self.clock.feed(msg, stamp)
+            self._process()
+
+
+def internal_sim(source, bpm=120.0, **kw) -> tuple[Sim, InternalClock]:
+    clock = InternalClock(bpm, start_delay=0.0)
+    sched = Scheduler(source, **kw)
+    sim = Sim(sched, clock)
+    clock.start(0.0)
+    return sim, clock
+
+
+def midi_sim(source, **kw) -> tuple[Sim, MidiClock]:
+    clock = MidiClock()
+    sched = Scheduler(source, **kw)
+    return Sim(sched, clock), clock
+
+
+def grid_time(t0: float, bpm: float, step: float) -> float:
+    return t0 + step * TICKS_PER_STEP * 60.0 / (24 * bpm)

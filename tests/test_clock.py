@@ -1,0 +1,299 @@
+"""Clock parsing, tempo estimation and the clock sources (no MIDI system needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from performer.clock import (
+    CC,
+    CLOCK,
+    CONTINUE,
+    NOTE_OFF,
+    NOTE_ON,
+    SPP,
+    START,
+    STOP,
+    TICKS_PER_BAR,
+    InternalClock,
+    MidiClock,
+    MidiParser,
+    StampMapper,
+    TempoEstimator,
+    bpm_to_period,
+)
+
+# --- parser ----------------------------------------------------------------------
+
+
+def test_parser_realtime_inside_a_message_and_running_status():
+    p = MidiParser()
+    # note-on with a clock wedged between its data bytes, then running status
+    out = p.feed([0x99, 36, 0xF8, 100, 38, 90, 42, 0])
+    assert out == [(CLOCK,), (NOTE_ON, 9, 36, 100), (NOTE_ON, 9, 38, 90), (NOTE_OFF, 9, 42, 0)]
+
+
+def test_parser_message_split_across_feeds():
+    p = MidiParser()
+    assert p.feed([0xB0, 20]) == []
+    assert p.feed([127]) == [(CC, 0, 20, 127)]
+
+
+def test_parser_sysex_and_spp_and_garbage():
+    p = MidiParser()
+    out = p.feed([0x12, 0x34, 0xF0, 0x7E, 0xFA, 0x01, 0xF7, 0xF2, 0x10, 0x01, 0x40, 0xFC])
+    # stray data dropped, sysex body dropped but its realtime Start kept, SPP = 0x10 + 1*128
+    assert out == [(START,), (SPP, 0x10 + 128), (STOP,)]
+
+
+def test_parser_system_common_cancels_running_status():
+    p = MidiParser()
+    assert p.feed([0x90, 36, 100, 0xF6, 38, 100]) == [(NOTE_ON, 0, 36, 100)]
+
+
+def test_parser_undefined_bytes_and_bad_values_ignored():
+    p = MidiParser()
+    assert p.feed([0xF4, 0xF5, 0xF9, 0xFD, 0xFE, 0xFF, 300, -1, "x", 0xFB]) == [(CONTINUE,)]
+
+
+# --- stamps --------------------------------------------------------------------------
+
+
+def test_stamp_mapper_removes_delivery_jitter():
+    rng = np.random.default_rng(0)
+    m = StampMapper()
+    true = np.cumsum(np.full(200, 0.02)) + 100.0
+    delay = 0.0002 + rng.exponential(0.002, size=200)  # GIL waits: always late, sometimes very
+    out = []
+    prev = None
+    for t, d in zip(true, delay, strict=True):
+        delta = None if prev is None else t - prev
+        out.append(m.stamp(t + d, delta))
+        prev = t
+    err = np.array(out[20:]) - true[20:]
+    assert np.max(np.abs(err)) < 0.0005  # within the best delivery delay, not the worst
+    assert np.max(np.abs(delay[20:])) > 0.005
+
+
+def test_stamp_mapper_recovers_from_nonsense_deltas():
+    m = StampMapper()
+    m.stamp(10.0, None)
+    assert m.stamp(10.02, 5.0) == pytest.approx(10.02)  # a wild delta: falls back to arrival
+    assert m.stamp(10.04, 0.02) == pytest.approx(10.04, abs=1e-6)
+
+
+# --- tempo ------------------------------------------------------------------------------
+
+
+def _feed(est, times, n0=0):
+    for k, t in enumerate(times):
+        est.add(n0 + k, t)
+
+
+def test_tempo_from_period_quantised_stamps():
+    """JACK input stamps once per period (2.67 ms): the fit must average that out."""
+    period = bpm_to_period(120.0)
+    q = 128 / 48000
+    est = TempoEstimator()
+    times = [math.floor((0.0123 + k * period) / q) * q for k in range(48)]
+    _feed(est, times)
+    assert est.period == pytest.approx(period, rel=0.003)
+    # next tick predicted within a period of the truth (stamps are biased by ~half a period)
+    true_next = 0.0123 + 48 * period
+    assert abs(est.predict(48) - true_next) < q
+
+
+def test_tempo_ignores_one_late_delivery():
+    period = bpm_to_period(100.0)
+    est = TempoEstimator()
+    times = [k * period for k in range(30)]
+    times[25] += 0.008  # one tick delivered 8 ms late
+    _feed(est, times)
+    assert est.period == pytest.approx(period, rel=0.002)
+    assert est.relocks == 0
+
+
+@pytest.mark.parametrize("bpm_from,bpm_to", [(120, 140), (120, 90), (90, 180)])
+def test_tempo_relocks_within_a_beat(bpm_from, bpm_to):
+    est = TempoEstimator()
+    p1, p2 = bpm_to_period(bpm_from), bpm_to_period(bpm_to)
+    times = [k * p1 for k in range(48)]
+    t = times[-1]
+    times += [t + (k + 1) * p2 for k in range(24)]
+    errs = []
+    for n, tt in enumerate(times):
+        pred = est.predict(n)
+        if pred is not None and n >= 48:
+            errs.append(abs(pred - tt))
+        est.add(n, tt)
+    # within a beat (24 clocks) of the jump the next tick is predicted to well under a ms
+    assert max(errs[12:]) < 0.0005, errs
+    assert est.period == pytest.approx(p2, rel=1e-3)
+
+
+def test_tempo_jitter_random_walk_followed():
+    """jack_midi_clock -J adds +-J% of a tick to each interval (a random walk)."""
+    rng = np.random.default_rng(1)
+    period = bpm_to_period(120)
+    iv = period * (1 + 0.05 * rng.uniform(-1, 1, 400))
+    times = np.cumsum(iv)
+    est = TempoEstimator()
+    errs = []
+    for n, t in enumerate(times):
+        pred = est.predict(n)
+        if pred is not None and n > 30:
+            errs.append(abs(pred - t))
+        est.add(n, float(t))
+    assert np.median(errs) < 0.05 * period * 2
+    assert est.period == pytest.approx(period, rel=0.02)
+
+
+# --- internal clock ------------------------------------------------------------------------
+
+
+def test_internal_clock_absolute_deadlines():
+    c = InternalClock(123.0, start_delay=0.0)
+    c.start(5.0)
+    ev = c.update(5.0)
+    assert [e.kind for e in ev] == [START] and ev[0].pos == 0
+    tick = 60.0 / (24 * 123.0)
+    # no accumulated error after a long performance
+    assert c.time_at(384 * 1000) == 5.0 + 384 * 1000 * tick
+    assert c.position(5.0 + 10 * tick) == pytest.approx(10)
+    c.stop(6.0)
+    assert [e.kind for e in c.update(6.0)] == [STOP]
+    assert c.time_at(3) is None
+
+
+def test_internal_clock_rejects_silly_tempo():
+    with pytest.raises(ValueError):
+        InternalClock(5.0)
+
+
+# --- MIDI clock follower --------------------------------------------------------------------
+
+
+def _clocks(c: MidiClock, t0: float, period: float, n: int) -> float:
+    for k in range(n):
+        c.feed((CLOCK,), t0 + k * period)
+    return t0 + n * period
+
+
+def test_start_first_clock_is_position_zero():
+    c = MidiClock()
+    p = bpm_to_period(120)
+    c.feed((START,), 1.0)
+    ev = c.update(1.0)
+    assert [(e.kind, e.pos) for e in ev] == [(START, 0)]
+    assert c.arrived() == -math.inf and c.time_at(0) is None  # no stream before: cannot predict
+    _clocks(c, 1.0, p, 30)
+    assert c.arrived() == 29
+    assert c.time_at(30) == pytest.approx(1.0 + 30 * p, abs=1e-6)
+    assert c.bpm() == pytest.approx(120, rel=1e-6)
+    assert c.position(1.0 + 29.5 * p) == pytest.approx(29.5, abs=1e-3)
+
+
+def test_stop_then_continue_without_spp_resumes_where_it_stopped():
+    c = MidiClock()
+    p = bpm_to_period(120)
+    c.feed((START,), 0.0)
+    t = _clocks(c, 0.0, p, 100)  # positions 0..99
+    c.feed((STOP,), t)
+    ev = c.update(t)
+    assert [(e.kind, e.pos, e.reason) for e in ev][-1] == (STOP, 100, "stop")
+    c.feed((CONTINUE,), t + 1.0)
+    assert [(e.kind, e.pos) for e in c.update(t + 1.0)] == [(CONTINUE, 100)]
+    c.feed((CLOCK,), t + 1.0)
+    assert c.arrived() == 100
+
+
+def test_spp_while_stopped_relocates_and_is_ignored_while_running():
+    c = MidiClock()
+    p = bpm_to_period(120)
+    c.feed((SPP, 64), 0.0)  # 64 sixteenths = bar 5
+    c.feed((CONTINUE,), 0.1)
+    assert c.update(0.1)[0].pos == 64 * 6
+    _clocks(c, 0.1, p, 5)
+    assert c.arrived() == 384 + 4
+    c.feed((SPP, 0), 0.3)  # while running: ignored (MIDI 1.0 receivers)
+    c.feed((CLOCK,), 0.1 + 5 * p)
+    assert c.arrived() == 384 + 5
+
+
+def test_continue_after_streaming_clock_is_predicted():
+    """Clocks while stopped (most DAWs, and jack_midi_clock between SPP and Continue) keep
+    the tempo warm, so the first beat after Continue can be sent on time."""
+    c = MidiClock()
+    p = bpm_to_period(120)
+    t = _clocks(c, 0.0, p, 30)  # idle clocks
+    assert c.update(t) == []
+    c.feed((SPP, 16), t - p / 2)
+    c.feed((CONTINUE,), t - p / 2)
+    c.update(t - p / 2)
+    assert c.time_at(96) == pytest.approx(t, abs=1e-6)  # the next clock is position 96
+    assert c.send_limit(t - p / 2) >= 96
+
+
+def test_dropout_freewheels_one_bar_then_stops():
+    c = MidiClock()
+    p = bpm_to_period(120)
+    c.feed((START,), 0.0)
+    t = _clocks(c, 0.0, p, 40)
+    c.update(t)
+    last = t - p
+    # half a bar later, still playing (freewheel), positions predicted
+    mid = last + 48 * p
+    assert c.update(mid) == []
+    assert c.running and c.freewheeling(mid)
+    assert c.position(mid) == pytest.approx(39 + 48, abs=0.01)
+    assert c.send_limit(mid) > 39 + 48
+    # after one bar without clock: a clean stop
+    ev = c.update(last + TICKS_PER_BAR * p + 0.001)
+    assert [(e.kind, e.reason) for e in ev] == [(STOP, "dropout")]
+    assert not c.running
+
+
+def test_clock_back_after_a_gap_reenters_at_the_right_position():
+    c = MidiClock()
+    p = bpm_to_period(120)
+    c.feed((START,), 0.0)
+    _clocks(c, 0.0, p, 40)  # 0..39
+    # 10 clocks lost, the 11th arrives on time
+    c.feed((CLOCK,), 50 * p)
+    assert c.arrived() == 50
+
+
+def test_clock_without_start_plays_only_when_asked():
+    p = bpm_to_period(120)
+    c = MidiClock()
+    _clocks(c, 0.0, p, 10)
+    assert not c.running and c.update(1.0) == []
+    c2 = MidiClock(start_on_clock=True)
+    _clocks(c2, 0.0, p, 10)
+    assert c2.running and c2.arrived() == 9
+    ev = c2.update(10 * p)
+    assert ev[0].kind == CONTINUE and ev[0].pos == 0
+
+
+def test_start_on_clock_waits_after_an_explicit_stop():
+    p = bpm_to_period(120)
+    c = MidiClock(start_on_clock=True)
+    c.feed((START,), 0.0)
+    t = _clocks(c, 0.0, p, 10)
+    c.feed((STOP,), t)
+    _clocks(c, t, p, 10)  # the master keeps clocking while stopped
+    assert not c.running
+
+
+def test_phase_reset_on_start_is_detected():
+    p = bpm_to_period(120)
+    c = MidiClock()
+    t = _clocks(c, 0.0, p, 30)
+    c.feed((START,), t)
+    c.update(t)
+    # the master restarts its clock phase: first clock 7 ms later than the old grid
+    t1 = t + 0.007
+    c.feed((CLOCK,), t1)
+    assert c.time_at(1) == pytest.approx(t1 + p, abs=2e-4)

@@ -1,0 +1,279 @@
+"""The step scheduler in simulated time: what is sent, and when."""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+
+import numpy as np
+import pytest
+
+from model import drums
+from performer.clock import CONTINUE, SPP, START, STOP, TICKS_PER_STEP, MidiClock, bpm_to_period
+from performer.scheduler import Player, Scheduler, compile_pattern
+from tests.live_fakes import (
+    FakeEngine,
+    Sent,
+    StaticSource,
+    grid_time,
+    internal_sim,
+    midi_sim,
+    simple_pattern,
+)
+
+BPM = 120.0
+STEP_S = 60.0 / BPM / 4
+
+
+def onsets(sent: Sent):
+    """(time, pitch, velocity) of every note-on."""
+    return [(t, m[1], m[2]) for t, m, _ in sent.note_ons()]
+
+
+def test_quantize_plays_the_pattern_on_the_grid():
+    pat = FakeEngine().sample(seed=3)
+    sim, clock = internal_sim(StaticSource(pat), BPM, quantize=True)
+    sim.run_until(grid_time(0, BPM, 64) - 0.01)
+    got = sorted((round(t / STEP_S), p) for t, p, _ in onsets(sim.sent))
+    want = sorted((t, drums.OUTPUT_PITCHES[v]) for t, v in zip(*np.nonzero(pat.hits), strict=True))
+    assert got == want
+    for t, _, _ in onsets(sim.sent):
+        assert abs(t - round(t / STEP_S) * STEP_S) < 1e-9  # lead 0: exactly on the grid tick
+    vel = {(int(s), drums.OUTPUT_PITCHES[v]): drums.velocity_to_midi(pat.velocity[s, v]) for s, v in zip(*np.nonzero(pat.hits), strict=True)}
+    for t, p, v in onsets(sim.sent):
+        assert vel[(round(t / STEP_S), p)] == v
+
+
+def test_groove_mode_plays_offsets_and_early_notes_go_before_their_tick():
+    pat = simple_pattern({0: [0], 4: [1], 8: [0], 16: [1]}, offsets={(4, 1): -0.25, (8, 0): 0.3, (16, 1): -0.5})
+    sim, _ = internal_sim(StaticSource(pat), BPM)
+    sim.run_until(grid_time(0, BPM, 20))
+    got = [(round(t, 6), p) for t, p, _ in onsets(sim.sent)]
+    assert got == [
+        (0.0, 36),
+        (round(grid_time(0, BPM, 3.75), 6), 38),
+        (round(grid_time(0, BPM, 8.3), 6), 36),
+        (round(grid_time(0, BPM, 15.5), 6), 38),
+    ]
+
+
+def test_early_note_of_the_next_cycle_goes_before_the_boundary():
+    a = simple_pattern({0: [0]})
+    b = simple_pattern({0: [1]}, offsets={(0, 1): -0.4})
+    src = StaticSource(a, b)
+    sim, _ = internal_sim(src, BPM)
+    sim.run_until(grid_time(0, BPM, 64))
+    t_snare = [t for t, p, _ in onsets(sim.sent) if p == 38]
+    assert t_snare == [pytest.approx(grid_time(0, BPM, 63.6))]
+    assert src.asked == [0, 1]
+
+
+def test_swing_delays_every_second_sixteenth():
+    pat = simple_pattern({0: [2], 1: [2], 2: [2], 3: [2]})
+    sim, _ = internal_sim(StaticSource(pat), BPM, quantize=True, swing=1 / 3)
+    sim.run_until(grid_time(0, BPM, 4))
+    ts = [t for t, _, _ in onsets(sim.sent)]
+    assert ts == pytest.approx([grid_time(0, BPM, s) for s in (0, 1 + 1 / 3, 2, 3 + 1 / 3)])
+
+
+def test_every_note_on_gets_a_note_off_and_retrigger_releases_first():
+    # the same voice twice within the gate (offsets pull them together)
+    pat = simple_pattern({4: [1], 5: [1]}, offsets={(4, 1): 0.45, (5, 1): -0.45})
+    sim, _ = internal_sim(StaticSource(pat), BPM)
+    sim.run_until(grid_time(0, BPM, 10))
+    seq = [(m[0] & 0xF0, m[1]) for _, m, _ in sim.sent.log]
+    assert seq == [(0x90, 38), (0x80, 38), (0x90, 38), (0x80, 38)]
+    ons, offs = sim.sent.note_ons(), sim.sent.note_offs()
+    assert offs[-1][0] - ons[-1][0] == pytest.approx(0.5 * STEP_S)  # half-a-16th gate
+
+
+def test_mutes_land_on_the_next_bar_line():
+    pat = simple_pattern({s: [0] for s in range(0, 64, 4)})
+    src = StaticSource(pat)
+    sim, _ = internal_sim(src, BPM, quantize=True)
+    sim.run_until(grid_time(0, BPM, 5))  # in bar 1
+    src.mute[0] = True
+    sim.run_until(grid_time(0, BPM, 40))
+    steps = [round(t / STEP_S) for t, _, _ in onsets(sim.sent)]
+    assert steps == [0, 4, 8, 12]  # bar 1 plays out, then silence from bar 2
+
+
+def test_stop_releases_everything_then_cc123():
+    pat = simple_pattern({0: [0, 1, 2]})
+    sim, clock = internal_sim(StaticSource(pat), BPM)
+    sim.run_until(0.001)
+    assert len(sim.sent.note_ons()) == 3
+    clock.stop(0.002)
+    sim.run_until(0.003)
+    tail = [m for _, m, _ in sim.sent.log[3:]]
+    assert sorted(m[1] for m in tail[:3]) == [36, 38, 42] and all(m[0] == 0x89 for m in tail[:3])
+    assert tail[3] == [0xB9, 123, 0]
+    assert not sim.sched.playing
+
+
+def test_panic_on_exit_adds_all_sound_off():
+    sched = Scheduler(StaticSource(simple_pattern({0: [0]})))
+    sent = Sent(time.perf_counter)
+    sched.panic(sent, exiting=True)
+    assert [m for _, m, _ in sent.log] == [[0xB9, 123, 0], [0xB9, 120, 0]]
+
+
+def test_channel_option():
+    sim, _ = internal_sim(StaticSource(simple_pattern({0: [0]})), BPM, channel=0)
+    sim.run_until(0.2)
+    assert {m[0] for _, m, _ in sim.sent.log} == {0x90, 0x80}
+
+
+# --- following MIDI clock --------------------------------------------------------------
+
+
+def test_start_mid_cycle_after_spp_plays_the_right_step():
+    pat = simple_pattern({s: [0] for s in range(64)})  # a kick on every step
+    p = bpm_to_period(BPM)
+    sim, clock = midi_sim(StaticSource(pat), quantize=True)
+    sim.feed_at(0.0, (SPP, 64 + 37))  # cycle 1, step 37
+    sim.feed_at(0.01, (CONTINUE,))
+    sim.ticks(0.02, p, 6 * 8)
+    sim.run_until(0.02 + 6 * 8 * p)
+    first = sim.sent.note_ons()[0]
+    assert first[2] == (64 + 37) * TICKS_PER_STEP
+    assert first[0] == pytest.approx(0.02)
+    assert [pos for _, _, pos in sim.sent.note_ons()][:3] == [(101 + k) * 6 for k in range(3)]
+
+
+def test_notes_go_out_on_the_predicted_tick_not_on_arrival():
+    """Stamps quantised to JACK periods; ticks arrive late: prediction sends them on time."""
+    pat = simple_pattern({s: [2] for s in range(64)})
+    p = bpm_to_period(BPM)
+    q = 128 / 48000
+    sim, clock = midi_sim(StaticSource(pat), quantize=True)
+    sim.feed_at(0.0, (START,))
+    t0 = 0.001
+    for k in range(400):
+        true = t0 + k * p
+        arrival = math.floor(true / q) * q + q  # delivered one period later than its stamp
+        sim.feed_at(arrival, ("clock",), stamp=math.floor(true / q) * q)
+    sim.run_until(t0 + 400 * p)
+    errs = []
+    for t, _m, pos in sim.sent.note_ons():
+        true = t0 + pos * p
+        if pos >= 96:  # after the first bar (the fit has settled)
+            errs.append(t - true)
+    errs = np.array(errs)
+    # the stamps sit on average half a period before the truth, so predicted sends do too;
+    # a note is never held back until its tick's (late) arrival
+    assert np.all(errs < 0.0)
+    assert np.all(errs > -q - 0.0005)
+    assert abs(np.median(errs) + q / 2) < 0.0005
+
+
+def test_stop_from_the_master_silences_at_once():
+    pat = simple_pattern({s: [0, 2] for s in range(64)})
+    p = bpm_to_period(BPM)
+    sim, clock = midi_sim(StaticSource(pat), quantize=True)
+    sim.feed_at(0.0, (START,))
+    sim.ticks(0.0, p, 50)
+    sim.feed_at(50 * p - p / 2, (STOP,))
+    sim.run_until(3.0)
+    last_on = max(t for t, _, _ in sim.sent.note_ons())
+    assert last_on < 50 * p
+    log = sim.sent.log
+    i = max(i for i, (_, m, _) in enumerate(log) if m == [0xB9, 123, 0])
+    assert log[i][0] == pytest.approx(50 * p - p / 2)
+    # nothing sounding after the stop
+    on = {}
+    for _, m, _ in log:
+        if m[0] == 0x99:
+            on[m[1]] = on.get(m[1], 0) + 1
+        elif m[0] == 0x89:
+            on[m[1]] = on.get(m[1], 0) - 1
+    assert all(v == 0 for v in on.values())
+    assert sim.transports[-1].kind == STOP
+
+
+def test_no_prediction_without_tempo_waits_for_the_tick():
+    pat = simple_pattern({0: [0], 1: [1]}, offsets={(1, 1): 0.2})
+    p = bpm_to_period(BPM)
+    sim, clock = midi_sim(StaticSource(pat))
+    sim.feed_at(0.0, (START,))
+    sim.feed_at(0.001, ("clock",))
+    sim.run_until(0.001 + p / 2)
+    assert [m[1] for _, m, _ in sim.sent.note_ons()] == [36]  # on the first tick, not before
+
+
+def test_dropout_freewheels_and_stops_cleanly():
+    pat = simple_pattern({s: [2] for s in range(64)})
+    p = bpm_to_period(BPM)
+    sim, clock = midi_sim(StaticSource(pat), quantize=True)
+    sim.feed_at(0.0, (START,))
+    sim.ticks(0.0, p, 48)  # then the cable is pulled
+    sim.run_until(3.0)
+    steps = sorted({pos // 6 for _, _, pos in sim.sent.note_ons()})
+    # the second half-bar was clocked, the freewheel plays on for at most a bar
+    assert steps[-1] <= 8 + 16 and steps[-1] >= 8 + 12
+    assert sim.transports[-1].reason == "dropout"
+    assert sim.sent.ccs(123)
+
+
+def test_compile_pattern_offsets_in_ticks():
+    pat = simple_pattern({1: [0]}, offsets={(1, 0): -0.5})
+    c = compile_pattern(pat, quantize=False, swing=0.5)
+    assert c[1] == [(-3.0 + 3.0, 0, 36, drums.velocity_to_midi(0.8))]
+    assert compile_pattern(pat, quantize=True, swing=0.0)[1][0][0] == 0.0
+
+
+# --- the sender thread ---------------------------------------------------------------------
+
+
+def test_player_thread_plays_and_panics_on_stop():
+    src = StaticSource(simple_pattern({s: [0] for s in range(64)}))
+    sched = Scheduler(src, quantize=True)
+    clock = MidiClock()
+    sent = Sent(time.perf_counter)
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    player = Player(clock, sched, sent, inbox)
+    player.start()
+    t = time.perf_counter()
+    inbox.put((t, None, [0xFA]))
+    period = bpm_to_period(300)
+    for k in range(60):
+        target = t + k * period
+        while time.perf_counter() < target:
+            time.sleep(0.0005)
+        inbox.put((time.perf_counter(), period if k else 0.0, [0xF8]))
+    time.sleep(0.02)
+    player.stop()
+    player.join(2)
+    assert not player.is_alive() and player.error is None
+    assert len(sent.note_ons()) >= 9
+    tail = [m for _, m, _ in sent.log[-2:]]
+    assert tail == [[0xB9, 123, 0], [0xB9, 120, 0]]
+
+
+def test_player_internal_error_still_panics():
+    class Broken(StaticSource):
+        def pattern_for(self, cycle):
+            if cycle >= 1:
+                raise RuntimeError("boom")
+            return super().pattern_for(cycle)
+
+    src = Broken(simple_pattern({s: [0, 1] for s in range(64)}))
+    sched = Scheduler(src, quantize=True)
+    from performer.clock import InternalClock
+
+    clock = InternalClock(400.0, start_delay=0.0)
+    sent = Sent(time.perf_counter)
+    player = Player(clock, sched, sent)
+    clock.start(time.perf_counter() - 380 * clock.tick)  # almost at the end of cycle 0
+    player.start()
+    player.join(3)
+    assert isinstance(player.error, RuntimeError)
+    ons = {}
+    for _, m, _ in sent.log:
+        if m[0] == 0x99:
+            ons[m[1]] = ons.get(m[1], 0) + 1
+        elif m[0] == 0x89:
+            ons[m[1]] = ons.get(m[1], 0) - 1
+    assert all(v == 0 for v in ons.values())
+    assert [m for _, m, _ in sent.log[-2:]] == [[0xB9, 123, 0], [0xB9, 120, 0]]
