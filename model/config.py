@@ -33,6 +33,8 @@ class ModelConfig:
     dec_layers: int = 1  # decoder LSTM layers
     head_hidden: int = 64  # velocity/offset MLP width (sees the step's chosen class)
     dropout: float = 0.0  # dropout on decoder outputs during training
+    input_dropout: float = 0.0  # training: chance a decoder step sees the start token instead of the
+    #                             previous class (word dropout, Bowman et al. 2016): leans on z more
 
     @property
     def steps(self) -> int:

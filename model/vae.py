@@ -92,6 +92,9 @@ class Decoder(nn.Module):
         c = self.c
         B = classes.shape[0]
         prev = torch.cat([classes.new_full((B, 1), self.start), classes[:, :-1]], dim=1)  # (B, T)
+        if self.training and c.input_dropout > 0:
+            drop = torch.rand(prev.shape, device=prev.device) < c.input_dropout  # (B, T)
+            prev = prev.masked_fill(drop, self.start)
         prev = prev.reshape(B * c.bars, c.steps_per_bar)  # (BN, S)
         bar = bars.reshape(B * c.bars, 1, c.bar_embed)  # (BN, 1, Eb)
         x = torch.cat([self.embed(prev), bar.expand(-1, c.steps_per_bar, -1)], dim=-1)  # (BN, S, E + Eb)

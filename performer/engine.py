@@ -6,7 +6,8 @@ optimisation (which folds the sampler's weight tables once at load), and a
 warm-up decode so the first real one is as fast as the rest.
 
 Reproducibility: ``sample(seed=S, temperature=T)`` draws z and then the
-Gumbel noise from ``numpy.random.default_rng(S)``; the same model, seed and
+Gumbel noise from ``numpy.random.default_rng(S)`` (z is drawn even when one is
+given, so ``sample(z=prior(S), seed=S) == sample(seed=S)``); the same model, seed and
 temperature give the same Pattern on every machine ONNX Runtime agrees on.
 """
 
@@ -175,8 +176,10 @@ class Engine:
         if not lo <= temperature <= hi:
             raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
         rng = np.random.default_rng(seed)
+        # z is always drawn first, so a seed gives the same noise with or without an explicit z
+        z_prior = rng.standard_normal(self.z_size).astype(np.float32)
         if z is None:
-            z = rng.standard_normal(self.z_size).astype(np.float32)
+            z = z_prior
         noise = _gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None
         mask = None
         if lock is not None:
