@@ -505,7 +505,8 @@ class MidiClock:
             and not self._first_pending
             and p is not None
             and self._last_t is not None
-            and t - self._last_t > 4.0 * p
+            and self.est.count >= 8  # a tempo learnt in this run, not a stale prior
+            and t - self._last_t > 3.5 * p
         ):
             # a dropout that ended within the freewheel bar: skip the clocks we never got
             self._n += max(0, round((t - self._last_t) / p) - 1)

@@ -248,7 +248,8 @@ class Director:
         if morph:  # the path goes on; requests below may still replace it
             (z, seed), morph = morph[0], morph[1:]
             k = morph_total - len(morph)
-            g = replace(g, z=z, seed=seed, label=f"morph {k}/{morph_total} to seed {seed}")
+            label = f"morph {k}/{morph_total} to seed {seed}" if morph else f"groove seed {seed}"
+            g = replace(g, z=z, seed=seed, label=label)
         for action, arg in pending:
             if action == "new":
                 s = take_seed()

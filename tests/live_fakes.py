@@ -190,3 +190,83 @@ def midi_sim(source, **kw) -> tuple[Sim, MidiClock]:
 
 def grid_time(t0: float, bpm: float, step: float) -> float:
     return t0 + step * TICKS_PER_STEP * 60.0 / (24 * bpm)
+
+
+class FakeRtMidi:
+    """Duck-typed rtmidi.MidiOut / MidiIn over a shared, mutable list of port names."""
+
+    def __init__(self, ports: list[str]) -> None:
+        self.ports = ports
+        self.opened: str | None = None
+        self.sent: list[tuple[str | None, list[int]]] = []
+        self.opens = 0
+        self.callback = None
+
+    def get_ports(self):
+        return list(self.ports)
+
+    def open_port(self, i, name=None):
+        self.opened = self.ports[i]
+        self.opens += 1
+
+    def open_virtual_port(self, name=None):
+        self.opened = name
+
+    def close_port(self):
+        self.opened = None
+
+    def send_message(self, msg):
+        self.sent.append((self.opened, list(msg)))
+
+    def ignore_types(self, **kw):
+        self.ignored = kw
+
+    def set_callback(self, cb, data=None):
+        self.callback = cb
+
+    def cancel_callback(self):
+        self.callback = None
+
+    def delete(self):
+        pass
+
+
+def private_jack_server(tmp_path_factory):
+    """Start a private jackd (dummy driver) for this module's tests, or skip with the reason."""
+    import pytest
+
+    from tests.jack import harness
+
+    reason = harness.missing_tools()
+    if reason:
+        pytest.skip(reason)
+    server = harness.JackServer(period=128, workdir=tmp_path_factory.mktemp("jack-live"))
+    server.start()
+    return server
+
+
+def signal_child_main(out_path: str, bpm: float = 400.0) -> None:
+    """Entry point of a child process for signal tests: a live app on fake ports.
+
+    Prints READY once playing; on exit writes every sent message to ``out_path``
+    (JSON) and exits with the app's code.
+    """
+    import json
+    import queue as _queue
+    import sys
+
+    from performer.app import LiveApp, LiveOptions
+    from performer.ports import MemoryInput, MemoryOutput
+
+    inbox: _queue.SimpleQueue = _queue.SimpleQueue()
+    out = MemoryOutput("child")
+    app = LiveApp(LiveOptions(bpm=bpm, headless=True, seed=5, quantize=True), engine=FakeEngine(density=0.5),
+                  output=out, input_port=MemoryInput(inbox), inbox=inbox)
+
+    def ready(info):
+        print("READY", flush=True)
+
+    code = app.run(on_ready=ready)
+    with open(out_path, "w") as f:
+        json.dump([list(m) for _, m in out.messages], f)
+    sys.exit(code)

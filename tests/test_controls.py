@@ -1,0 +1,163 @@
+"""Keys and MIDI controls -> actions; the mapping file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from performer.clock import CC, NOTE_ON
+from performer.controls import KEYS, Controller, MapError, MidiMap, help_lines, parse_action
+
+
+class Recording:
+    """A Director stand-in that records what it was asked."""
+
+    temperature_range = (0.0, 2.0)
+
+    def __init__(self):
+        self.log = []
+        self.mutes = np.zeros(9, bool)
+        self.morph = 4
+
+    def request(self, action, arg=None):
+        self.log.append(("request", action, arg))
+
+    def save(self, slot=1):
+        self.log.append(("save", slot))
+
+    def toggle_mute(self, v):
+        self.mutes[v] ^= True
+        self.log.append(("toggle_mute", v))
+
+    def set_mute(self, v, on):
+        self.mutes[v] = on
+        self.log.append(("set_mute", v, on))
+
+    def change_morph_cycles(self, d):
+        self.morph += d
+        self.log.append(("morph_cycles", self.morph))
+        return self.morph
+
+    def set_morph_cycles(self, n):
+        self.morph = n
+        self.log.append(("morph_cycles", n))
+        return n
+
+
+@pytest.fixture
+def ctl():
+    quits, helps = [], []
+    c = Controller(Recording(), on_quit=lambda: quits.append(1), on_help=lambda: helps.append(1))
+    c.quits, c.helps = quits, helps
+    return c
+
+
+def test_every_documented_key(ctl):
+    for k in "nvm[]+-dDlsr?hq123456789":
+        assert ctl.key(k), k
+    log = ctl.director.log
+    assert ("request", "new", None) in log and ("request", "variation", None) in log
+    assert ("request", "morph", None) in log
+    assert ("request", "temperature", 1) in log and ("request", "temperature", -1) in log
+    assert ("request", "density", -1) in log and ("request", "density", 1) in log
+    assert ("request", "lock", None) in log and ("save", 1) in log and ("request", "recall", 1) in log
+    assert [e for e in log if e[0] == "toggle_mute"] == [("toggle_mute", v) for v in range(9)]
+    assert ctl.quits == [1] and ctl.helps == [1, 1]
+    assert not ctl.key("x")
+
+
+def test_keys_table_matches_the_issue():
+    assert set("nvm[]+-dDlsr?hq123456789") <= set(KEYS)
+
+
+def test_cc_trigger_fires_on_the_rising_edge_only(ctl):
+    for val in (127, 127, 0, 100, 0):
+        ctl.midi((CC, 0, 20, val))
+    assert [e for e in ctl.director.log if e[1:2] == ("new",)] == [("request", "new", None)] * 2
+
+
+def test_cc_continuous_controls(ctl):
+    ctl.midi((CC, 3, 26, 127))
+    ctl.midi((CC, 3, 27, 64))
+    ctl.midi((CC, 3, 28, 0))
+    log = ctl.director.log
+    assert ("request", "set_temperature", 2.0) in log
+    assert ("request", "set_density", 0.0) in log
+    assert ("morph_cycles", 1) in log
+
+
+def test_cc_mute_follows_the_switch(ctl):
+    ctl.midi((CC, 0, 102, 127))
+    assert ctl.director.mutes[0]
+    ctl.midi((CC, 0, 102, 0))
+    assert not ctl.director.mutes[0]
+
+
+def test_notes_trigger_actions(ctl):
+    ctl.midi((NOTE_ON, 9, 60, 100))
+    ctl.midi((NOTE_ON, 9, 74, 100))  # mute voice 3
+    ctl.midi((NOTE_ON, 9, 59, 100))  # unmapped
+    assert ctl.director.log == [("request", "new", None), ("toggle_mute", 2)]
+
+
+def test_map_file_overrides_and_channel(tmp_path, ctl):
+    f = tmp_path / "map.json"
+    f.write_text(json.dumps({"channel": 2, "cc": {"20": None, "1": "morph"}, "notes": {"36": "recall:3"}}))
+    m = MidiMap.load(f)
+    assert 20 not in m.cc and m.cc[1] == ("morph", None) and m.notes[36] == ("recall", 3)
+    assert m.cc[21] == ("variation", None)  # defaults kept
+    c = Controller(Recording(), m)
+    c.midi((CC, 0, 1, 127))  # wrong channel
+    c.midi((CC, 1, 1, 127))
+    c.midi((NOTE_ON, 1, 36, 1))
+    assert c.director.log == [("request", "morph", None), ("request", "recall", 3)]
+
+
+def test_map_file_without_defaults(tmp_path):
+    f = tmp_path / "m.json"
+    f.write_text(json.dumps({"defaults": False, "notes": {"40": "new"}}))
+    m = MidiMap.load(f)
+    assert m.cc == {} and m.notes == {40: ("new", None)}
+
+
+@pytest.mark.parametrize(
+    "doc,needle",
+    [
+        ("not json", "not valid JSON"),
+        ("[]", "JSON object"),
+        ('{"cc": {"20": "explode"}}', "unknown action"),
+        ('{"cc": {"200": "new"}}', "0..127"),
+        ('{"cc": {"x": "new"}}', "number"),
+        ('{"notes": {"60": "temperature"}}', "needs a CC value"),
+        ('{"cc": {"30": "mute:12"}}', "1..9"),
+        ('{"channel": 0}', "channel"),
+        ('{"colour": 1}', "unknown keys"),
+    ],
+)
+def test_bad_map_files_are_one_clear_error(tmp_path, doc, needle):
+    f = tmp_path / "bad.json"
+    f.write_text(doc)
+    with pytest.raises(MapError) as e:
+        MidiMap.load(f)
+    assert needle in str(e.value) and str(f) in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_map_file(tmp_path):
+    with pytest.raises(MapError, match="does not exist"):
+        MidiMap.load(tmp_path / "nope.json")
+
+
+def test_parse_action():
+    assert parse_action("mute:3") == ("mute", 3)
+    assert parse_action("save") == ("save", 1)
+    with pytest.raises(MapError):
+        parse_action("new:2")
+
+
+def test_help_lines_mention_every_key_group():
+    text = "\n".join(help_lines())
+    for word in ("new groove", "variation", "morph", "temperature", "density", "mute", "lock", "save", "recall", "quit"):
+        assert word in text
