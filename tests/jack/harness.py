@@ -20,11 +20,13 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -192,41 +194,82 @@ class Event:
 
 
 class Recorder:
-    """A JACK client of our own that keeps every MIDI event on its inputs with its frame.
+    """JACK clients of ours that keep every MIDI event on their inputs with its frame.
 
-    The process callback only appends (list.append is atomic under the GIL), so
-    the readers on the test thread never block it.
+    Each input is its own JACK client in a small process of its own
+    (recorder_proc.py). Own process: a Python process callback that shares a GIL
+    and a garbage collector with the test would drop events whenever it is late.
+    Own client per input: JACK runs a client only after every client feeding it,
+    so a recorder of the performer's notes waits on the performer, and when the
+    performer overruns a period that client loses the period; the clock's
+    recorder must not depend on the performer. All stamp with the server's frame
+    time, one timeline. Events stream back over pipes to reader threads here. A
+    never activated client in this process does the graph work: listing and
+    connecting ports, reading the server's frame time and transport.
     """
 
     def __init__(self, server: JackServer, name: str = "dp-recorder",
-                 inputs: Sequence[str] = ("clock", "notes")):
+                 inputs: Sequence[str] = ("clock", "notes"), exact_name: bool = False,
+                 timeout: float = 15.0):
         import jack
 
         self.server = server
-        self.client = jack.Client(name, servername=server.name, no_start_server=True)
-        self._ports = [(n, self.client.midi_inports.register(n)) for n in inputs]
+        self._xruns: dict[str, int] = {}  # every client is told of every xrun: keep the max
         self._events: list[Event] = []
-        self.xruns = 0
-        client = self.client
-        ports = self._ports
-        events = self._events
+        self._inputs = list(inputs)
+        self._clients: dict[str, str] = {}  # input -> its JACK client's name
+        self._procs: list[tuple[subprocess.Popen, threading.Thread]] = []
+        try:
+            for inp in self._inputs:
+                client_name = name if len(self._inputs) == 1 else f"{name}-{inp}"
+                self._clients[inp] = self._spawn(client_name, inp, exact_name, timeout)
+        except BaseException:
+            self.close()
+            raise
+        self.name = name
+        self.client = jack.Client(f"{name}-ctl", servername=server.name, no_start_server=True)
 
-        def process(frames: int) -> None:
-            base = client.last_frame_time
-            for name_, port in ports:
-                for offset, data in port.incoming_midi_events():
-                    events.append(Event(base + offset, name_, bytes(data)))
+    def _spawn(self, client_name: str, inp: str, exact_name: bool, timeout: float) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("recorder_proc.py")), self.server.name,
+             client_name, "1" if exact_name else "0", inp],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=self.server.env, text=True, bufsize=1)
+        ready = threading.Event()
+        got: list[str] = []
+        reader = threading.Thread(target=self._read, args=(proc, inp, ready, got),
+                                  name=f"recorder-{client_name}", daemon=True)
+        reader.start()
+        self._procs.append((proc, reader))
+        if not ready.wait(timeout) or not got:
+            raise RuntimeError(f"the recorder client {client_name!r} did not start")
+        return got[0]
 
-        def xrun(delay_usecs: float) -> None:
-            self.xruns += 1
+    def _read(self, proc: subprocess.Popen, inp: str, ready: threading.Event, got: list[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "E":
+                frame, _, data = rest.split(" ")
+                self._events.append(Event(int(frame), inp, bytes.fromhex(data)))
+            elif kind == "X":
+                self._xruns[inp] = int(rest)
+            elif kind == "R":
+                got.append(rest)
+                ready.set()
+        ready.set()
 
-        client.set_process_callback(process)
-        client.set_xrun_callback(xrun)
-        client.activate()
+    @property
+    def xruns(self) -> int:
+        return max(self._xruns.values(), default=0)
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self._inputs)
 
     # ports of the JACK graph (any client may connect any two ports)
     def port(self, short: str) -> str:
-        return f"{self.client.name}:{short}"
+        return f"{self._clients[short]}:{short}"
 
     def port_names(self, pattern: str = "", **kw) -> list[str]:
         return [p.name for p in self.client.get_ports(pattern, **kw)]
@@ -259,11 +302,15 @@ class Recorder:
         return self.client.frame_time
 
     # reading
+    def settle(self) -> None:
+        """Let events already stamped reach this process (the recorder flushes every 10 ms)."""
+        time.sleep(0.05)
+
     def mark(self) -> int:
         return len(self._events)
 
-    def events(self, port: str | None = None, since: int = 0) -> list[Event]:
-        evs = self._events[since:]
+    def events(self, port: str | None = None, since: int = 0, until: int | None = None) -> list[Event]:
+        evs = self._events[since:until]
         return [e for e in evs if port is None or e.port == port]
 
     def wait_for(self, pred: Callable[[Event], bool], timeout: float, since: int = 0,
@@ -283,14 +330,21 @@ class Recorder:
 
         return wait_until(check, timeout, interval=0.005)
 
-    def clear(self) -> None:
-        self._events.clear()
-
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.deactivate()
-        with contextlib.suppress(Exception):
-            self.client.close()
+        """End the recording; events already stamped are flushed and kept."""
+        for proc, _ in self._procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc, reader in self._procs:
+            try:
+                proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                _stop_process(proc, signal.SIGKILL)
+            reader.join(5.0)
+        if getattr(self, "client", None) is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
 
 
 # --- peers ---------------------------------------------------------------------
@@ -402,7 +456,14 @@ class Transport(_Child):
 
 
 def performer_command() -> list[str]:
-    """The product's command: the installed console script, else the same entry point via -m."""
+    """The product's command: the installed console script, else the same entry point via -m.
+
+    ``DRUM_PERFORMER_COMMAND`` (split like a shell would) replaces it, to run the
+    suite against another build of the performer.
+    """
+    override = os.environ.get("DRUM_PERFORMER_COMMAND")
+    if override:
+        return shlex.split(override)
     exe = shutil.which("drum-performer")
     if exe:
         return [exe]
@@ -508,39 +569,62 @@ class ClockTrack:
     spps: list[tuple[int, int]] = field(default_factory=list)  # (frame, 16ths)
     idle_ticks: list[int] = field(default_factory=list)
 
+    # decoder state, so a track can be fed incrementally while recording
+    _playing: bool = False
+    _pos: int = 0
+    _run: int = -1
+
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> ClockTrack:
-        t = cls()
-        playing, pos, run = False, 0, -1
+        return cls().feed(events)
+
+    def feed(self, events: Iterable[Event]) -> ClockTrack:
         for e in events:
             b = e.data[0] if e.data else None
             if b == START:
-                playing, pos, run = True, 0, run + 1
-                t.starts.append(e.frame)
+                self._playing, self._pos, self._run = True, 0, self._run + 1
+                self.starts.append(e.frame)
             elif b == CONTINUE:
-                if not playing:
-                    run += 1
-                playing = True
-                t.continues.append(e.frame)
+                if not self._playing:
+                    self._run += 1
+                self._playing = True
+                self.continues.append(e.frame)
             elif b == STOP:
-                playing = False
-                t.stops.append(e.frame)
+                self._playing = False
+                self.stops.append(e.frame)
             elif b == SPP and len(e.data) == 3:
                 value = e.data[1] | (e.data[2] << 7)
-                t.spps.append((e.frame, value))
-                if not playing:
-                    pos = value * TICKS_PER_STEP
+                self.spps.append((e.frame, value))
+                if not self._playing:
+                    self._pos = value * TICKS_PER_STEP
             elif b == CLOCK:
-                if playing:
-                    t.ticks.append(Tick(e.frame, pos, run))
-                    pos += 1
+                if self._playing:
+                    self.ticks.append(Tick(e.frame, self._pos, self._run))
+                    self._pos += 1
                 else:
-                    t.idle_ticks.append(e.frame)
-        return t
+                    self.idle_ticks.append(e.frame)
+        return self
 
     def grid(self) -> list[Tick]:
         """The ticks that begin a 16th step."""
         return [k for k in self.ticks if k.pos % TICKS_PER_STEP == 0]
+
+    def gaps(self, window: int = 12) -> list[Tick]:
+        """Ticks that came much later than the clock's pace around them: a clock message
+        missing from the recording (jack_midi_clock never skips one). Robust to jitter
+        up to ±20 % and to tempo changes; the tick after each hole is returned."""
+        out = []
+        for i in range(1, len(self.ticks)):
+            a, b = self.ticks[i - 1], self.ticks[i]
+            if a.run != b.run:
+                continue
+            near = [self.ticks[j].frame - self.ticks[j - 1].frame
+                    for j in range(max(1, i - window), min(len(self.ticks), i + window))
+                    if self.ticks[j].run == self.ticks[j - 1].run]
+            near.sort()
+            if near and b.frame - a.frame > 1.6 * near[len(near) // 2]:
+                out.append(b)
+        return out
 
     def intervals(self) -> list[int]:
         """Frames between consecutive ticks of one playing run."""
@@ -687,7 +771,7 @@ class Rig:
 
     def __init__(self, server: JackServer, performer_args: Sequence[str] = (), *, bpm: float = 120.0,
                  clock_kw: dict | None = None, recorder_inputs: Sequence[str] = ("clock", "notes"),
-                 start_performer: bool = True):
+                 start_performer: bool = True, performer_kw: dict | None = None):
         self.server = server
         self.bpm = bpm
         self.rec = Recorder(server, name=f"dp-rec-{uuid.uuid4().hex[:4]}", inputs=recorder_inputs)
@@ -699,17 +783,21 @@ class Rig:
             self.clock = ClockMaster(server, self.rec, bpm, **(clock_kw or {}))
             self.rec.connect(self.clock.port, self.rec.port("clock"))
             if start_performer:
-                self.start_performer(performer_args)
+                self.start_performer(performer_args, **(performer_kw or {}))
         except BaseException:
             self.close()
             raise
 
-    def start_performer(self, args: Sequence[str], **kw) -> Performer:
+    def start_performer(self, args: Sequence[str], settle: float = 1.0, **kw) -> Performer:
+        """Start and wire the performer. ``settle``: the contract only promises that the
+        ports exist, which may be before the model is loaded; nobody presses Play in
+        the DAW within a second of launching (cold start is the benchmark's business)."""
         self.performer = Performer(self.server, self.rec, args, **kw)
         if self.performer.clock_port:
             self.rec.connect(self.clock.port, self.performer.clock_port)
-        if self.performer.out_port and "notes" in [n for n, _ in self.rec._ports]:
+        if self.performer.out_port and "notes" in self.rec.inputs:
             self.rec.connect(self.performer.out_port, self.rec.port("notes"))
+        time.sleep(settle)
         return self.performer
 
     # transport, waiting for the clock to say it happened
@@ -741,10 +829,19 @@ class Rig:
         return e
 
     def wait_pos(self, pos: int, timeout: float = 30.0) -> Tick | None:
-        """Block until the clock has reached song position ``pos`` (in clocks) while playing."""
+        """Block until the clock has reached song position ``pos`` (in clocks) while playing.
+
+        Decodes only what arrived since the last poll: the recorder's process
+        callback needs the GIL every period, so the test thread must hold it briefly.
+        """
+        track, seen = ClockTrack(), 0
+
         def reached():
-            ticks = ClockTrack.from_events(self.rec.events("clock")).ticks
-            return next((k for k in reversed(ticks) if k.pos >= pos), None)
+            nonlocal seen
+            n = self.rec.mark()
+            track.feed(self.rec.events("clock", since=seen, until=n))
+            seen = n
+            return next((k for k in reversed(track.ticks[-8:]) if k.pos >= pos), None)
 
         return wait_until(reached, timeout, interval=0.01)
 
@@ -753,6 +850,9 @@ class Rig:
 
     def notes(self) -> list[Note]:
         return notes(self.rec.events("notes"))
+
+    def controls(self) -> list[Control]:
+        return controls(self.rec.events("notes"))
 
     def frames_to_steps(self, frames: float) -> float:
         return frames / (frames_per_tick(self.server, self.bpm) * TICKS_PER_STEP)

@@ -163,3 +163,16 @@ def test_clock_without_position_continues_from_the_stop(server):
         t = rig.track()
     assert not t.spps
     assert [k.pos for k in t.ticks if k.run == 1][0] == before + 1
+
+
+def test_gaps_find_a_lost_clock_but_not_jitter_or_tempo_changes():
+    import random
+
+    rnd = random.Random(1)
+    frames, f = [], 0
+    for i in range(200):
+        f += (1000 if i < 100 else 750) + rnd.randint(-200, 200)
+        frames.append(f)
+    evs = [ev(0, START), *[ev(x, CLOCK) for i, x in enumerate(frames) if i != 150]]
+    t = ClockTrack.from_events(evs)
+    assert [k.frame for k in t.gaps()] == [frames[151]]

@@ -1,0 +1,420 @@
+"""The live performer end to end, over a private JACK server with real peers.
+
+``drum-performer --api jack`` runs as a subprocess of its own command line;
+``jack_midi_clock`` is the clock master, ``jack_transport`` the transport (start,
+stop, locate, tempo) and timebase master, and a JACK client of ours records the
+clock and everything the performer sends with frame-accurate stamps. Expected
+notes come from the engine itself: ``Engine.load(model).sample(seed, temperature)``
+is, by contract, the first groove the performer plays for ``--seed``.
+
+Timing tolerance is the spec's: one JACK period + 1 ms (the performer can only
+write MIDI at the start of a period, so a note reacting to a tick lands up to a
+period later).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import drums
+from tests.jack import harness as h
+
+pytestmark = pytest.mark.jack
+
+TEMPERATURE = 1.0
+BPM = 120.0
+PITCHES = drums.OUTPUT_PITCHES
+STEP = h.TICKS_PER_STEP
+
+
+def tolerance_ms(server: h.JackServer) -> float:
+    return server.period_ms + 1.0
+
+
+@pytest.fixture(scope="session")
+def engine(live_model):
+    from performer.engine import Engine
+
+    return Engine.load(live_model)
+
+
+@pytest.fixture(scope="session")
+def groove(engine):
+    """(seed, its first groove): the first seed whose groove is busy enough to test with
+    (hits on half the steps or more, three voices or more), else the busiest of 64."""
+    best = None
+    for seed in range(64):
+        p = engine.sample(seed=seed, temperature=TEMPERATURE)
+        steps, voices = int(p.hits.any(axis=1).sum()), int(p.hits.any(axis=0).sum())
+        score = (steps >= 32 and voices >= 3, steps)
+        if best is None or score > best[0]:
+            best = (score, seed, p)
+        if score[0]:
+            break
+    _, seed, pattern = best
+    assert pattern.hits.any(), "every sampled groove is empty: nothing to test against"
+    return seed, pattern
+
+
+def performer_args(model: Path, seed: int, *extra: str) -> list[str]:
+    return ["--model", str(model), "--seed", str(seed), "--temperature", f"{TEMPERATURE:g}", *extra]
+
+
+def busiest_step(pattern, lo: int, hi: int) -> int:
+    """The step in [lo, hi) with the most hits: stopping just after it leaves notes sounding."""
+    counts = pattern.hits[lo:hi].sum(axis=1)
+    return lo + int(np.argmax(counts))
+
+
+@dataclass
+class Take:
+    """One recorded performance, decoded."""
+
+    track: h.ClockTrack
+    notes: list[h.Note]
+    controls: list[h.Control]
+    events: list[h.Event]  # the performer's output, in arrival order
+    output: str  # the performer's log
+    xruns: int
+
+    def placed(self) -> list[h.Placed]:
+        return h.place(self.notes, self.track, PITCHES)
+
+
+def take(rig: h.Rig) -> Take:
+    rig.rec.settle()
+    t = Take(rig.track(), rig.notes(), rig.controls(), rig.rec.events("notes"),
+             rig.performer.output() if rig.performer else "", rig.rec.xruns)
+    # the recorder and the performer hear the same clock; a hole in our copy would
+    # make the performer look a tick early from there on
+    holes = t.track.gaps()
+    assert not holes, (f"the test's own recorder lost clock messages before song positions "
+                       f"{[k.pos for k in holes]} ({t.xruns} xruns): the take is not a valid measurement")
+    return t
+
+
+def timing_report(placed: list[h.Placed], server: h.JackServer, tol_ms: float, bpm: float = BPM) -> str:
+    bad = [p for p in placed if abs(server.ms(p.error_frames)) > tol_ms]
+    errs = [abs(server.ms(p.error_frames)) for p in placed]
+    tick = h.frames_per_tick(server, bpm)
+    # a note about a whole tick late means the performer lost a clock message (or an xrun did)
+    whole = sorted({round(p.error_frames / tick) for p in bad} - {0})
+    hint = f"\nlate by about {whole} clock ticks: clock messages lost?" if whole else ""
+    return (f"{len(bad)} of {len(placed)} note-ons off their tick by more than {tol_ms:.3f} ms "
+            f"(median {h.percentile(errs, 50):.3f} ms, max {max(errs, default=0):.3f} ms):\n"
+            + h.describe(sorted(bad, key=lambda p: -abs(p.error_frames)), server) + hint)
+
+
+def assert_plays(placed: list[h.Placed], pattern, steps: range, what: str) -> None:
+    """The notes at ``steps`` of the first cycle are exactly the pattern's hits there."""
+    got = collections.Counter((p.step, p.voice) for p in placed if p.step in steps)
+    want = h.expected_hits(pattern.hits, steps)
+    doubled = {k: n for k, n in got.items() if n > 1}
+    missing = sorted(want - set(got))
+    extra = sorted(set(got) - want)
+    assert not (missing or extra or doubled), (
+        f"{what}: steps {steps.start}..{steps.stop - 1} differ from the engine's pattern\n"
+        f"missing (step, voice): {missing[:20]}\nextra: {extra[:20]}\nplayed twice: {doubled}\n"
+        f"pattern:\n{pattern.grid()}")
+
+
+# --- one quantized cycle, shared by the checks that only need to look at it ---------
+
+
+@pytest.fixture(scope="module")
+def quantized_cycle(jack_server, live_model, groove) -> Take:
+    seed, _ = groove
+    with h.Rig(jack_server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
+        rig.start()
+        assert rig.wait_pos(h.TICKS_PER_CYCLE + 2 * STEP), "the clock did not reach the second cycle"
+        time.sleep(0.3)  # room for the last note-offs
+        rig.stop()
+        time.sleep(0.3)
+        return take(rig)
+
+
+def test_quantized_note_ons_land_on_the_tick_of_their_step(quantized_cycle, jack_server):
+    placed = [p for p in quantized_cycle.placed() if p.cycle == 0]
+    assert placed, f"no notes in the first cycle; performer log:\n{quantized_cycle.output[-2000:]}"
+    tol = tolerance_ms(jack_server)
+    assert all(abs(jack_server.ms(p.error_frames)) <= tol for p in placed), (
+        timing_report(placed, jack_server, tol) + f"\nrecorder xruns: {quantized_cycle.xruns}")
+
+
+def test_first_cycle_is_exactly_the_engines_pattern_for_the_seed(quantized_cycle, groove):
+    _, pattern = groove
+    ons = [n for n in quantized_cycle.notes if n.on]
+    assert {n.channel for n in ons} == {h.DRUM_CHANNEL}, "notes must be on GM channel 10"
+    foreign = sorted({n.pitch for n in ons} - set(PITCHES))
+    assert not foreign, f"pitches outside model.drums.OUTPUT_PITCHES: {foreign}"
+    placed = [p for p in quantized_cycle.placed() if p.cycle == 0]
+    assert_plays(placed, pattern, range(h.STEPS_PER_CYCLE), "first cycle")
+    wrong_vel = [(p.step, p.voice, p.note.velocity, drums.velocity_to_midi(pattern.velocity[p.step, p.voice]))
+                 for p in placed
+                 if abs(p.note.velocity - drums.velocity_to_midi(pattern.velocity[p.step, p.voice])) > 1]
+    assert not wrong_vel, f"(step, voice, played, model) velocities differ by more than MIDI rounding: {wrong_vel[:20]}"
+
+
+def test_every_note_on_gets_its_note_off(quantized_cycle):
+    stuck = h.unreleased(quantized_cycle.notes)
+    assert not stuck, f"note-ons never released: {stuck[:10]}"
+
+
+# --- transport ----------------------------------------------------------------------
+
+
+def test_stop_silences_at_once_and_releases_every_note(server, live_model, groove):
+    seed, pattern = groove
+    s = busiest_step(pattern, 8, 40)
+    with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
+        rig.start()
+        # one clock after the busiest step fired, so its notes are (very likely) still sounding
+        assert rig.wait_pos(s * STEP + 1)
+        stop = rig.stop()
+        time.sleep(1.0)  # longer than a freewheel would wait for the next tick
+        t = take(rig)
+    tol = tolerance_ms(server)
+    # a note for the last tick before Stop may share Stop's frame (the start of the next period)
+    after_stop = [n for n in t.notes if n.on and n.frame > stop.frame]
+    assert not after_stop, f"note-ons after Stop (frame {stop.frame}): {after_stop[:10]}"
+    stuck = h.unreleased(t.notes)
+    assert not stuck, f"note-ons never released after Stop: {stuck[:10]}"
+    cc123 = [i for i, e in enumerate(t.events)
+             if e.frame >= stop.frame and e.data == bytes([h.CONTROL | h.DRUM_CHANNEL, h.CC_ALL_NOTES_OFF, 0])]
+    assert cc123, "no CC123 (all notes off) on channel 10 after Stop"
+    first = t.events[cc123[0]]
+    assert server.ms(first.frame - stop.frame) <= tol, (
+        f"CC123 came {server.ms(first.frame - stop.frame):.3f} ms after Stop (tolerance {tol:.3f} ms)")
+    # note-offs for what was sounding at Stop: flushed at once, before the CC123
+    ons_before = [n for n in t.notes if n.frame <= stop.frame]
+    sounding = h.unreleased(ons_before)
+    offs = [(i, e) for i, e in enumerate(t.events)
+            if e.frame >= stop.frame and any(not n.on for n in h.notes([e]))]
+    for n in sounding:
+        match = [(i, e) for i, e in offs if e.data[1] == n.pitch and e.data[0] & 0x0F == n.channel]
+        assert match, f"note {n} sounding at Stop got no note-off"
+        i, e = match[0]
+        assert i < cc123[0], f"note-off of {n.pitch} came after the CC123"
+        assert server.ms(e.frame - stop.frame) <= tol, f"note-off of {n.pitch} came {server.ms(e.frame - stop.frame):.3f} ms after Stop"
+
+
+@pytest.mark.parametrize("how", ["spp", "no-spp"])
+def test_continue_resumes_at_the_right_step(server, live_model, groove, how):
+    """Stop mid-cycle, then continue: after locate + SPP at another step, or (clock
+    with -P, no SPP) where the song stopped. The notes from the Continue on are the
+    pattern's from exactly the song position the clock resumed at."""
+    seed, pattern = groove
+    clock_kw = {"no_position": True} if how == "no-spp" else {"resync_delay": 0.5}
+    with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM, clock_kw=clock_kw) as rig:
+        rig.start()
+        assert rig.wait_pos(10 * STEP + 2)  # mid-step, so a resume without SPP is mid-step too
+        stop = rig.stop()
+        time.sleep(0.3)
+        if how == "spp":
+            rig.locate(24 * 6000)  # step 24 at 120 BPM, 48 kHz; the clock adds its resync lead
+        since = rig.rec.mark()
+        rig.transport.play()
+        cont = rig.rec.wait_for(lambda e: e.data[:1] == bytes([h.CONTINUE]), 10.0, since, "clock")
+        assert cont is not None, f"no Continue from jack_midi_clock:\n{rig.clock.output()[-1000:]}"
+        assert rig.wait_pos(52 * STEP)
+        time.sleep(0.2)
+        rig.stop()
+        time.sleep(0.2)
+        t = take(rig)
+    resumed = [k for k in t.track.ticks if k.frame >= cont.frame]
+    assert resumed, "no clock after Continue"
+    pos0 = resumed[0].pos
+    if how == "spp":
+        announced = [v for f, v in t.track.spps if f <= cont.frame]
+        assert announced and pos0 == announced[-1] * STEP  # the harness's own premise
+        assert pos0 > 24 * STEP
+    first_step = -(-pos0 // STEP)  # the first step whose tick comes after the Continue
+    last_step = resumed[-1].pos // STEP
+    placed = t.placed()
+    between = [n for n in t.notes if n.on and stop.frame < n.frame < cont.frame]
+    assert not between, f"notes while stopped: {between[:10]}"
+    before = [p for p in placed if p.note.frame <= stop.frame]
+    after = [p for p in placed if p.note.frame >= cont.frame]
+    assert_plays(before, pattern, range(0, 11), "before the Stop")
+    assert_plays(after, pattern, range(first_step, last_step + 1),
+                 f"after Continue at song position {pos0} ({how})")
+    early = [p for p in after if p.step < first_step]
+    assert not early, f"steps before the resume position were played: {early[:10]}"
+    tol = tolerance_ms(server)
+    assert all(abs(server.ms(p.error_frames)) <= tol for p in after), timing_report(after, server, tol)
+
+
+def test_tempo_change_is_followed_within_a_beat(server, live_model, groove):
+    """120 -> 160 -> 100 BPM while rolling (jack_transport's tempo as timebase master):
+    every step is still played once with its notes, and from one beat after each
+    change on, notes are back on their ticks within the tolerance."""
+    seed, pattern = groove
+    with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
+        rig.start()
+        assert rig.wait_pos(12 * STEP)
+        rig.transport.tempo(160)
+        assert rig.wait_pos(36 * STEP)
+        rig.transport.tempo(100)
+        assert rig.wait_pos(62 * STEP)
+        time.sleep(0.2)
+        rig.stop()
+        t = take(rig)
+    ticks = t.track.ticks
+    # where the clock's interval really changed (more than 10 %: jack_midi_clock rounds to frames)
+    changes = [b for a, b, c in zip(ticks, ticks[1:], ticks[2:], strict=False)
+               if abs((c.frame - b.frame) - (b.frame - a.frame)) > 0.1 * (b.frame - a.frame)]
+    assert len(changes) >= 2, "the clock's tempo did not change twice: the test proves nothing"
+    placed = [p for p in t.placed() if p.step < 62]
+    assert_plays(placed, pattern, range(0, 62), "across tempo changes")
+    settled = [p for p in placed
+               if not any(c.pos <= p.step * STEP < c.pos + h.PPQN for c in changes)]
+    tol = tolerance_ms(server)
+    assert all(abs(server.ms(p.error_frames)) <= tol for p in settled), (
+        f"tempo changes at song positions {[c.pos for c in changes]}\n" + timing_report(settled, server, tol))
+
+
+def test_clock_jitter_does_not_move_notes_off_their_steps(server, live_model, groove):
+    """jack_midi_clock -J 20: every tick is displaced by up to 20 % of its interval.
+    The notes must still be the pattern's, step for step."""
+    seed, pattern = groove
+    with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM,
+               clock_kw={"jitter": 20}) as rig:
+        rig.start()
+        assert rig.wait_pos(32 * STEP)
+        time.sleep(0.2)
+        rig.stop()
+        t = take(rig)
+    iv = t.track.intervals()
+    nominal = h.frames_per_tick(server, BPM)
+    assert max(abs(x - nominal) for x in iv) > 0.05 * nominal, "the clock was not jittered"
+    placed = [p for p in t.placed() if p.step < 32]
+    assert_plays(placed, pattern, range(0, 32), "with a jittered clock")
+
+
+def test_groove_mode_plays_microtiming_around_the_grid(server, live_model, groove):
+    """Without --quantize each hit sounds at its step + the model's offset (early notes
+    go out before their grid tick), with the model's velocity. Same tolerance as on
+    the grid. Checked on steps 1..31: a step-0 note with a negative offset would be
+    due before Start."""
+    seed, pattern = groove
+    with h.Rig(server, performer_args(live_model, seed), bpm=BPM) as rig:
+        rig.start()
+        assert rig.wait_pos(32 * STEP + 3)
+        time.sleep(0.2)
+        rig.stop()
+        t = take(rig)
+    ticks = t.track.ticks
+    pos = np.array([k.pos for k in ticks], float)
+    frames = np.array([k.frame for k in ticks], float)
+
+    def due(step: int, voice: int) -> float:  # frame where the clock says step + offset falls
+        return float(np.interp((step + pattern.offset[step, voice]) * STEP, pos, frames))
+
+    tol = server.frames(tolerance_ms(server))
+    ons = [n for n in t.notes if n.on]
+    used: set[int] = set()
+    problems = []
+    for st in range(1, 32):
+        for v in np.nonzero(pattern.hits[st])[0]:
+            d = due(st, int(v))
+            near = [i for i, n in enumerate(ons) if n.pitch == PITCHES[v] and abs(n.frame - d) <= tol]
+            if len(near) != 1:
+                problems.append(f"step {st} voice {v}: {len(near)} notes within tolerance of its "
+                                f"microtimed time (offset {pattern.offset[st, v]:+.3f} step)")
+                continue
+            used.add(near[0])
+            want = drums.velocity_to_midi(pattern.velocity[st, v])
+            if abs(ons[near[0]].velocity - want) > 1:
+                problems.append(f"step {st} voice {v}: velocity {ons[near[0]].velocity}, model {want}")
+    lo, hi = np.interp([2 * STEP, 30 * STEP], pos, frames)
+    extra = [n for i, n in enumerate(ons) if lo <= n.frame <= hi and i not in used]
+    assert not problems and not extra, "\n".join(problems[:20]) + f"\nunexpected notes: {extra[:10]}"
+
+
+# --- reliability --------------------------------------------------------------------
+
+
+def test_output_port_loss_is_reported_and_recovered_without_restart(server, live_model, groove):
+    """--port on another client's input; that client goes away and comes back under the
+    same name: the performer keeps running, reports it, and plays into it again."""
+    seed, _ = groove
+    synth_name = f"dp-synth-{uuid.uuid4().hex[:4]}"
+    synth = h.Recorder(server, synth_name, inputs=("midi_in",), exact_name=True)
+    target = synth.port("midi_in")
+    try:
+        with h.Rig(server, performer_args(live_model, seed, "--quantize", "--port", target), bpm=BPM,
+                   performer_kw={"need_out": True}) as rig:
+            rig.start()
+            got = synth.wait_for(lambda e: h.notes([e]) != [], 10.0)
+            assert got is not None, f"nothing reached {target}; performer log:\n{rig.performer.output()[-2000:]}"
+            pid = rig.performer.pid
+            log_before = len(rig.performer.output())
+            synth.close()
+            time.sleep(2.0)  # a couple of the performer's retries find nothing
+            assert rig.performer.alive(), f"the performer died when its port went away:\n{rig.performer.output()[-2000:]}"
+            synth = h.Recorder(server, synth_name, inputs=("midi_in",), exact_name=True)
+            back = synth.wait_for(lambda e: bool(h.notes([e])) and h.notes([e])[0].on, 5.0)
+            report = rig.performer.output()[log_before:]
+            assert back is not None, (f"no notes at {target} within 5 s of it coming back "
+                                      f"(the performer should retry about once a second); log since the loss:\n{report[-2000:]}")
+            assert rig.performer.alive() and rig.performer.pid == pid
+            assert "port" in report.lower() or synth_name in report, (
+                f"the loss of {target} was not reported; log since the loss:\n{report[-2000:]}")
+            rig.stop()
+    finally:
+        synth.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_while_playing_leaves_no_stuck_note(server, live_model, groove, sig):
+    seed, pattern = groove
+    s = busiest_step(pattern, 4, 32)
+    with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
+        rig.start()
+        assert rig.wait_pos(s * STEP + 1)
+        at = rig.rec.now()
+        os.kill(rig.performer.pid, sig)
+        try:
+            code = rig.performer.proc.wait(10.0)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the performer did not exit within 10 s of {sig.name}:\n{rig.performer.output()[-2000:]}")
+        time.sleep(0.2)
+        t = take(rig)
+    assert "Traceback" not in t.output, t.output[-3000:]
+    assert code in (0, 128 + sig, -sig), f"exit status {code} after {sig.name}:\n{t.output[-2000:]}"
+    stuck = h.unreleased(t.notes)
+    assert not stuck, f"note-ons never released after {sig.name}: {stuck[:10]}"
+    def is_cc(e: h.Event, number: int) -> bool:
+        return e.frame >= at and e.data == bytes([h.CONTROL | h.DRUM_CHANNEL, number, 0])
+
+    cc123 = [i for i, e in enumerate(t.events) if is_cc(e, h.CC_ALL_NOTES_OFF)]
+    cc120 = [i for i, e in enumerate(t.events) if is_cc(e, h.CC_ALL_SOUND_OFF)]
+    assert cc123 and cc120, f"after {sig.name}: CC123 seen {bool(cc123)}, CC120 seen {bool(cc120)}"
+    assert cc123[0] < cc120[-1], "CC120 (all sound off) should follow CC123 on exit"
+    late = [e for e in t.events[cc123[0]:] if any(n.on for n in h.notes([e]))]
+    assert not late, f"note-ons after the all-notes-off on {sig.name}: {late[:10]}"
+
+
+def test_ports_command_lists_jack_ports(server):
+    """``drum-performer ports --api jack`` sees the graph: a clock source and a synth input."""
+    rec = h.Recorder(server, f"dp-lister-{uuid.uuid4().hex[:4]}", inputs=("synth_in",))
+    clock = h.ClockMaster(server, rec)
+    try:
+        out = subprocess.run([*h.performer_command(), "ports", "--api", "jack"], capture_output=True,
+                             text=True, timeout=60, env=server.env)
+    finally:
+        clock.stop()
+        rec.close()
+    assert out.returncode == 0, out.stderr
+    assert rec.port("synth_in") in out.stdout, out.stdout
+    assert clock.port in out.stdout, out.stdout
