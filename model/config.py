@@ -53,8 +53,11 @@ class TrainConfig:
     velocity_weight: float = 1.0  # weight of the masked velocity squared error (summed per example)
     offset_weight: float = 1.0  # weight of the masked offset squared error (summed per example)
     grad_clip: float = 1.0  # global norm clip
+    mix_groups: float = 0.0  # chance an example takes its cymbals (hi-hats, crash, ride) from another window
+    drop_voice: float = 0.0  # chance an example loses one voice entirely (new but plausible patterns)
     sched_sampling: float = 0.0  # probability of feeding the model's own class back (0 = teacher forcing)
     eval_every: int = 500  # validation every N steps (and at the end)
+    select: str = "val_loss"  # what picks model.pt: "val_loss" or "val_recon" (free-running accuracy)
     ckpt_every: int = 500  # atomic checkpoint every N steps
     log_every: int = 20  # metrics line every N steps
     seed: int = 0  # weights, data order and noise all follow from it

@@ -4,7 +4,7 @@ Run folder (the only hand-off to export and eval):
 
 * ``config.json``      RunConfig (model + train settings, preset name, data folder)
 * ``checkpoint.pt``    last state for ``--resume`` (model, optimiser, schedule, step)
-* ``model.pt``         best weights by validation loss, float16 (what export reads)
+* ``model.pt``         best weights on validation (``select``), float16 (what export reads)
 * ``metrics.jsonl``    one JSON object per log/eval line
 
 Every random draw at a step is seeded from (seed, step, rank), so resuming from
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model import drums
 from model.config import RunConfig
 from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, losses
@@ -155,6 +156,37 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text("".join(ln + "\n" for ln in keep), path)
 
 
+CYMBALS = np.array([v in ("closed_hihat", "open_hihat", "crash", "ride") for v in drums.VOICES])  # (V,)
+
+
+def augment(batch: dict, pool, rng: np.random.Generator, mix: float, drop: float) -> dict:
+    """New patterns from real ones, same for input and target (an autoencoder's task).
+
+    mix: cymbals from another random training window (drums from this one);
+    drop: one voice removed entirely. Classes are rebuilt from the hits.
+    """
+    hits, vel, off = batch["hits"].copy(), batch["velocity"].copy(), batch["offset"].copy()
+    B = len(hits)
+    if mix > 0:
+        who = np.flatnonzero(rng.random(B) < mix)
+        if len(who):
+            other = pool.batch(rng.integers(0, len(pool), len(who)))
+            for k, arr in (("hits", hits), ("velocity", vel), ("offset", off)):
+                arr[who] = np.where(CYMBALS, other[k], arr[who])  # (W, T, V)
+    if drop > 0:
+        who = np.flatnonzero(rng.random(B) < drop)
+        voice = rng.integers(0, drums.NUM_VOICES, len(who))
+        for arr in (hits, vel, off):
+            arr[who, :, voice] = 0.0
+    classes = drums.hits_to_index(hits > 0.5)
+    keep = (classes != 0).any(axis=1)  # never train on a window the augmentation emptied
+    if not keep.all():
+        for arr, src in ((hits, batch["hits"]), (vel, batch["velocity"]), (off, batch["offset"])):
+            arr[~keep] = src[~keep]
+        classes = drums.hits_to_index(hits > 0.5)
+    return {"classes": classes, "velocity": vel, "offset": off, "hits": hits}
+
+
 def _batch_to(batch: dict, dev: torch.device) -> dict:
     return {k: torch.from_numpy(v).to(dev) for k, v in batch.items()}
 
@@ -277,7 +309,10 @@ def train(
         while step < tc.steps:
             idx = _batch_indices(tc.seed, step, len(train_ws), tc.batch_size)
             idx = idx[dist.rank * per_rank : (dist.rank + 1) * per_rank]
-            batch = _batch_to(train_ws.batch(idx), dist.device)
+            nb = train_ws.batch(idx)
+            if tc.mix_groups > 0 or tc.drop_voice > 0:
+                nb = augment(nb, train_ws, np.random.default_rng((tc.seed, step, dist.rank)), tc.mix_groups, tc.drop_voice)
+            batch = _batch_to(nb, dist.device)
             torch.manual_seed(hash((tc.seed, step, dist.rank)) & 0x7FFFFFFF)
             beta = tc.beta * min(1.0, step / max(1, tc.beta_anneal_steps))
             loss, st = losses(net, batch, beta, tc)
@@ -310,7 +345,8 @@ def train(
                 v["step"] = step
                 emit(v)
                 last.update(v)
-                score = v.get("val_loss", last["loss"])
+                # lower is better: validation loss, or minus free-running reconstruction accuracy
+                score = -v["val_recon"] if tc.select == "val_recon" and "val_recon" in v else v.get("val_loss", last["loss"])
                 if score < best and dist.main:
                     best = score
                     sd = {k: t.detach().to("cpu", torch.float16) for k, t in model.state_dict().items()}
