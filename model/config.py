@@ -56,7 +56,7 @@ class TrainConfig:
     mix_groups: float = 0.0  # chance an example takes its cymbals (hi-hats, crash, ride) from another window
     drop_voice: float = 0.0  # chance an example loses one voice entirely (new but plausible patterns)
     sched_sampling: float = 0.0  # probability of feeding the model's own class back (0 = teacher forcing)
-    eval_every: int = 500  # validation every N steps (and at the end)
+    eval_every: int = 0  # validation every N steps and at the end (0 = once per epoch)
     select: str = "val_loss"  # what picks model.pt: "val_loss" or "val_recon" (free-running accuracy)
     ckpt_every: int = 500  # atomic checkpoint every N steps
     log_every: int = 20  # metrics line every N steps
@@ -99,7 +99,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
         dict(dropout=0.3, input_dropout=0.3),
         dict(
             lr=1e-3, free_bits=256.0, steps=20000, mix_groups=0.5, drop_voice=0.3, select="val_recon",
-            eval_every=1000, ckpt_every=500, log_every=50,
+            eval_every=1000, ckpt_every=500, log_every=50,  # validation (~5 s) every ~4 epochs
         ),
     ),
 }

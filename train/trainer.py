@@ -284,6 +284,7 @@ def train(
     if dist.world > 1:
         net = nn.parallel.DistributedDataParallel(model)
     per_rank = tc.batch_size // dist.world
+    eval_every = tc.eval_every or max(1, len(train_ws) // tc.batch_size)  # 0: once per epoch
     metrics_f = open(run / METRICS, "a") if dist.main else None  # noqa: SIM115
     last: dict = {}
     t0, seen0 = time.perf_counter(), step
@@ -340,7 +341,7 @@ def train(
                 emit(last)
             if on_progress and dist.main:
                 on_progress(step, tc.steps, last)
-            if step % tc.eval_every == 0 or step == tc.steps:
+            if step % eval_every == 0 or step == tc.steps:
                 v = validate(model, val_ws, cfg, dist.device) if len(val_ws) else {}
                 v["step"] = step
                 emit(v)
