@@ -8,8 +8,9 @@ and ONNX Runtime, and a late callback loses that period's events. Here the only
 other thread sleeps, and collection is off (nothing here makes cycles).
 
 Protocol on stdout, one line each: ``R <client name>`` once ready, then
-``E <frame> <input index> <hex bytes>`` per event and ``X <count>`` when the
-xrun count changes. Closing stdin ends it.
+``E <frame> <input index> <hex bytes>`` per event, ``X <count> <frame>`` per
+xrun (the server's frame time when we were told) and ``K <n>`` once everything stamped before the n-th ``S``
+line on stdin has been written (a flush barrier). Closing stdin ends it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(argv: list[str]) -> int:
     ports = [client.midi_inports.register(n) for n in inputs]
     buf: list[tuple[int, int, bytes]] = []  # append/del are single GIL-atomic list operations
     xruns = [0]
+    xrun_frames: list[int] = []
 
     def process(frames: int) -> None:
         base = client.last_frame_time
@@ -44,6 +46,8 @@ def main(argv: list[str]) -> int:
                 buf.append((base + offset, i, bytes(data)))
 
     def xrun(delay: float) -> None:
+        # told on a notification thread shortly after the fact: the frame is approximate
+        xrun_frames.append(client.frame_time)
         xruns[0] += 1
 
     client.set_process_callback(process)
@@ -54,22 +58,34 @@ def main(argv: list[str]) -> int:
     out.flush()
 
     done = threading.Event()
+    wake = threading.Event()
+    syncs = [0]  # sync requests read so far
 
     def watch_stdin() -> None:
-        sys.stdin.read()
+        for line in sys.stdin:
+            if line.strip() == "S":
+                syncs[0] += 1
+                wake.set()
         done.set()
+        wake.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    reported = 0
+    reported = acked = 0
     while True:
-        stopping = done.wait(0.01)
+        wake.wait(0.01)
+        wake.clear()
+        stopping = done.is_set()
+        requested = syncs[0]  # read before the flush: everything stamped by now goes out first
         n = len(buf)
         chunk = buf[:n]
         del buf[:n]
         lines = [f"E {f} {i} {d.hex()}\n" for f, i, d in chunk]
-        if xruns[0] != reported:
-            reported = xruns[0]
-            lines.append(f"X {reported}\n")
+        while reported < len(xrun_frames):
+            lines.append(f"X {reported + 1} {xrun_frames[reported]}\n")
+            reported += 1
+        if requested != acked:
+            acked = requested
+            lines.append(f"K {acked}\n")
         if lines:
             try:
                 out.write("".join(lines))

@@ -37,8 +37,28 @@ PITCHES = drums.OUTPUT_PITCHES
 STEP = h.TICKS_PER_STEP
 
 
+# Timing is not judged this close to an xrun: the server itself missed its
+# deadline there, so frame time and wall time part for a moment and a note sent
+# at the right moment can land a few ms off (observed: up to ~20 ms, within
+# ~10 ms of the reported xrun). Which notes were skipped is said in the failure.
+XRUN_WINDOW_MS = 30.0
+
+
 def tolerance_ms(server: h.JackServer) -> float:
     return server.period_ms + 1.0
+
+
+def assert_on_time(placed: list[h.Placed], t: Take, server: h.JackServer, what: str = "") -> None:
+    """Every note-on within the tolerance of its step's tick, except right at an xrun."""
+    tol = tolerance_ms(server)
+    near = {id(p) for p in placed if t.near_xrun(p.note.frame, server)}
+    if placed and len(near) > 0.25 * len(placed):
+        raise h.InvalidTake(f"{len(near)} of {len(placed)} notes within {XRUN_WINDOW_MS} ms of an xrun")
+    judged = [p for p in placed if id(p) not in near]
+    bad = [p for p in judged if abs(server.ms(p.error_frames)) > tol]
+    assert not bad, (what + timing_report(judged, server, tol)
+                     + f"\n({len(near)} notes within {XRUN_WINDOW_MS} ms of the take's "
+                       f"{len(t.xrun_frames)} xruns not judged)")
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +106,10 @@ class Take:
     events: list[h.Event]  # the performer's output, in arrival order
     output: str  # the performer's log
     xruns: int
+    xrun_frames: list[int]
+
+    def near_xrun(self, frame: float, server: h.JackServer) -> bool:
+        return any(abs(frame - f) <= server.frames(XRUN_WINDOW_MS) for f in self.xrun_frames)
 
     def placed(self) -> list[h.Placed]:
         return h.place(self.notes, self.track, PITCHES)
@@ -94,12 +118,13 @@ class Take:
 def take(rig: h.Rig) -> Take:
     rig.rec.settle()
     t = Take(rig.track(), rig.notes(), rig.controls(), rig.rec.events("notes"),
-             rig.performer.output() if rig.performer else "", rig.rec.xruns)
-    # the recorder and the performer hear the same clock; a hole in our copy would
-    # make the performer look a tick early from there on
+             rig.performer.output() if rig.performer else "", rig.rec.xruns, list(rig.rec.xrun_frames))
+    # A hole in our copy of the clock (the clock master or our recorder missed a
+    # period) would make the performer look a tick off from there on.
     holes = t.track.gaps()
-    assert not holes, (f"the test's own recorder lost clock messages before song positions "
-                       f"{[k.pos for k in holes]} ({t.xruns} xruns): the take is not a valid measurement")
+    if holes:
+        raise h.InvalidTake(f"the clock recording has holes before song positions "
+                            f"{[k.pos for k in holes]} ({t.xruns} xruns)")
     return t
 
 
@@ -133,6 +158,11 @@ def assert_plays(placed: list[h.Placed], pattern, steps: range, what: str) -> No
 
 @pytest.fixture(scope="module")
 def quantized_cycle(jack_server, live_model, groove) -> Take:
+    return _quantized_cycle(jack_server, live_model, groove)
+
+
+@h.retry_invalid()
+def _quantized_cycle(jack_server, live_model, groove) -> Take:
     seed, _ = groove
     with h.Rig(jack_server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
         rig.start()
@@ -146,9 +176,7 @@ def quantized_cycle(jack_server, live_model, groove) -> Take:
 def test_quantized_note_ons_land_on_the_tick_of_their_step(quantized_cycle, jack_server):
     placed = [p for p in quantized_cycle.placed() if p.cycle == 0]
     assert placed, f"no notes in the first cycle; performer log:\n{quantized_cycle.output[-2000:]}"
-    tol = tolerance_ms(jack_server)
-    assert all(abs(jack_server.ms(p.error_frames)) <= tol for p in placed), (
-        timing_report(placed, jack_server, tol) + f"\nrecorder xruns: {quantized_cycle.xruns}")
+    assert_on_time(placed, quantized_cycle, jack_server)
 
 
 def test_first_cycle_is_exactly_the_engines_pattern_for_the_seed(quantized_cycle, groove):
@@ -173,6 +201,7 @@ def test_every_note_on_gets_its_note_off(quantized_cycle):
 # --- transport ----------------------------------------------------------------------
 
 
+@h.retry_invalid()
 def test_stop_silences_at_once_and_releases_every_note(server, live_model, groove):
     seed, pattern = groove
     s = busiest_step(pattern, 8, 40)
@@ -192,12 +221,14 @@ def test_stop_silences_at_once_and_releases_every_note(server, live_model, groov
     cc123 = [i for i, e in enumerate(t.events)
              if e.frame >= stop.frame and e.data == bytes([h.CONTROL | h.DRUM_CHANNEL, h.CC_ALL_NOTES_OFF, 0])]
     assert cc123, "no CC123 (all notes off) on channel 10 after Stop"
+    judge_time = not t.near_xrun(stop.frame, server)
     first = t.events[cc123[0]]
-    assert server.ms(first.frame - stop.frame) <= tol, (
+    assert not judge_time or server.ms(first.frame - stop.frame) <= tol, (
         f"CC123 came {server.ms(first.frame - stop.frame):.3f} ms after Stop (tolerance {tol:.3f} ms)")
     # note-offs for what was sounding at Stop: flushed at once, before the CC123
-    ons_before = [n for n in t.notes if n.frame <= stop.frame]
-    sounding = h.unreleased(ons_before)
+    sounding = h.unreleased([n for n in t.notes if n.frame <= stop.frame])
+    if not sounding:
+        raise h.InvalidTake("nothing was sounding at Stop (it came too late after the step)")
     offs = [(i, e) for i, e in enumerate(t.events)
             if e.frame >= stop.frame and any(not n.on for n in h.notes([e]))]
     for n in sounding:
@@ -205,10 +236,12 @@ def test_stop_silences_at_once_and_releases_every_note(server, live_model, groov
         assert match, f"note {n} sounding at Stop got no note-off"
         i, e = match[0]
         assert i < cc123[0], f"note-off of {n.pitch} came after the CC123"
-        assert server.ms(e.frame - stop.frame) <= tol, f"note-off of {n.pitch} came {server.ms(e.frame - stop.frame):.3f} ms after Stop"
+        assert not judge_time or server.ms(e.frame - stop.frame) <= tol, (
+            f"note-off of {n.pitch} came {server.ms(e.frame - stop.frame):.3f} ms after Stop")
 
 
 @pytest.mark.parametrize("how", ["spp", "no-spp"])
+@h.retry_invalid()
 def test_continue_resumes_at_the_right_step(server, live_model, groove, how):
     """Stop mid-cycle, then continue: after locate + SPP at another step, or (clock
     with -P, no SPP) where the song stopped. The notes from the Continue on are the
@@ -250,10 +283,10 @@ def test_continue_resumes_at_the_right_step(server, live_model, groove, how):
                  f"after Continue at song position {pos0} ({how})")
     early = [p for p in after if p.step < first_step]
     assert not early, f"steps before the resume position were played: {early[:10]}"
-    tol = tolerance_ms(server)
-    assert all(abs(server.ms(p.error_frames)) <= tol for p in after), timing_report(after, server, tol)
+    assert_on_time(after, t, server, f"after Continue at song position {pos0}: ")
 
 
+@h.retry_invalid()
 def test_tempo_change_is_followed_within_a_beat(server, live_model, groove):
     """120 -> 160 -> 100 BPM while rolling (jack_transport's tempo as timebase master):
     every step is still played once with its notes, and from one beat after each
@@ -278,11 +311,10 @@ def test_tempo_change_is_followed_within_a_beat(server, live_model, groove):
     assert_plays(placed, pattern, range(0, 62), "across tempo changes")
     settled = [p for p in placed
                if not any(c.pos <= p.step * STEP < c.pos + h.PPQN for c in changes)]
-    tol = tolerance_ms(server)
-    assert all(abs(server.ms(p.error_frames)) <= tol for p in settled), (
-        f"tempo changes at song positions {[c.pos for c in changes]}\n" + timing_report(settled, server, tol))
+    assert_on_time(settled, t, server, f"tempo changes at song positions {[c.pos for c in changes]}\n")
 
 
+@h.retry_invalid()
 def test_clock_jitter_does_not_move_notes_off_their_steps(server, live_model, groove):
     """jack_midi_clock -J 20: every tick is displaced by up to 20 % of its interval.
     The notes must still be the pattern's, step for step."""
@@ -301,6 +333,7 @@ def test_clock_jitter_does_not_move_notes_off_their_steps(server, live_model, gr
     assert_plays(placed, pattern, range(0, 32), "with a jittered clock")
 
 
+@h.retry_invalid()
 def test_groove_mode_plays_microtiming_around_the_grid(server, live_model, groove):
     """Without --quantize each hit sounds at its step + the model's offset (early notes
     go out before their grid tick), with the model's velocity. Same tolerance as on
@@ -327,18 +360,24 @@ def test_groove_mode_plays_microtiming_around_the_grid(server, live_model, groov
     for st in range(1, 32):
         for v in np.nonzero(pattern.hits[st])[0]:
             d = due(st, int(v))
+            if t.near_xrun(d, server):
+                continue
             near = [i for i, n in enumerate(ons) if n.pitch == PITCHES[v] and abs(n.frame - d) <= tol]
             if len(near) != 1:
+                closest = min((n.frame - d for n in ons if n.pitch == PITCHES[v]), key=abs, default=None)
                 problems.append(f"step {st} voice {v}: {len(near)} notes within tolerance of its "
-                                f"microtimed time (offset {pattern.offset[st, v]:+.3f} step)")
+                                f"microtimed time (offset {pattern.offset[st, v]:+.3f} step, due at frame "
+                                f"{d:.0f}; closest note {server.ms(closest) if closest is not None else 'none'} ms)")
                 continue
             used.add(near[0])
             want = drums.velocity_to_midi(pattern.velocity[st, v])
             if abs(ons[near[0]].velocity - want) > 1:
                 problems.append(f"step {st} voice {v}: velocity {ons[near[0]].velocity}, model {want}")
     lo, hi = np.interp([2 * STEP, 30 * STEP], pos, frames)
-    extra = [n for i, n in enumerate(ons) if lo <= n.frame <= hi and i not in used]
-    assert not problems and not extra, "\n".join(problems[:20]) + f"\nunexpected notes: {extra[:10]}"
+    extra = [n for i, n in enumerate(ons)
+             if lo <= n.frame <= hi and i not in used and not t.near_xrun(n.frame, server)]
+    assert not problems and not extra, ("\n".join(problems[:20]) + f"\nunexpected notes: {extra[:10]}"
+                                        f"\nxruns at frames {t.xrun_frames}")
 
 
 # --- reliability --------------------------------------------------------------------
@@ -376,6 +415,7 @@ def test_output_port_loss_is_reported_and_recovered_without_restart(server, live
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@h.retry_invalid()
 def test_signal_while_playing_leaves_no_stuck_note(server, live_model, groove, sig):
     seed, pattern = groove
     s = busiest_step(pattern, 4, 32)
