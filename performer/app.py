@@ -287,9 +287,10 @@ class LiveApp:
             self.controller = Controller(
                 self.director, midi_map, on_quit=lambda: self.request_stop(0), on_help=self.toggle_help
             )
+            poll = getattr(self.input, "poll", None) if getattr(self.input, "polled", False) else None
             self.player = Player(
                 self.clock, self.scheduler, self._send, self.inbox,
-                on_control=self.controller.midi, on_transport=self._on_transport,
+                on_control=self.controller.midi, on_transport=self._on_transport, poll=poll,
             )
             handlers = self._install_signals()
             sys.setswitchinterval(SWITCH_INTERVAL)

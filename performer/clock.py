@@ -22,12 +22,15 @@ into messages; it never raises, so nothing on the clock port can stop the loop.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
 from model import drums
+
+log = logging.getLogger(__name__)
 
 PPQN = 24  # MIDI clocks per quarter note
 TICKS_PER_STEP = PPQN // drums.STEPS_PER_BEAT  # 6: one 16th
@@ -37,6 +40,7 @@ TICKS_PER_CYCLE = TICKS_PER_STEP * drums.STEPS  # 384: four bars, one Pattern
 MIN_BPM, MAX_BPM = 20.0, 400.0
 _MIN_PERIOD = 60.0 / (PPQN * MAX_BPM)  # seconds per clock at the fastest tempo we follow
 _MAX_PERIOD = 60.0 / (PPQN * MIN_BPM)
+PHASE_TICKS = 4  # ticks a constant offset must last to count as a phase shift, not a transient
 
 NEG_INF = float("-inf")
 
@@ -196,14 +200,17 @@ class TempoEstimator:
     """The clock's tick times as a line ``t = a + period * n``, fitted robustly.
 
     ``n`` is the count of clocks received (not the song position, so relocating
-    never disturbs the fit). Least squares over the last ``window`` ticks
-    averages out per-period timestamps and jitter; the worst residuals (beyond
-    3 robust sigmas) are dropped and the line refitted, so a late delivery
-    cannot bend it. When three ticks in a row fall off the line on the same
-    side by more than ``max(jump_min, 4 sigma)`` the tempo (or phase) changed:
-    the history before them is dropped and the fit restarts from them, which
-    re-locks within a few ticks instead of a window. With fewer than ``min_ls``
-    points the slope is the last good period (or the span of the points).
+    never disturbs the fit). Over the last ``window`` ticks a robust line
+    (median slope, median intercept) picks the ticks that agree with it (within
+    3 robust sigmas), and least squares over those averages out per-period
+    timestamps and jitter; a late delivery, or a run of deviating ticks at the
+    end, cannot bend it. The residuals of new ticks against the line decide
+    what happened (see :meth:`_jumped`): a tempo change (residuals growing) or
+    a lasting phase shift drops the history and refits from the recent ticks,
+    which re-locks within a few ticks instead of a window; a lost or doubled
+    clock (all residuals one period off) only corrects the count. With fewer
+    than ``min_ls`` points the slope is the last good period (or the span of
+    the points).
     """
 
     def __init__(self, window: int = 24, min_ls: int = 5, jump_min: float = 0.002) -> None:
@@ -211,14 +218,16 @@ class TempoEstimator:
         self.min_ls = min_ls
         self.jump_min = jump_min
         self._pts: deque[tuple[int, float]] = deque(maxlen=window)
-        self._resid: deque[float] = deque(maxlen=3)
+        self._resid: deque[float] = deque(maxlen=6)
         self.period: float | None = None  # seconds per clock; kept across clear()
         self._a: float | None = None  # fitted time of tick _n0
         self._n0 = 0
         self._slope: float | None = None
         self.sigma = 0.0  # robust residual spread of the current fit (s)
+        self._sigma_ok = 0.0
         self.relocks = 0  # how often a tempo/phase jump restarted the fit
         self._prior_ok = True  # False after a jump: the old period is no guide to the new tempo
+        self.slipped = 0  # clocks the counter must add: see take_slip()
 
     @property
     def count(self) -> int:
@@ -237,21 +246,100 @@ class TempoEstimator:
         if self._pts and n <= self._pts[-1][0]:
             self.clear()  # a count that went backwards: the caller restarted counting
         pred = self.predict(n)
-        if pred is not None and len(self._pts) >= 6:
+        if pred is not None and len(self._pts) >= 12:
             r = t - pred
             self._resid.append(r)
-            thr = max(self.jump_min, 4.0 * self.sigma)
-            if len(self._resid) == 3 and all(abs(x) > thr for x in self._resid) and (
-                all(x > 0 for x in self._resid) or all(x < 0 for x in self._resid)
-            ):
-                keep = list(self._pts)[-2:]  # the two deviating points already added
-                self._pts.clear()
-                self._pts.extend(keep)
+            m = self._jumped()
+            if not m and abs(r) <= self._thr():
+                self._sigma_ok = self.sigma  # the spread of the line while the clock agrees with it
+            if m:
+                res = list(self._resid)[-m:]
                 self._resid.clear()
-                self._prior_ok = False
-                self.relocks += 1
+                # the deviating points already in the fit, and for a tempo change the tick
+                # before them, where it happened (on the old line, and the new one's start)
+                recent = list(self._pts)[-m:] if m < PHASE_TICKS else [(-1, 0.0)] + list(self._pts)[-(m - 1):]
+                k = self._slip(res)
+                if k:
+                    # a clock lost (or doubled) on the way: the line is right, the count is not
+                    log.info("%d MIDI clock(s) %s; position corrected", abs(k), "lost" if k > 0 else "extra")
+                    dev = recent[1:]
+                    for _ in dev:
+                        self._pts.pop()
+                    self._pts.extend((c + k, tt) for c, tt in dev)
+                    self.slipped += k
+                    n += k
+                else:
+                    log.debug("tempo/phase jump at clock %d (residuals %s ms): refitting",
+                              n, ", ".join(f"{1000 * x:+.1f}" for x in res))
+                    self._pts.clear()
+                    self._pts.extend(recent if m < PHASE_TICKS else recent[1:])
+                    self._prior_ok = False
+                    self.relocks += 1
         self._pts.append((n, t))
         self._fit()
+
+    def _thr(self) -> float:
+        return max(self.jump_min, 3.0 * self._sigma_ok)
+
+    def _jumped(self) -> int:
+        """How many recent ticks left the line together, when that means a change (else 0).
+
+        A tempo change makes the residuals grow tick by tick: believed after two
+        beyond three times the threshold, or three beyond it, growing. A lost
+        clock shifts them all by a period (see _slip). A constant offset that is
+        neither -- a transient (an xrun delays a few stamps) or a real phase jump
+        -- is believed only after PHASE_TICKS ticks, so a short transient never bends
+        the line. (Under JACK an xrun can shift the period clock for good: then
+        four ticks is how long notes may be off by that shift.)
+        The threshold is ``max(jump_min, 3 sigma)`` with sigma the line's spread
+        while the clock agreed with it.
+        """
+        r = list(self._resid)
+        thr = self._thr()
+
+        def side(xs, lim):
+            return all(x > lim for x in xs) or all(x < -lim for x in xs)
+
+        def growing(xs):
+            a = [abs(x) for x in xs]
+            return a[-1] > a[0] + 0.5 * thr and all(b > a_ - 0.5 * thr for a_, b in zip(a, a[1:], strict=False))
+
+        if len(r) >= 2 and side(r[-2:], 3.0 * thr) and growing(r[-2:]) and not self._near_whole_clocks(r[-2:]):
+            return 2
+        if len(r) >= 3 and side(r[-3:], thr) and (growing(r[-3:]) or self._slip(r[-3:])):
+            return 3
+        if len(r) >= PHASE_TICKS and side(r[-PHASE_TICKS:], thr):
+            return PHASE_TICKS
+        return 0
+
+    def _near_whole_clocks(self, res: list[float]) -> bool:
+        p = self._slope or self.period
+        if not p:
+            return False
+        x = sum(res) / len(res) / p
+        return round(x) != 0 and abs(x - round(x)) < 0.3
+
+    def _slip(self, res: list[float]) -> int:
+        """Whole clocks the recent residuals agree on (a lost or doubled clock), else 0.
+
+        A tempo change makes residuals grow tick by tick; a lost clock shifts
+        them all by one period and they stay put.
+        """
+        p = self._slope or self.period
+        if not p:
+            return 0
+        if len(res) < 3:
+            return 0
+        mean = sum(res) / len(res)
+        k = round(mean / p)
+        if k == 0 or abs(mean / p - k) > 0.15 or max(res) - min(res) > 0.25 * p:
+            return 0
+        return k
+
+    def take_slip(self) -> int:
+        """Clocks counted since the last call that the counter must add (lost) or drop (extra)."""
+        k, self.slipped = self.slipped, 0
+        return k
 
     def _fit(self) -> None:
         pts = self._pts
@@ -270,13 +358,18 @@ class TempoEstimator:
             return
         xs = [n - n0 for n, _ in pts]
         ts = [t for _, t in pts]
-        a, b = _lstsq(xs, ts)
+        # A robust line first (median of slopes half a window apart, median intercept):
+        # a run of deviating ticks at the end cannot tilt it the way it tilts least squares.
+        h = k // 2
+        slopes = [(ts[i + h] - ts[i]) / (xs[i + h] - xs[i]) for i in range(k - h) if xs[i + h] != xs[i]]
+        b = _median(slopes) if slopes else _lstsq(xs, ts)[1]
+        a = _median([t - b * x for x, t in zip(xs, ts, strict=True)])
         res = [t - (a + b * x) for x, t in zip(xs, ts, strict=True)]
-        mad = _median([abs(r) for r in res])
-        sigma = 1.4826 * mad
+        sigma = 1.4826 * _median([abs(r) for r in res])
         lim = max(3.0 * sigma, 0.0005)
         keep = [i for i, r in enumerate(res) if abs(r) <= lim]
-        if self.min_ls <= len(keep) < k:
+        # then least squares over the ticks that agree with it, for precision
+        if len(keep) >= self.min_ls:
             a, b = _lstsq([xs[i] for i in keep], [ts[i] for i in keep])
         if not (_MIN_PERIOD <= b <= _MAX_PERIOD):
             # a fit outside any musical tempo is noise (a burst of clocks): keep the last good one
@@ -436,7 +529,7 @@ class MidiClock:
     """
 
     def __init__(self, start_on_clock: bool = False, freewheel_ticks: int = TICKS_PER_BAR,
-                 guard_ticks: float = 2.0) -> None:
+                 guard_ticks: float = 1.5) -> None:
         self.start_on_clock = start_on_clock
         self.freewheel_ticks = freewheel_ticks
         self.guard_ticks = guard_ticks
@@ -453,6 +546,7 @@ class MidiClock:
         self._events: list[Transport] = []
         self._saw_transport = False  # start_on_clock only serves masters that never send transport
         self.dropouts = 0
+        self.resyncs = 0
 
     # -- input
 
@@ -509,7 +603,10 @@ class MidiClock:
             and t - self._last_t > 3.5 * p
         ):
             # a dropout that ended within the freewheel bar: skip the clocks we never got
-            self._n += max(0, round((t - self._last_t) / p) - 1)
+            skipped = max(0, round((t - self._last_t) / p) - 1)
+            self._n += skipped
+            self.resyncs += 1
+            log.info("clock back after %.0f ms: %d clocks missed, position follows", 1000 * (t - self._last_t), skipped)
         self._n += 1
         if self._check_phase:
             self._check_phase = False
@@ -517,6 +614,10 @@ class MidiClock:
             if pred is None or abs(t - pred) > max(self.est.jump_min, 4 * self.est.sigma):
                 self.est.clear()  # the master restarted its clock phase on Start
         self.est.add(self._n, t)
+        slip = self.est.take_slip()
+        if slip:
+            self._n += slip
+            self.resyncs += 1
         self._last_t = t
         if self.running:
             if self._first_pending:

@@ -80,6 +80,9 @@ def add_parsers(sub) -> None:
     o = p.add_argument_group("other")
     o.add_argument("--record", metavar="FILE.mid", help="write what was played to this MIDI file on exit")
     o.add_argument("--map", metavar="FILE", help="JSON file mapping MIDI CCs / notes to controls")
+    # -v after the live options too (``drum-performer --bpm 120 -v``); SUPPRESS keeps a -v given
+    # before the subcommand when none comes after it
+    o.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output")
     o.add_argument("--headless", action="store_true",
                    help="no terminal view or keys, even on a terminal (controls from MIDI only)")
     p.set_defaults(func=run_live, quantize=False)

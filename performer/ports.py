@@ -317,30 +317,59 @@ class RtMidiOutput(_RtPort):
 
 
 class RtMidiInput(_RtPort):
-    """Queues (arrival time, driver delta, bytes) for the sender thread; nothing else in the callback."""
+    """Clock and controls in. Nothing of ours runs on the driver's thread.
+
+    rtmidi queues each message with the driver's own delta time (per JACK
+    period, CoreMIDI packet, ALSA event). By default (``polled``) the sender
+    thread drains that queue itself, every millisecond: a Python callback
+    would run on the driver's thread and, under JACK, make the realtime
+    process thread wait for the GIL, which a busy machine turns into xruns.
+    With ``polled=False`` a callback only timestamps and queues into ``inbox``.
+    Either way the items are (arrival time, driver delta, bytes).
+    """
 
     kind = "input"
 
     def __init__(self, midi, api: str, inbox: queue.SimpleQueue, target: str | None = None,
-                 local_name: str = CLOCK_NAME) -> None:
+                 local_name: str = CLOCK_NAME, polled: bool = True) -> None:
         self.inbox = inbox
-        put, now = inbox.put, time.perf_counter
-
-        def callback(event, data=None):
-            put((now(), event[1], event[0]))
-
+        self.polled = polled
         # every message type: the parser decides, and rtmidi's deltas stay continuous
         midi.ignore_types(sysex=False, timing=False, active_sense=False)
-        midi.set_callback(callback)
+        if not polled:
+            put, now = inbox.put, time.perf_counter
+
+            def callback(event, data=None):
+                put((now(), event[1], event[0]))
+
+            midi.set_callback(callback)
         super().__init__(midi, api, target, local_name)
+
+    def poll(self) -> list:
+        """Messages queued by the driver since the last call (sender thread)."""
+        if not self.polled or self.status != "ok":
+            return []
+        out = []
+        now = time.perf_counter
+        get = self._midi.get_message
+        with self._lock:
+            while True:
+                try:
+                    m = get()
+                except Exception:
+                    return out
+                if m is None:
+                    return out
+                out.append((now(), m[1], m[0]))
 
     def _on_reopen(self) -> None:
         # the driver's timeline restarted: the sender's stamp mapper must not trust old deltas
         self.inbox.put((time.perf_counter(), None, []))
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._midi.cancel_callback()
+        if not self.polled:
+            with contextlib.suppress(Exception):
+                self._midi.cancel_callback()
         super().close()
 
 

@@ -297,3 +297,61 @@ def test_phase_reset_on_start_is_detected():
     t1 = t + 0.007
     c.feed((CLOCK,), t1)
     assert c.time_at(1) == pytest.approx(t1 + p, abs=2e-4)
+
+
+@pytest.mark.parametrize("lost", [1, 2])
+def test_a_lost_clock_is_recounted_not_mistaken_for_a_tempo_change(lost):
+    """An xrun can drop a clock on the way; the count (not the tempo line) must give."""
+    p = bpm_to_period(120)
+    q = 128 / 48000
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    true = [k * p for k in range(200)]
+    del true[100 : 100 + lost]
+    for t in true:
+        c.feed((CLOCK,), math.floor(t / q) * q)
+    assert c.arrived() == 199
+    assert c.est.relocks == 0 and c.resyncs == 1
+    assert c.time_at(200) == pytest.approx(200 * p, abs=q)
+
+
+def test_a_doubled_clock_is_dropped():
+    p = bpm_to_period(100)
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    times = [k * p for k in range(100)]
+    times.insert(50, 50 * p + 0.0001)
+    for t in times:
+        c.feed((CLOCK,), t)
+    assert c.arrived() == 99
+
+
+def test_a_transient_delay_does_not_bend_the_line():
+    """An xrun delays a few stamps by some ms, then the clock is back on its line."""
+    p = bpm_to_period(120)
+    est = TempoEstimator()
+    times = [k * p for k in range(80)]
+    for k in range(50, 53):
+        times[k] += 0.005
+    _feed(est, times)
+    assert est.relocks == 0 and est.slipped == 0
+    assert est.predict(80) == pytest.approx(80 * p, abs=2e-4)
+
+
+def test_a_lasting_phase_shift_is_followed_after_four_ticks():
+    p = bpm_to_period(120)
+    est = TempoEstimator()
+    times = [k * p for k in range(50)] + [k * p + 0.006 for k in range(50, 70)]
+    _feed(est, times)
+    assert est.relocks == 1
+    assert est.predict(70) == pytest.approx(70 * p + 0.006, abs=3e-4)
+
+
+def test_the_first_ticks_do_not_cause_false_relocks():
+    """Few period-quantised points give a poor slope; that is not a tempo change."""
+    q = 128 / 48000
+    for bpm in (90, 120, 180):
+        p = bpm_to_period(bpm)
+        est = TempoEstimator()
+        _feed(est, [math.floor((0.0007 + k * p) / q) * q for k in range(96)])
+        assert est.relocks == 0, bpm

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import subprocess
@@ -117,11 +116,25 @@ def test_virtual_output_and_windows_hint(monkeypatch):
         ports.open_output(None, "auto")
 
 
-def test_input_callback_only_queues():
+def test_input_is_polled_by_default_so_no_python_runs_on_the_driver_thread():
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     rt = FakeRtMidi(["clock src"])
+    queued = [([0xFA], 0.0), ([0xF8], 0.0208)]
+    rt.get_message = lambda: queued.pop(0) if queued else None
     inp = RtMidiInput(rt, "jack", inbox, "clock src")
     assert rt.ignored == {"sysex": False, "timing": False, "active_sense": False}
+    assert rt.callback is None
+    got = inp.poll()
+    assert [(d, m) for _, d, m in got] == [(0.0, [0xFA]), (0.0208, [0xF8])]
+    assert inp.poll() == []
+    inp.close()
+    assert inp.poll() == [] and inp.status == "closed"
+
+
+def test_input_callback_mode_only_queues():
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    rt = FakeRtMidi(["clock src"])
+    inp = RtMidiInput(rt, "jack", inbox, "clock src", polled=False)
     rt.callback(([0xF8], 0.0208))
     t, delta, msg = inbox.get_nowait()
     assert msg == [0xF8] and delta == 0.0208 and abs(t - time.perf_counter()) < 1.0
@@ -228,8 +241,8 @@ def test_jack_virtual_ports_are_named_for_the_harness(on_jack):
             got = []
             deadline = time.monotonic() + 3
             while len(got) < 2 and time.monotonic() < deadline:
-                with contextlib.suppress(queue.Empty):
-                    got.append(inbox.get(timeout=0.1))
+                got += inp.poll()
+                time.sleep(0.01)
             feeder.close()
             assert [m for _, _, m in got] == [[0xFA], [0xF8]]
     finally:
