@@ -23,6 +23,7 @@ waits for the model: patterns come from a source that decodes ahead.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import math
@@ -371,10 +372,8 @@ class Player(threading.Thread):
                 if wait > 0:
                     time.sleep(wait)
             elif wait > 0:
-                try:
+                with contextlib.suppress(queue.Empty):
                     item = inbox.get(timeout=wait)
-                except queue.Empty:
-                    pass
             if 0 < wait == wake - now:
                 late = self.now() - wake
                 if late > self.max_oversleep:
