@@ -889,7 +889,13 @@ class Rig:
         time.sleep(4 * self.server.period / self.server.rate)  # let the clock see it
 
     def start(self, timeout: float = 5.0) -> Event:
-        """Locate to 0 and roll; returns the recorded Start."""
+        """Locate to 0 and roll (stopping first if rolling); returns the recorded Start."""
+        import jack
+
+        if self.rec.client.transport_state != jack.STOPPED:
+            self.transport.stop_transport()
+            if not wait_until(lambda: self.rec.client.transport_state == jack.STOPPED, timeout):
+                raise RuntimeError("transport did not stop")
         since = self.rec.mark()
         self.locate(0)
         self.transport.play()

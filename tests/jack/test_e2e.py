@@ -111,6 +111,7 @@ class Take:
     output: str  # the performer's log
     xruns: int
     xrun_frames: list[int]
+    record: Path | None = None  # the performer's --record file, written when it exited
 
     def near_xrun(self, frame: float, server: h.JackServer) -> bool:
         return any(-server.frames(XRUN_BEFORE_MS) <= frame - f <= server.frames(XRUN_AFTER_MS)
@@ -162,20 +163,24 @@ def assert_plays(placed: list[h.Placed], pattern, steps: range, what: str) -> No
 
 
 @pytest.fixture(scope="module")
-def quantized_cycle(jack_server, live_model, groove) -> Take:
-    return _quantized_cycle(jack_server, live_model, groove)
+def quantized_cycle(jack_server, live_model, groove, tmp_path_factory) -> Take:
+    return _quantized_cycle(jack_server, live_model, groove, tmp_path_factory.mktemp("record"))
 
 
 @h.retry_invalid()
-def _quantized_cycle(jack_server, live_model, groove) -> Take:
+def _quantized_cycle(jack_server, live_model, groove, folder: Path) -> Take:
     seed, _ = groove
-    with h.Rig(jack_server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
+    record = folder / f"take-{uuid.uuid4().hex[:6]}.mid"
+    with h.Rig(jack_server, performer_args(live_model, seed, "--quantize", "--record", str(record)),
+               bpm=BPM) as rig:
         rig.start()
         assert rig.wait_pos(h.TICKS_PER_CYCLE + 2 * STEP), "the clock did not reach the second cycle"
         time.sleep(0.3)  # room for the last note-offs
         rig.stop()
         time.sleep(0.3)
-        return take(rig)
+        t = take(rig)
+    t.record = record  # written on exit: the rig has stopped the performer by now
+    return t
 
 
 def test_quantized_note_ons_land_on_the_tick_of_their_step(quantized_cycle, jack_server):
@@ -196,6 +201,28 @@ def test_first_cycle_is_exactly_the_engines_pattern_for_the_seed(quantized_cycle
                  for p in placed
                  if abs(p.note.velocity - drums.velocity_to_midi(pattern.velocity[p.step, p.voice])) > 1]
     assert not wrong_vel, f"(step, voice, played, model) velocities differ by more than MIDI rounding: {wrong_vel[:20]}"
+
+
+def test_record_file_holds_what_was_played(quantized_cycle):
+    """--record FILE.mid: the file's notes are the ones that went out over JACK, on
+    the song-position timeline (a quantized note at its step's position)."""
+    import mido
+
+    path = quantized_cycle.record
+    assert path is not None and path.exists(), f"no --record file; performer log:\n{quantized_cycle.output[-2000:]}"
+    mid = mido.MidiFile(path)
+    per_step = mid.ticks_per_beat // 4
+    in_file, now = [], 0
+    for msg in mido.merge_tracks(mid.tracks):
+        now += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            in_file.append((now / per_step, msg.channel, msg.note, msg.velocity))
+    played = [(p.step, p.note.channel, p.note.pitch, p.note.velocity)
+              for p in quantized_cycle.placed() if p.cycle == 0]
+    first_cycle = sorted(x for x in in_file if x[0] < h.STEPS_PER_CYCLE)
+    assert first_cycle == sorted((float(a), b, c, d) for a, b, c, d in played), (
+        f"file vs played, first cycle: only in file {sorted(set(first_cycle) - set(played))[:10]}, "
+        f"only played {sorted(set(played) - set(first_cycle))[:10]}")
 
 
 def test_every_note_on_gets_its_note_off(quantized_cycle):
@@ -417,6 +444,69 @@ def test_output_port_loss_is_reported_and_recovered_without_restart(server, live
             rig.stop()
     finally:
         synth.close()
+
+
+@h.retry_invalid()
+def test_clock_dropout_freewheels_at_most_a_bar_then_stops_and_the_clock_comes_back(
+        server, live_model, groove):
+    """--clock-port on jack_midi_clock's port; the clock master dies mid-bar (its port
+    goes away). The performer keeps time on the last tempo for at most one bar,
+    then stops cleanly (every note released, CC123). When the clock master is
+    back under the same name and the transport starts again, it plays again
+    without a restart."""
+    seed, pattern = groove
+    with h.Rig(server, bpm=BPM, start_performer=False) as rig:
+        rig.start_performer(performer_args(live_model, seed, "--quantize", "--clock-port", rig.clock.port))
+        pid = rig.performer.pid
+        rig.start()
+        assert rig.wait_pos(8 * STEP + 2)
+        rig.clock.stop()  # SIGTERM: jack_midi_clock has no handler, so it just vanishes
+        time.sleep(3.0)  # more than a bar at 120 BPM
+        t = take(rig)
+        assert rig.performer.alive(), f"the performer died with its clock:\n{t.output[-2000:]}"
+        log_before = len(t.output)
+
+        rig.transport.stop_transport()
+        time.sleep(0.3)
+        rig.clock = h.ClockMaster(server, rig.rec, BPM)
+        rig.rec.connect(rig.clock.port, rig.rec.port("clock"))
+        since = rig.rec.mark()
+        deadline = time.monotonic() + 5.0
+        back = None
+        # the performer reopens its clock input about once a second: start the transport
+        # again until a Start reaches it (each Start is a new song from 0)
+        while back is None and time.monotonic() < deadline:
+            rig.start()
+            back = rig.rec.wait_for(lambda e: any(n.on for n in h.notes([e])), 1.5, since, "notes")
+        report = rig.performer.output()[log_before:]
+        assert back is not None, (f"no notes within 5 s of the clock master coming back; "
+                                  f"log since the dropout:\n{report[-2000:]}")
+        assert rig.performer.pid == pid and rig.performer.alive()
+
+    ticks = t.track.ticks
+    last = ticks[-1]
+    iv = sorted(b.frame - a.frame for a, b in zip(ticks[-25:], ticks[-24:], strict=False))[12]
+    bar = 4 * h.PPQN * iv
+    tol = server.frames(tolerance_ms(server))
+    free = [n for n in t.notes if n.on and n.frame > last.frame + tol]
+    beyond = [n for n in free if n.frame > last.frame + bar + tol]
+    assert not beyond, f"note-ons more than a bar after the last clock: {beyond[:10]}"
+    # freewheeling on the last tempo: on the extrapolated grid, the pattern's notes
+    wrong = []
+    for n in free:
+        pos = last.pos + (n.frame - last.frame) / iv
+        st = round(pos / STEP)
+        err = n.frame - (last.frame + (st * STEP - last.pos) * iv)
+        v = PITCHES.index(n.pitch) if n.pitch in PITCHES else None
+        if v is None or not pattern.hits[st % h.STEPS_PER_CYCLE, v] or abs(err) > tol:
+            wrong.append((st, v, round(server.ms(err), 3)))
+    assert not wrong, f"freewheel notes (step, voice, ms off the extrapolated grid) not the pattern's: {wrong[:10]}"
+    stuck = h.unreleased(t.notes)
+    assert not stuck, f"note-ons never released after the clock died: {stuck[:10]}"
+    cc123 = [e for e in t.events if e.frame > last.frame
+             and e.data == bytes([h.CONTROL | h.DRUM_CHANNEL, h.CC_ALL_NOTES_OFF, 0])]
+    assert cc123, "no CC123 when the freewheel ended (a clean stop)"
+    assert "port" in report.lower() or "clock" in report.lower(), f"the clock port's loss was not reported:\n{report}"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
