@@ -407,6 +407,9 @@ class LiveApp:
 
         term = self.term
         if term is None:
+            # blessed probes the terminal at start and waits up to 5 s for an answer that
+            # a terminal without the extension never sends; half a second is plenty
+            os.environ.setdefault("BLESSED_QUERY_TIMEOUT_SECONDS", "0.5")
             import blessed
 
             term = blessed.Terminal()

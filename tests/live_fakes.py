@@ -270,3 +270,20 @@ def signal_child_main(out_path: str, bpm: float = 400.0) -> None:
     with open(out_path, "w") as f:
         json.dump([list(m) for _, m in out.messages], f)
     sys.exit(code)
+
+
+def tty_child_main() -> None:
+    """Entry point of a child process on a pty: the interactive app with fake engine and ports."""
+    import queue as _queue
+    import sys
+
+    from performer.app import LiveApp, LiveOptions
+    from performer.ports import MemoryInput, MemoryOutput
+
+    inbox: _queue.SimpleQueue = _queue.SimpleQueue()
+    app = LiveApp(LiveOptions(bpm=200, seed=5), engine=FakeEngine(), output=MemoryOutput("pty-out"),
+                  input_port=MemoryInput(inbox), inbox=inbox)
+    code = app.run()
+    sys.stderr.write(f"mutes {''.join('M' if m else '.' for m in app.director.mutes())} "
+                     f"pending {app.director.status()['pending']}\n")
+    sys.exit(code)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from model import drums
 from performer.view import LABEL_W, View, render
@@ -101,3 +108,53 @@ def test_view_redraws_only_changed_lines():
     s["last_action"] = "variation"
     v.frame()
     assert out.getvalue().count("<eol>") == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs a Linux pty")
+def test_interactive_session_on_a_terminal():
+    """Keys on a real pty reach the controls, the view draws, q quits cleanly."""
+    import pty
+    import select
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, TERM="xterm-256color", LINES="30", COLUMNS="100", BLESSED_QUERY_TIMEOUT_SECONDS="0.2")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.chdir(root)
+            os.execvpe(sys.executable, [sys.executable, "-c",
+                       "from tests.live_fakes import tty_child_main; tty_child_main()"], env)
+        finally:
+            os._exit(127)
+    out = b""
+
+    def pump(seconds):
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            r, _, _ = select.select([fd], [], [], 0.05)
+            if r:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    return False
+        return True
+
+    try:
+        pump(3.0)
+        for k in "2n":
+            os.write(fd, k.encode())
+            pump(0.3)
+        os.write(fd, b"q")
+        deadline = time.monotonic() + 10
+        while pump(0.1) and time.monotonic() < deadline:
+            pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = out.decode(errors="replace")
+    assert "drum-performer" in text and "BPM" in text and "2 SD" in text
+    assert "mutes .M....... pending True" in text
+    assert os.waitstatus_to_exitcode(status) in (0, -signal.SIGKILL)
