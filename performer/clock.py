@@ -560,7 +560,8 @@ class MidiClock:
         if kind == START:
             self._go(START, 0, t)
         elif kind == CONTINUE:
-            self._go(CONTINUE, self._cue, t)
+            if not self.running:  # while playing it means nothing (MIDI 1.0)
+                self._go(CONTINUE, self._cue, t)
         elif kind == STOP:
             self._halt(t, "stop")
         elif kind == SPP and not self.running:

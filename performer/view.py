@@ -17,8 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from model import drums
 from performer.controls import help_lines
 
@@ -166,12 +164,3 @@ class View(threading.Thread):
                 delay = self.interval
             self._quit.wait(delay)
 
-
-def step_in_cycle(pos: float | None) -> int | None:
-    if pos is None or pos < 0:
-        return None
-    return int(pos) // 6 % drums.STEPS
-
-
-def mutes_array(x) -> np.ndarray | None:
-    return None if x is None else np.asarray(x, dtype=bool)

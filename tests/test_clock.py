@@ -355,3 +355,15 @@ def test_the_first_ticks_do_not_cause_false_relocks():
         est = TempoEstimator()
         _feed(est, [math.floor((0.0007 + k * p) / q) * q for k in range(96)])
         assert est.relocks == 0, bpm
+
+
+def test_continue_while_playing_changes_nothing():
+    p = bpm_to_period(120)
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    t = _clocks(c, 0.0, p, 30)
+    c.update(t)
+    c.feed((CONTINUE,), t)
+    assert c.update(t) == []
+    c.feed((CLOCK,), t)
+    assert c.arrived() == 30
