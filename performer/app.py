@@ -2,9 +2,11 @@
 
 Threads and what they may do:
 
-* the MIDI input callback (the driver's thread): timestamp and queue, nothing else;
-* the sender (:class:`performer.scheduler.Player`): clock, scheduler, output;
-  the only thread that sends notes while playing;
+* the MIDI driver's thread: rtmidi queues input with the driver's timestamps;
+  no Python runs there (under JACK it is the realtime process thread);
+* the sender (:class:`performer.scheduler.Player`): reads that queue, clock,
+  scheduler, output; the only thread that sends notes while playing
+  (SCHED_FIFO where allowed);
 * the decoder (:class:`performer.director.Director`): the model, ahead of time;
 * the view: reads state and redraws, ~12 times a second;
 * the main thread: keys (or just waiting, headless), signals, port checks

@@ -15,10 +15,11 @@ the clock vanishes); a pitch struck again while sounding is released first;
 Stop releases everything and sends CC123 (all notes off) on the drum channel;
 exit also sends CC120 (all sound off).
 
-:class:`Player` is the sender thread: it drains the input queue that the MIDI
-callback fills (timestamps only), feeds the clock, runs the scheduler and
-sleeps until the next deadline or the next input, whichever is first. It never
-waits for the model: patterns come from a source that decodes ahead.
+:class:`Player` is the sender thread: it drains the clock input (the port's
+own queue, polled every 2 ms, and an inbox for in-process ports and wake-ups),
+stamps each message with the driver's time, feeds the clock, runs the
+scheduler and sleeps until the next deadline or poll, whichever is first. It
+never waits for the model: patterns come from a source that decodes ahead.
 """
 
 from __future__ import annotations
