@@ -29,7 +29,7 @@ import pytest
 from model import drums
 from tests.jack import harness as h
 
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
 TEMPERATURE = 1.0
 BPM = 120.0
