@@ -413,6 +413,25 @@ class Recorder:
                 self.client.close()
 
 
+class Sender(Recorder):
+    """A JACK client of ours with one MIDI output that sends arbitrary bytes as
+    single JACK events: a misbehaving device on the performer's clock input."""
+
+    def __init__(self, server: JackServer, name: str = "dp-sender", port: str = "out"):
+        self.out_name = port
+        super().__init__(server, name, inputs=(f">{port}",))
+        self._clients[port] = self._clients.pop(f">{port}")
+
+    def send(self, data: bytes) -> None:
+        proc = self._procs[0][0]
+        proc.stdin.write(f"W {bytes(data).hex()}\n")
+        proc.stdin.flush()
+
+    @property
+    def port_name(self) -> str:
+        return self.port(self.out_name)
+
+
 # --- peers ---------------------------------------------------------------------
 
 

@@ -1,7 +1,9 @@
 """The recorder's JACK client, in a process of its own.
 
 Run by :class:`tests.jack.harness.Recorder` as
-``python recorder_proc.py SERVER NAME EXACT(0|1) INPUT...``. The process callback
+``python recorder_proc.py SERVER NAME EXACT(0|1) PORT...``; a PORT written
+``>NAME`` is a MIDI output instead, which sends what ``W <hex bytes>`` lines on
+stdin ask for, one JACK event each, at the start of the next period. The process callback
 is Python and needs the GIL every period; in the test process it would compete
 with the test thread and with garbage collection over a heap that holds torch
 and ONNX Runtime, and a late callback loses that period's events. Here the only
@@ -34,8 +36,10 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError, AttributeError):
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
     client = jack.Client(name, use_exact_name=exact == "1", servername=server, no_start_server=True)
-    ports = [client.midi_inports.register(n) for n in inputs]
+    ports = [client.midi_inports.register(n) for n in inputs if not n.startswith(">")]
+    outs = [client.midi_outports.register(n[1:]) for n in inputs if n.startswith(">")]
     buf: list[tuple[int, int, bytes]] = []  # append/del are single GIL-atomic list operations
+    pending: list[bytes] = []  # to send on the first output, at the start of the next period
     xruns = [0]
     xrun_frames: list[int] = []
 
@@ -44,6 +48,13 @@ def main(argv: list[str]) -> int:
         for i, port in enumerate(ports):
             for offset, data in port.incoming_midi_events():
                 buf.append((base + offset, i, bytes(data)))
+        for port in outs:
+            port.clear_buffer()
+        if outs and pending:
+            n = len(pending)
+            for data in pending[:n]:
+                outs[0].write_midi_event(0, data)
+            del pending[:n]
 
     def xrun(delay: float) -> None:
         # told on a notification thread shortly after the fact: the frame is approximate
@@ -66,6 +77,8 @@ def main(argv: list[str]) -> int:
             if line.strip() == "S":
                 syncs[0] += 1
                 wake.set()
+            elif line.startswith("W "):
+                pending.append(bytes.fromhex(line[2:].strip()))
         done.set()
         wake.set()
 
