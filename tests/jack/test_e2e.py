@@ -561,15 +561,20 @@ def test_malformed_input_on_the_clock_port_does_not_disturb_the_groove(server, l
     assert not h.unreleased(t.notes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "python-rtmidi 1.5.8's JACK input holds every event on the port after a SysEx "
-    "start without F7 (clocks from other sources included) until an F7 arrives, then "
-    "delivers them as one message with one timestamp; the performer then plays "
-    "steps early and some twice (see the report to the lead). Remove this mark when fixed."))
+# Known to fail (not every run, so not strict): python-rtmidi 1.5.8's JACK input,
+# after an event that opens a SysEx without F7, holds every later event on the
+# port (jack_midi_clock's clocks too) until an F7 and then delivers them as one
+# message with one timestamp. The performer's clock then sees 2-3 clocks at the
+# same instant, and for the next one or two beats it plays some steps' notes a
+# whole step early, some steps twice and skips others. Any burst of clocks (a
+# loaded DAW, a buffering interface) would do the same.
+@pytest.mark.xfail(strict=False, reason=(
+    "a burst of clocks with one timestamp (here from rtmidi holding events during an "
+    "open SysEx) makes the performer play steps early, twice or not at all for a beat or two"))
 @h.retry_invalid()
 def test_a_sysex_split_across_events_does_not_disturb_the_groove(server, live_model, groove):
     """Another source on the clock input sends a SysEx in two parts 60 ms apart
-    (F0 7D 01 ... then F7), twice a bar, as a slow device or a MIDI bridge
+    (F0 7D 01 ... then F7), every beat, as a slow device or a MIDI bridge
     passing a long dump on may. Clock bytes from jack_midi_clock arrive in between.
     Every step must still be played once with the pattern's notes; timing is not
     judged while a SysEx is open (the clock is held up in the MIDI layer then)."""
@@ -580,8 +585,8 @@ def test_a_sysex_split_across_events_does_not_disturb_the_groove(server, live_mo
             rig.rec.connect(sender.port_name, rig.performer.clock_port)
             rig.start()
             splits = 0
-            for half_bar in range(1, 8):
-                assert rig.wait_pos(half_bar * 2 * h.PPQN + 3)
+            for beat in range(2, 15):
+                assert rig.wait_pos(beat * h.PPQN + 3)
                 sender.send(bytes([0xF0, 0x7D, 0x01, 0x02]))
                 time.sleep(0.06)
                 sender.send(bytes([0x03, 0xF7]))
