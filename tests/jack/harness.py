@@ -183,7 +183,7 @@ class JackServer:
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=self.env)
         logf.close()
-        if wait_until(self._answers, timeout, interval=0.1):
+        if wait_until(self._answers, timeout, interval=0.1) and self.alive():
             return True
         _stop_process(self.proc)
         self.proc = None
@@ -193,7 +193,7 @@ class JackServer:
         import jack
 
         if self.proc is None or self.proc.poll() is not None:
-            return True  # stop polling: it exited (checked by the caller)
+            return True  # stop polling: it exited (the caller sees it is not alive)
         try:
             c = jack.Client(f"probe-{uuid.uuid4().hex[:6]}", servername=self.name, no_start_server=True)
         except jack.JackError:
