@@ -138,9 +138,16 @@ def timing_report(placed: list[h.Placed], server: h.JackServer, tol_ms: float, b
     bad = [p for p in placed if abs(server.ms(p.error_frames)) > tol_ms]
     errs = [abs(server.ms(p.error_frames)) for p in placed]
     tick = h.frames_per_tick(server, bpm)
-    # a note about a whole tick late means the performer lost a clock message (or an xrun did)
+    # Off by whole clocks: the performer's song position and the clock's count parted.
     whole = sorted({round(p.error_frames / tick) for p in bad} - {0})
-    hint = f"\nlate by about {whole} clock ticks: clock messages lost?" if whole else ""
+    hint = ""
+    if any(w > 0 for w in whole):
+        hint += "\nsome notes whole clocks late: the performer missed clock messages?"
+    if any(w < 0 for w in whole):
+        hint += ("\nsome notes whole clocks early: the performer counted more clocks than the "
+                 "master sent (e.g. re-entering by time after clocks came late, at an xrun)?")
+    if whole:
+        hint += f" (off by {whole} clocks)"
     return (f"{len(bad)} of {len(placed)} note-ons off their tick by more than {tol_ms:.3f} ms "
             f"(median {h.percentile(errs, 50):.3f} ms, max {max(errs, default=0):.3f} ms):\n"
             + h.describe(sorted(bad, key=lambda p: -abs(p.error_frames)), server) + hint)
