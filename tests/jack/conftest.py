@@ -12,6 +12,20 @@ from tests.jack import harness
 log = logging.getLogger(__name__)
 
 
+# A JACK call that never returns (a wedged server) must not hang CI for its
+# whole time limit: after this long, print every thread's stack and exit.
+WATCHDOG_S = 300.0
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    import faulthandler
+
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
 @pytest.fixture(scope="session")
 def jack_server(tmp_path_factory):
     reason = harness.missing_tools()

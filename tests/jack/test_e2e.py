@@ -353,6 +353,44 @@ def test_tempo_change_is_followed_within_a_beat(server, live_model, groove):
     assert_on_time(settled, t, server, f"tempo changes at song positions {[c.pos for c in changes]}\n")
 
 
+# Known to fail, every run: the performer freewheels through the stall on wall
+# time and, when the clocks resume (none lost: the master's song position froze
+# with the server, and the recorded ticks stay exactly 1000 frames apart), keeps
+# the position time gave it. It is then as many clocks ahead of the master as
+# the stall lasted (5 at 120 BPM: every step's notes ~104 ms early) until the
+# next Start or SPP. An xrun does the same on a smaller scale (one clock ahead).
+@pytest.mark.xfail(strict=True, reason=(
+    "after a 100 ms clock stall with no clock lost, the performer runs ~5 clocks ahead of "
+    "the master for good (it re-enters at the position wall time gives, not the clock count)"))
+@h.retry_invalid()
+def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, groove):
+    """The whole JACK server stops for 100 ms (SIGSTOP to our private jackd), as a
+    DAW's audio thread or a USB interface can hiccup: clocks stop arriving, then
+    resume, none lost. From a beat after the stall on, the notes must be on their
+    ticks again and every step played once."""
+    seed, pattern = groove
+    with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
+        rig.start()
+        assert rig.wait_pos(8 * STEP + 2)
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.1)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        stalled_at = rig.track().ticks[-1].pos
+        assert rig.wait_pos(40 * STEP)
+        time.sleep(0.2)
+        rig.stop()
+        t = take(rig)
+    assert max(t.track.intervals()) < 1.5 * h.frames_per_tick(server, BPM), "a clock was lost: the test's premise"
+    placed = [p for p in t.placed() if p.step < 40]
+    assert_plays(placed, pattern, range(0, 40), "around a 100 ms clock stall")
+    settled = [p for p in placed if p.step * STEP >= stalled_at + h.PPQN + STEP]
+    # judged from a beat after the stall: that beat is the re-lock's, as after a tempo change
+    bad = [p for p in settled if abs(server.ms(p.error_frames)) > tolerance_ms(server)]
+    assert not bad, f"after a stall at song position {stalled_at}:\n" + timing_report(settled, server, tolerance_ms(server))
+
+
 @h.retry_invalid()
 def test_clock_jitter_does_not_move_notes_off_their_steps(server, live_model, groove):
     """jack_midi_clock -J 20: every tick is displaced by up to 20 % of its interval.
