@@ -29,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.graphs import EncoderGraph, Sampler
 from model import drums
+from model.config import SAMPLE_TEMPERATURE
 from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, gumbel
 from train import trainer
@@ -240,7 +241,7 @@ def _metadata(run: Path, cfg, attrs: dict, parity: dict, eval_json) -> dict:
             "bars": drums.BARS,
         },
         "z_size": cfg.model.z,
-        "temperature": {"default": 1.0, "min": 0.0, "max": 2.0},
+        "temperature": {"default": SAMPLE_TEMPERATURE, "min": 0.0, "max": 2.0},
         "preset": cfg.preset,
         "model_config": runcfg.get("model", {}),
         "training": {

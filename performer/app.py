@@ -67,7 +67,7 @@ class LiveOptions:
     quantize: bool = False
     swing: float = 0.0  # percent of a 16th that every second 16th is delayed (0..75)
     seed: int | None = None
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the model's default
     model: str | None = None
     record: str | None = None
     map: str | None = None
@@ -83,7 +83,7 @@ class LiveOptions:
             raise LiveError(f"--swing {self.swing:g} must be 0..75 (percent of a 16th)")
         if self.bpm is not None and not 20 <= self.bpm <= 400:
             raise LiveError(f"--bpm {self.bpm:g} must be 20..400")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise LiveError(f"--temperature {self.temperature} must be a number >= 0")
         if not 1 <= self.morph_cycles <= 16:
             raise LiveError(f"--morph-cycles {self.morph_cycles} must be 1..16")
@@ -268,7 +268,8 @@ class LiveApp:
 
             self.engine = Engine.load(opts.model)
         self.seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
-        self.director = Director(self.engine, self.seed, opts.temperature, opts.morph_cycles)
+        temperature = self.engine.default_temperature if opts.temperature is None else opts.temperature
+        self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles)
         headless = opts.headless
         if headless is None:
             headless = self.term is None and not (sys.stdin.isatty() and sys.stdout.isatty())

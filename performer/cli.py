@@ -129,7 +129,7 @@ def _cmd_train(a) -> int:
         if bar is not None:
             bar.close()
     keys = ("step", "loss", "kl", "acc", "val_loss", "val_acc")
-    print("done: " + ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last))
+    print(f"done: step {last['step']}, " + ", ".join(f"{k} {last[k]:.4g}" for k in keys[1:] if k in last))
     return 0
 
 
@@ -169,7 +169,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--json", required=True, help="report file; .md and .png are written beside it")
     p.add_argument("--samples", type=_positive_int, default=1000, help="prior samples for the statistics")
-    p.add_argument("--temperature", type=_nonneg_float, default=1.0, help="sampling temperature")
+    p.add_argument("--temperature", type=_nonneg_float, help="sampling temperature of the prior samples (default 0.5, the product's)")
     p.add_argument("--limit", type=_positive_int, help="score only the first N windows (quick checks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", help="preprocessing cache folder")
@@ -197,7 +197,10 @@ def _cmd_eval(a) -> int:
         from performer.engine import Engine
 
         backend = Engine.load(a.model).eval_backend()
-    rep = evaluate.evaluate(backend, ws, samples=a.samples, temperature=a.temperature, seed=a.seed, limit=a.limit)
+    from model.config import SAMPLE_TEMPERATURE
+
+    temperature = SAMPLE_TEMPERATURE if a.temperature is None else a.temperature
+    rep = evaluate.evaluate(backend, ws, samples=a.samples, temperature=temperature, seed=a.seed, limit=a.limit)
     rep.update(split=a.split, data=summary.folder)
     paths = evaluate.write_report(rep, Path(a.json), metrics)
     print(

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from model import drums
+from model.config import SAMPLE_TEMPERATURE
 from model.errors import DrumPerformerError
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Engine:
         self.attributes = {k: np.asarray(v, np.float32) for k, v in meta.get("attributes", {}).items()}
         t = meta.get("temperature", {})
         self.temperature_range = (float(t.get("min", 0.0)), float(t.get("max", 2.0)))
+        self.default_temperature = float(t.get("default", SAMPLE_TEMPERATURE))
         self._zero_noise = np.zeros((1, drums.STEPS, drums.NUM_CLASSES), np.float32)
 
     # --- loading -------------------------------------------------------------
@@ -195,11 +197,14 @@ class Engine:
     def sample(
         self,
         z: np.ndarray | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         seed: int | None = None,
         lock: Lock | None = None,
     ) -> drums.Pattern:
-        """One 4-bar Pattern. z None: drawn from the seed. lock: keep those voices of a pattern."""
+        """One 4-bar Pattern. z None: drawn from the seed; temperature None: the model's default;
+        lock: keep those voices of a pattern."""
+        if temperature is None:
+            temperature = self.default_temperature
         lo, hi = self.temperature_range
         if not lo <= temperature <= hi:
             raise EngineError(f"temperature {temperature} outside {lo}..{hi}")

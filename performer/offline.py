@@ -32,7 +32,7 @@ def add_parser(sub, positive_int, nonneg_float, bpm) -> None:
     p.add_argument("-n", type=positive_int, default=4, help="number of grooves")
     p.add_argument("--out", required=True, help="folder to write into (created if needed)")
     p.add_argument("--seed", type=int, help="first seed (file i uses seed+i); default: random, printed")
-    p.add_argument("--temperature", type=nonneg_float, help="sampling temperature (0 = most likely); default 1.0, 0 for --interpolate")
+    p.add_argument("--temperature", type=nonneg_float, help="sampling temperature (0 = most likely); default: the model's (0.5), 0 for --interpolate")
     p.add_argument("--bpm", type=bpm, default=120.0, help="tempo written to the files")
     p.add_argument("--model", help="exported model folder (default: the shipped model)")
     p.add_argument("--quantize", action="store_true", help="write on the grid (keep velocities, drop microtiming)")
@@ -84,7 +84,7 @@ def run(a) -> int:
             written.append(_write(p, out / f"morph_{i:02d}.mid", a, f"morph {i + 1}/{a.steps}"))
         print(f"morph {a.interpolate[0]} -> {a.interpolate[1]} in {a.steps} grooves (temperature {temp})")
     else:
-        temp = 1.0 if a.temperature is None else a.temperature
+        temp = engine.default_temperature if a.temperature is None else a.temperature
         seed = a.seed if a.seed is not None else random.randrange(2**31)
         for i in range(a.n):
             p = engine.sample(temperature=temp, seed=seed + i)

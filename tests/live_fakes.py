@@ -27,6 +27,7 @@ class FakeEngine:
 
     z_size = 8
     temperature_range = (0.0, 2.0)
+    default_temperature = 0.5
 
     def __init__(self, delay: float = 0.0, density: float = 0.18) -> None:
         self.delay = delay
