@@ -17,7 +17,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 GMD_FIXTURE = FIXTURES / "gmd"
-GMD_FULL = ROOT.parent / "shared" / "datasets" / "groove"  # used when present, never required
+# The full Groove MIDI Dataset, used when present, never required: $DRUM_PERFORMER_GMD, or the
+# workspace's shared dataset folder beside (or above) the checkout.
+_GMD_CANDIDATES = [
+    Path(os.environ["DRUM_PERFORMER_GMD"]) if os.environ.get("DRUM_PERFORMER_GMD") else None,
+    ROOT.parent / "shared" / "datasets" / "groove",
+    ROOT.parent.parent / "shared" / "datasets" / "groove",
+]
+GMD_FULL = next((p for p in _GMD_CANDIDATES if p is not None and (p / "info.csv").exists()), _GMD_CANDIDATES[1])
 
 
 @pytest.fixture(scope="session", autouse=True)
