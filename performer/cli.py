@@ -30,31 +30,28 @@ def _die(msg: str, code: int = 1) -> int:
     return code
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{s!r} must be greater than 0")
-    return v
+def number(kind: type = float, lo: float | None = None, hi: float | None = None, what: str = ""):
+    """An argparse type: a finite int/float within [lo, hi], with a one-line message otherwise."""
+
+    def conv(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a {'whole number' if kind is int else 'number'}") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
+        if lo is not None and hi is not None and not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{s} is outside {lo:g}..{hi:g}{what}")
+        if lo is not None and v < lo:
+            raise argparse.ArgumentTypeError(f"{s} must be at least {lo:g}{what}")
+        return v
+
+    return conv
 
 
-def _nonneg_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{s!r} must be a finite number >= 0")
-    return v
-
-
-def _bpm(s: str) -> float:
-    v = _nonneg_float(s)
-    if not 20 <= v <= 400:
-        raise argparse.ArgumentTypeError(f"{s!r} is outside 20..400 BPM")
-    return v
+_positive_int = number(int, 1)
+_nonneg_float = number(float, 0)
+_bpm = number(float, 20, 400, " BPM")
 
 
 # --- train ------------------------------------------------------------------
@@ -214,8 +211,15 @@ def _cmd_eval(a) -> int:
 # --- main -------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one error line (and where to look), not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=PROG,
         description="An AI drummer that follows your DAW's MIDI clock. "
         "Without a subcommand it plays live (see 'drum-performer live --help').",

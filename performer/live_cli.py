@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from performer.cli import number
 from performer.ports import API_CHOICES
 
 KEYS_EPILOG = """\
@@ -20,21 +21,6 @@ the muted ones, s save / r recall a slot, h or ? help, q quit. Grooves land at t
 
 --seed S: the first groove is exactly the model's sample for seed S; each later request
 that needs new randomness (n, v, m, l) takes the next seed S+1, S+2, ... in order."""
-
-
-def _number(kind, lo=None, hi=None, what=""):
-    def conv(s: str):
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not a {'whole number' if kind is int else 'number'}") from None
-        if v != v or v in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{s} is outside {lo:g}..{hi:g}{what}")
-        return v
-
-    return conv
 
 
 def add_parsers(sub) -> None:
@@ -53,14 +39,14 @@ def add_parsers(sub) -> None:
     g.add_argument("--clock-port", metavar="NAME",
                    help="take clock and MIDI controls from this input (default: a virtual input 'Drum Performer Clock')")
     g.add_argument("--api", choices=API_CHOICES, default="auto", help="MIDI backend (default: auto)")
-    g.add_argument("--channel", type=_number(int, 1, 16), default=10, metavar="N",
+    g.add_argument("--channel", type=number(int, 1, 16), default=10, metavar="N",
                    help="MIDI channel of the drums, 1..16 (default: 10, General MIDI drums)")
     c = p.add_argument_group("clock")
-    c.add_argument("--bpm", type=_number(float, 20, 400, " BPM"), metavar="N",
+    c.add_argument("--bpm", type=number(float, 20, 400, " BPM"), metavar="N",
                    help="play on an internal clock at N BPM instead of following MIDI clock")
     c.add_argument("--start-on-clock", action="store_true",
                    help="start when clock arrives without a Start (for masters that never send transport)")
-    c.add_argument("--latency-ms", type=_number(float, -50, 50), default=0.0, metavar="MS",
+    c.add_argument("--latency-ms", type=number(float, -50, 50), default=0.0, metavar="MS",
                    help="send notes MS earlier to make up for output latency (negative: later)")
     m = p.add_argument_group("groove")
     mode = m.add_mutually_exclusive_group()
@@ -68,14 +54,14 @@ def add_parsers(sub) -> None:
                       help="play the model's velocities and microtiming (default)")
     mode.add_argument("--quantize", dest="quantize", action="store_true",
                       help="play on the 16th grid, keeping the model's velocities")
-    m.add_argument("--swing", type=_number(float, 0, 75, " percent"), default=0.0, metavar="PCT",
+    m.add_argument("--swing", type=number(float, 0, 75, " percent"), default=0.0, metavar="PCT",
                    help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
-    m.add_argument("--seed", type=_number(int, 0, 2**32 - 10_001), metavar="N",
+    m.add_argument("--seed", type=number(int, 0, 2**32 - 10_001), metavar="N",
                    help="make the performance reproducible (default: random, shown at start)")
-    m.add_argument("--temperature", type=_number(float, 0, 10), default=None, metavar="T",
+    m.add_argument("--temperature", type=number(float, 0, 10), default=None, metavar="T",
                    help="sampling temperature (default: the model's, 0.5; 0 = the most likely groove)")
     m.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
-    m.add_argument("--morph-cycles", type=_number(int, 1, 16), default=4, metavar="N",
+    m.add_argument("--morph-cycles", type=number(int, 1, 16), default=4, metavar="N",
                    help="cycles a morph (m) takes, 1..16 (default 4)")
     o = p.add_argument_group("other")
     o.add_argument("--record", metavar="FILE.mid", help="write what was played to this MIDI file on exit")

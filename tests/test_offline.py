@@ -47,7 +47,7 @@ def test_interpolate_between_two_clips(tiny_model, tmp_path, gmd_fixture):
 
 
 def test_sample_bad_input(tiny_model, tmp_path):
-    assert_one_line_error(run_cli("sample", "-n", "0", "--out", str(tmp_path)), "greater than 0")
+    assert_one_line_error(run_cli("sample", "-n", "0", "--out", str(tmp_path)), "at least 1")
     assert_one_line_error(run_cli("sample", "--out", str(tmp_path), "--model", str(tmp_path / "none")), "does not exist")
     assert_one_line_error(run_cli("sample", "--out", str(tmp_path), "--temperature", "abc"), "not a number")
     assert_one_line_error(run_cli("sample", "--out", str(tmp_path), "--bpm", "1000"), "BPM")

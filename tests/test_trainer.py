@@ -22,7 +22,7 @@ def _cfg(steps=20):
 
 def _weights(path):
     ck = torch.load(path, weights_only=False)
-    return ck["model"] if "model" in ck else ck
+    return ck.get("model", ck)
 
 
 def test_tiny_run_folder(tiny_run):
@@ -101,7 +101,7 @@ def test_cli_bad_input(tmp_path, gmd_fixture, tiny_run):
     assert_one_line_error(run_cli("train", "--data", str(gmd_fixture), "--run", str(tmp_path / "r3"), "--preset", "huge"), "unknown preset")
     assert_one_line_error(run_cli("eval", "--run", str(tmp_path / "none"), "--data", str(gmd_fixture), "--json", str(tmp_path / "e.json")), "no run folder")
     assert_one_line_error(run_cli("export", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "m")), "no run folder")
-    assert_one_line_error(run_cli("train", "--data", str(gmd_fixture), "--run", str(tmp_path / "r4"), "--steps", "-3"), "greater than 0")
+    assert_one_line_error(run_cli("train", "--data", str(gmd_fixture), "--run", str(tmp_path / "r4"), "--steps", "-3"), "at least 1")
 
 
 def test_cli_train_shows_progress_and_summary(gmd_fixture, tmp_path):
