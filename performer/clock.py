@@ -41,6 +41,7 @@ MIN_BPM, MAX_BPM = 20.0, 400.0
 _MIN_PERIOD = 60.0 / (PPQN * MAX_BPM)  # seconds per clock at the fastest tempo we follow
 _MAX_PERIOD = 60.0 / (PPQN * MIN_BPM)
 PHASE_TICKS = 4  # ticks a constant offset must last to count as a phase shift, not a transient
+GAP_TICKS = 2.5  # a silence this many clocks long is a stall or a dropout, not jitter
 
 NEG_INF = float("-inf")
 
@@ -207,18 +208,26 @@ class TempoEstimator:
     end, cannot bend it. The residuals of new ticks against the line decide
     what happened (see :meth:`_jumped`): a tempo change (residuals growing) or
     a lasting phase shift drops the history and refits from the recent ticks,
-    which re-locks within a few ticks instead of a window; a lost or doubled
-    clock (all residuals one period off) only corrects the count. With fewer
-    than ``min_ls`` points the slope is the last good period (or the span of
-    the points).
+    which re-locks within a few ticks instead of a window. With fewer than
+    ``min_ls`` points the slope is the last good period (or the span of the
+    points).
+
+    The estimator only ever fits times; it never changes the count. A clock
+    that comes late, or after a stall, is still the next clock. Clocks that
+    arrive together (a burst: closer than ``burst_gap`` or a quarter period)
+    were held up on the way, so their stamps say when they were let through,
+    not when they were sent: the burst's stamps, including its first one, are
+    taken out of the fit.
     """
 
-    def __init__(self, window: int = 24, min_ls: int = 5, jump_min: float = 0.002) -> None:
+    def __init__(self, window: int = 24, min_ls: int = 5, jump_min: float = 0.002,
+                 burst_gap: float = 0.003) -> None:
         self.window = window
         self.min_ls = min_ls
         self.jump_min = jump_min
+        self.burst_gap = burst_gap
         self._pts: deque[tuple[int, float]] = deque(maxlen=window)
-        self._resid: deque[float] = deque(maxlen=6)
+        self._resid: deque[tuple[int, float]] = deque(maxlen=6)  # (n, residual) of recent ticks
         self.period: float | None = None  # seconds per clock; kept across clear()
         self._a: float | None = None  # fitted time of tick _n0
         self._n0 = 0
@@ -226,8 +235,11 @@ class TempoEstimator:
         self.sigma = 0.0  # robust residual spread of the current fit (s)
         self._sigma_ok = 0.0
         self.relocks = 0  # how often a tempo/phase jump restarted the fit
-        self._prior_ok = True  # False after a jump: the old period is no guide to the new tempo
-        self.slipped = 0  # clocks the counter must add: see take_slip()
+        self.bursts = 0  # clocks whose stamps were left out because they came in a burst
+        self._prior_ok = True  # False after a tempo jump: the old period is no guide to the new one
+        self._prev: tuple[int, float] | None = None  # the last tick seen, fitted or not
+        self._gap_n: int | None = None  # the tick that ended the last silence of GAP_TICKS or more
+        self.resumed = False  # the last tick ended a silence, and the next has not yet told us why
 
     @property
     def count(self) -> int:
@@ -241,60 +253,81 @@ class TempoEstimator:
         self._slope = None
         self.sigma = 0.0
         self._prior_ok = True
+        self._prev = None
+        self._gap_n = None
+        self.resumed = False
 
     def add(self, n: int, t: float) -> None:
         if self._pts and n <= self._pts[-1][0]:
             self.clear()  # a count that went backwards: the caller restarted counting
+        prev, self._prev = self._prev, (n, t)
+        self.resumed = False
+        p = self._slope or self.period
+        if prev is not None and n == prev[0] + 1:
+            dt = t - prev[1]
+            if dt < (min(self.burst_gap, 0.25 * p) if p else self.burst_gap):
+                self._burst(prev)
+                return
+            if p and dt > GAP_TICKS * p:
+                self._gap_n = n
+                self.resumed = True
         pred = self.predict(n)
         if pred is not None and len(self._pts) >= 12:
             r = t - pred
-            self._resid.append(r)
-            m = self._jumped()
+            self._resid.append((n, r))
+            m, kind = self._jumped()
             if not m and abs(r) <= self._thr():
                 self._sigma_ok = self.sigma  # the spread of the line while the clock agrees with it
             if m:
-                res = list(self._resid)[-m:]
+                res = [x for _, x in self._resid][-m:]
                 self._resid.clear()
-                # the deviating points already in the fit, and for a tempo change the tick
-                # before them, where it happened (on the old line, and the new one's start)
-                recent = list(self._pts)[-m:] if m < PHASE_TICKS else [(-1, 0.0)] + list(self._pts)[-(m - 1):]
-                k = self._slip(res)
-                if k:
-                    # a clock lost (or doubled) on the way: the line is right, the count is not
-                    log.info("%d MIDI clock(s) %s; position corrected", abs(k), "lost" if k > 0 else "extra")
-                    dev = recent[1:]
-                    for _ in dev:
-                        self._pts.pop()
-                    self._pts.extend((c + k, tt) for c, tt in dev)
-                    self.slipped += k
-                    n += k
-                else:
-                    log.debug("tempo/phase jump at clock %d (residuals %s ms): refitting",
-                              n, ", ".join(f"{1000 * x:+.1f}" for x in res))
-                    self._pts.clear()
-                    self._pts.extend(recent if m < PHASE_TICKS else recent[1:])
+                log.debug("%s jump at clock %d (residuals %s ms): refitting", kind, n,
+                          ", ".join(f"{1000 * x:+.1f}" for x in res))
+                if kind == "tempo":
+                    # the deviating points already in the fit and the tick before them, where
+                    # the change happened (on the old line, and the new one's start)
+                    recent = list(self._pts)[-m:]
                     self._prior_ok = False
-                    self.relocks += 1
+                else:
+                    recent = list(self._pts)[-(m - 1):]  # the offset ones; the period still holds
+                self._pts.clear()
+                self._pts.extend(recent)
+                self.relocks += 1
         self._pts.append((n, t))
         self._fit()
+
+    def _burst(self, prev: tuple[int, float]) -> None:
+        """Tick ``prev[0] + 1`` came with (almost) the stamp of the one before: leave both out."""
+        self.bursts += 1
+        self._gap_n = None
+        if self._pts and self._pts[-1] == prev:
+            self._pts.pop()
+            self.bursts += 1
+            if self._resid and self._resid[-1][0] == prev[0]:
+                self._resid.pop()
+            if self._pts:
+                self._fit()
+            else:
+                self._a = self._slope = None
 
     def _thr(self) -> float:
         return max(self.jump_min, 3.0 * self._sigma_ok)
 
-    def _jumped(self) -> int:
-        """How many recent ticks left the line together, when that means a change (else 0).
+    def _jumped(self) -> tuple[int, str]:
+        """How many recent ticks left the line together, and why: (0, "") if they did not.
 
         A tempo change makes the residuals grow tick by tick: believed after two
-        beyond three times the threshold, or three beyond it, growing. A lost
-        clock shifts them all by a period (see _slip). A constant offset that is
-        neither -- a transient (an xrun delays a few stamps) or a real phase jump
-        -- is believed only after PHASE_TICKS ticks, so a short transient never bends
-        the line. (Under JACK an xrun can shift the period clock for good: then
-        four ticks is how long notes may be off by that shift.)
-        The threshold is ``max(jump_min, 3 sigma)`` with sigma the line's spread
-        while the clock agreed with it.
+        beyond three times the threshold, or three beyond it, growing ("tempo").
+        A constant offset ("phase") after a silence of GAP_TICKS or more is a
+        stall the master came out of with the same tempo: believed after two
+        ticks. Otherwise a constant offset -- a transient (an xrun delays a few
+        stamps) or a real phase jump -- is believed only after PHASE_TICKS
+        ticks, so a short transient never bends the line. (Under JACK an xrun
+        can shift the period clock for good: then four ticks is how long notes
+        may be off by that shift.) The threshold is ``max(jump_min, 3 sigma)``
+        with sigma the line's spread while the clock agreed with it.
         """
-        r = list(self._resid)
+        r = [x for _, x in self._resid]
         thr = self._thr()
 
         def side(xs, lim):
@@ -304,42 +337,25 @@ class TempoEstimator:
             a = [abs(x) for x in xs]
             return a[-1] > a[0] + 0.5 * thr and all(b > a_ - 0.5 * thr for a_, b in zip(a, a[1:], strict=False))
 
+        if (len(r) >= 2 and self._resid[-2][0] == self._gap_n and side(r[-2:], thr)
+                and abs(r[-1] - r[-2]) <= thr):
+            return 2, "phase"
         if len(r) >= 2 and side(r[-2:], 3.0 * thr) and growing(r[-2:]) and not self._near_whole_clocks(r[-2:]):
-            return 2
-        if len(r) >= 3 and side(r[-3:], thr) and (growing(r[-3:]) or self._slip(r[-3:])):
-            return 3
+            return 2, "tempo"
+        if len(r) >= 3 and side(r[-3:], thr) and growing(r[-3:]):
+            return 3, "tempo"
         if len(r) >= PHASE_TICKS and side(r[-PHASE_TICKS:], thr):
-            return PHASE_TICKS
-        return 0
+            return PHASE_TICKS, "phase"
+        return 0, ""
 
     def _near_whole_clocks(self, res: list[float]) -> bool:
+        """Residuals a whole number of clocks off: a stall or an xrun moved the phase (a
+        tempo change that happens to look like that is caught a tick later)."""
         p = self._slope or self.period
         if not p:
             return False
         x = sum(res) / len(res) / p
         return round(x) != 0 and abs(x - round(x)) < 0.3
-
-    def _slip(self, res: list[float]) -> int:
-        """Whole clocks the recent residuals agree on (a lost or doubled clock), else 0.
-
-        A tempo change makes residuals grow tick by tick; a lost clock shifts
-        them all by one period and they stay put.
-        """
-        p = self._slope or self.period
-        if not p:
-            return 0
-        if len(res) < 3:
-            return 0
-        mean = sum(res) / len(res)
-        k = round(mean / p)
-        if k == 0 or abs(mean / p - k) > 0.15 or max(res) - min(res) > 0.25 * p:
-            return 0
-        return k
-
-    def take_slip(self) -> int:
-        """Clocks counted since the last call that the counter must add (lost) or drop (extra)."""
-        k, self.slipped = self.slipped, 0
-        return k
 
     def _fit(self) -> None:
         pts = self._pts
@@ -447,6 +463,9 @@ class ClockSource(Protocol):
     def send_limit(self, now: float) -> float:
         """Events beyond this position must not be sent yet, whatever the prediction says."""
 
+    def stale_before(self, now: float) -> float:
+        """Unsent events before this position (and after arrived()) are to be dropped, not sent."""
+
     def position(self, now: float) -> float:
         """The playhead: song position (fractional) at ``now``."""
 
@@ -499,6 +518,9 @@ class InternalClock:
     def send_limit(self, now: float) -> float:
         return math.inf if self.running else NEG_INF
 
+    def stale_before(self, now: float) -> float:
+        return NEG_INF
+
     def position(self, now: float) -> float:
         return (now - self._t0) / self.tick if self.running else 0.0
 
@@ -518,21 +540,34 @@ class MidiClock:
     running (as the spec asks of receivers). Clocks while stopped keep the tempo
     estimate warm, so the first beat after Continue can be predicted too.
 
-    Dropout: while running, if clocks stop arriving the playhead freewheels on
-    the last tempo (notes keep coming) for at most ``freewheel_ticks``, then the
-    clock stops itself (a STOP with reason "dropout"). Clocks that come back
-    within that bar after a gap re-enter at the position time says they are
-    at, not one tick after the last one seen.
+    The song position is the count of clock messages, always: a clock that
+    comes late, after a stall, or in a burst with others is the next clock.
+    (Guessing missed clocks from the wall clock is what puts a follower ahead
+    of its master for good after a stall, since a stalled master stalls its
+    count too.)
+
+    Stall and dropout: while running, clocks that stop arriving for less than
+    ``stall_s`` (or 2.5 clocks, if longer) are waited for: notes beyond the
+    guard wait with them, and when the clocks resume they are played on the
+    resumed clocks. Beyond that it is a dropout: the playhead freewheels on the
+    last tempo (notes keep coming) until ``freewheel_ticks`` after the last
+    clock, then the clock stops itself (a STOP with reason "dropout"). Notes
+    that fell due while waiting are dropped, not sent late in a clump (see
+    :meth:`stale_before`). Freewheeling is a prediction: clocks that come back
+    carry on from their own count, the tick line takes their new phase
+    within two ticks, and positions the freewheel already played (or dropped)
+    are not played again -- the performer waits for the clocks to catch up.
 
     ``start_on_clock``: clocks arriving while stopped (a device that never sends
     Start) start playback from the cue.
     """
 
     def __init__(self, start_on_clock: bool = False, freewheel_ticks: int = TICKS_PER_BAR,
-                 guard_ticks: float = 1.5) -> None:
+                 guard_ticks: float = 1.5, stall_s: float = 0.2) -> None:
         self.start_on_clock = start_on_clock
         self.freewheel_ticks = freewheel_ticks
         self.guard_ticks = guard_ticks
+        self.stall_s = stall_s
         self.est = TempoEstimator()
         self.running = False
         self._n = -1  # clocks received so far, minus one
@@ -545,8 +580,9 @@ class MidiClock:
         self._last_pos: float = NEG_INF  # song position of the last clock while running
         self._events: list[Transport] = []
         self._saw_transport = False  # start_on_clock only serves masters that never send transport
+        self._freewheel_told = False
         self.dropouts = 0
-        self.resyncs = 0
+        self.stalls = 0  # clocks that resumed after a silence (a stall, a held delivery, a dropout)
 
     # -- input
 
@@ -594,20 +630,9 @@ class MidiClock:
     def _clock(self, t: float) -> None:
         if not self.running and self.start_on_clock and not self._saw_transport:
             self._go(CONTINUE, self._cue, t)
-        p = self.est.period
-        if (
-            self.running
-            and not self._first_pending
-            and p is not None
-            and self._last_t is not None
-            and self.est.count >= 8  # a tempo learnt in this run, not a stale prior
-            and t - self._last_t > 3.5 * p
-        ):
-            # a dropout that ended within the freewheel bar: skip the clocks we never got
-            skipped = max(0, round((t - self._last_t) / p) - 1)
-            self._n += skipped
-            self.resyncs += 1
-            log.info("clock back after %.0f ms: %d clocks missed, position follows", 1000 * (t - self._last_t), skipped)
+        playing = self.running and not self._first_pending
+        freewheeled = playing and self.freewheeling(t)
+        self._freewheel_told = False
         self._n += 1
         if self._check_phase:
             self._check_phase = False
@@ -615,10 +640,12 @@ class MidiClock:
             if pred is None or abs(t - pred) > max(self.est.jump_min, 4 * self.est.sigma):
                 self.est.clear()  # the master restarted its clock phase on Start
         self.est.add(self._n, t)
-        slip = self.est.take_slip()
-        if slip:
-            self._n += slip
-            self.resyncs += 1
+        if playing and self.est.resumed:
+            self.stalls += 1
+            # a short wait is routine (a held delivery, a busy master); a freewheel is news
+            log.log(logging.INFO if freewheeled else logging.DEBUG,
+                    "clock back after %.0f ms at song position %d%s", 1000 * (t - self._last_t),
+                    self._n + self._base, "; what the freewheel played is not played again" if freewheeled else "")
         self._last_t = t
         if self.running:
             if self._first_pending:
@@ -635,14 +662,25 @@ class MidiClock:
                 self.dropouts += 1
                 self._halt(now, "dropout")
                 self._saw_transport = False
+            elif not self._freewheel_told and self.freewheeling(now):
+                self._freewheel_told = True
+                log.info("no clock for %.0f ms after song position %d: freewheeling at %.1f BPM",
+                         1000 * (now - self._last_t), int(self._last_pos), period_to_bpm(p))
         ev, self._events = self._events, []
         return ev
 
     def next_check(self, now: float) -> float | None:
         if self.running and not self._first_pending and self._last_t is not None:
             p = self.est.period or bpm_to_period(120.0)
-            return self._last_t + self.freewheel_ticks * p + 1e-4
+            stop = self._last_t + self.freewheel_ticks * p + 1e-4
+            onset = self._last_t + self._stall_limit() + 1e-4
+            return onset if now < onset else stop
         return None
+
+    def _stall_limit(self) -> float:
+        """Seconds without a clock after which it is a dropout, not a stall to wait out."""
+        p = self.est.period
+        return max(self.stall_s, GAP_TICKS * p) if p else self.stall_s
 
     def time_at(self, pos: float) -> float | None:
         if not self.running:
@@ -657,10 +695,9 @@ class MidiClock:
         return self._last_pos if self.running else NEG_INF
 
     def freewheeling(self, now: float) -> bool:
-        p = self.est.period
         return (
-            self.running and not self._first_pending and p is not None
-            and self._last_t is not None and now - self._last_t > 2.5 * p
+            self.running and not self._first_pending and self.est.period is not None
+            and self._last_t is not None and now - self._last_t > self._stall_limit()
         )
 
     def send_limit(self, now: float) -> float:
@@ -669,11 +706,26 @@ class MidiClock:
         if self._first_pending:
             return self._cue + 1.0 if self._predict_first else NEG_INF
         guard = self.guard_ticks if self.est.count >= 12 else 1.0
+        if self.est.resumed:
+            # the first clock after a silence: until the next one says whether the phase moved,
+            # the line's prediction may be a stall's length early
+            guard = 0.0
         limit = self._last_pos + guard
         if self.freewheeling(now):
             pos = self.position(now)
             limit = max(limit, pos + 1.0)
         return limit
+
+    def stale_before(self, now: float) -> float:
+        """While freewheeling: unsent notes before the position where the freewheel began.
+
+        They fell due while a stall was being waited out; sending them now would be a late
+        clump, and if the clocks come back they have been passed by. -inf otherwise.
+        """
+        if not self.freewheeling(now):
+            return NEG_INF
+        n = self.est.invert(self._last_t + self._stall_limit())
+        return NEG_INF if n is None else n + self._base
 
     def position(self, now: float) -> float:
         if not self.running:
@@ -684,8 +736,9 @@ class MidiClock:
         if n is None:
             return float(self._last_pos)
         pos = n + self._base
-        # never run ahead of the last clock by more than the freewheel allows
-        return max(float(self._last_pos), min(pos, self._last_pos + self.freewheel_ticks))
+        # while a late clock is waited for the playhead waits with it; only a freewheel runs on
+        reach = self.freewheel_ticks if self.freewheeling(now) else GAP_TICKS
+        return max(float(self._last_pos), min(pos, self._last_pos + reach))
 
     def bpm(self) -> float | None:
         p = self.est.period

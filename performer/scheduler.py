@@ -124,6 +124,7 @@ class Scheduler:
         self.patterns: dict[int, drums.Pattern] = {}  # recent cycles, for the view
         self.notes_sent = 0
         self.late = 0  # note-ons sent after their predicted time (>1 ms): a health figure
+        self.dropped = 0  # note-ons that fell due while a stalled clock was waited for (never sent)
 
     # -- transport
 
@@ -203,11 +204,17 @@ class Scheduler:
         if self.playing:
             arrived = clock.arrived()
             limit = clock.send_limit(now)
+            stale = clock.stale_before(now)
             horizon = max(clock.position(now), arrived) + LOOKAHEAD_TICKS
             while self._gen_step * TICKS_PER_STEP + EARLIEST <= horizon:
                 self._expand(self._gen_step)
                 self._gen_step += 1
             heap = self._heap
+            # a wait for a stalled clock that became a freewheel: what fell due while waiting
+            # is passed over (a late clump would be worse than the gap), never sent late
+            while heap and arrived < heap[0][0] < stale:
+                heapq.heappop(heap)
+                self.dropped += 1
             gate = None
             while heap:
                 pos = heap[0][0]

@@ -255,16 +255,6 @@ def test_dropout_freewheels_one_bar_then_stops():
     assert not c.running
 
 
-def test_clock_back_after_a_gap_reenters_at_the_right_position():
-    c = MidiClock()
-    p = bpm_to_period(120)
-    c.feed((START,), 0.0)
-    _clocks(c, 0.0, p, 40)  # 0..39
-    # 10 clocks lost, the 11th arrives on time
-    c.feed((CLOCK,), 50 * p)
-    assert c.arrived() == 50
-
-
 def test_clock_without_start_plays_only_when_asked():
     p = bpm_to_period(120)
     c = MidiClock()
@@ -299,31 +289,23 @@ def test_phase_reset_on_start_is_detected():
     assert c.time_at(1) == pytest.approx(t1 + p, abs=2e-4)
 
 
-@pytest.mark.parametrize("lost", [1, 2])
-def test_a_lost_clock_is_recounted_not_mistaken_for_a_tempo_change(lost):
-    """An xrun can drop a clock on the way; the count (not the tempo line) must give."""
+@pytest.mark.parametrize("missing", [1, 2])
+def test_a_gap_of_whole_clocks_is_a_phase_shift_not_a_tempo_change_nor_a_recount(missing):
+    """Ticks that come whole periods late look the same whether the master stalled (its
+    count stalled too) or clocks were lost on the way. The count is the only truth MIDI
+    clock carries, so it is not "corrected" from the wall clock; the line takes the new
+    phase and keeps the tempo."""
     p = bpm_to_period(120)
     q = 128 / 48000
     c = MidiClock()
     c.feed((START,), 0.0)
     true = [k * p for k in range(200)]
-    del true[100 : 100 + lost]
+    del true[100 : 100 + missing]
     for t in true:
         c.feed((CLOCK,), math.floor(t / q) * q)
-    assert c.arrived() == 199
-    assert c.est.relocks == 0 and c.resyncs == 1
-    assert c.time_at(200) == pytest.approx(200 * p, abs=q)
-
-
-def test_a_doubled_clock_is_dropped():
-    p = bpm_to_period(100)
-    c = MidiClock()
-    c.feed((START,), 0.0)
-    times = [k * p for k in range(100)]
-    times.insert(50, 50 * p + 0.0001)
-    for t in times:
-        c.feed((CLOCK,), t)
-    assert c.arrived() == 99
+    assert c.arrived() == 199 - missing
+    assert c.bpm() == pytest.approx(120, rel=2e-3)
+    assert c.time_at(200 - missing) == pytest.approx(200 * p, abs=q)
 
 
 def test_a_transient_delay_does_not_bend_the_line():
@@ -334,7 +316,7 @@ def test_a_transient_delay_does_not_bend_the_line():
     for k in range(50, 53):
         times[k] += 0.005
     _feed(est, times)
-    assert est.relocks == 0 and est.slipped == 0
+    assert est.relocks == 0
     assert est.predict(80) == pytest.approx(80 * p, abs=2e-4)
 
 
@@ -367,3 +349,99 @@ def test_continue_while_playing_changes_nothing():
     assert c.update(t) == []
     c.feed((CLOCK,), t)
     assert c.arrived() == 30
+
+
+# --- stalls and bursts: the song position is the count of clocks ---------------------------
+
+Q = 128 / 48000  # a JACK period at 48 kHz: rtmidi's JACK input stamps per period
+
+
+def _q(t: float) -> float:
+    return math.floor(t / Q) * Q
+
+
+def test_a_stalled_clock_resumes_on_the_count_not_on_wall_time():
+    """The server stalls ~100 ms (a DAW's audio thread, a USB hiccup): no clock is lost,
+    every tick from then on is ~100 ms later on the wall clock. The song position must
+    stay the count of clocks (not jump ahead by the clocks wall time says were due),
+    and the tick line must take the new phase within a couple of ticks."""
+    p = bpm_to_period(120)
+    stall = 0.098
+
+    def true(k):
+        return 0.0013 + k * p + (stall if k > 50 else 0.0)
+
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    c.update(0.0)
+    for k in range(51):
+        c.feed((CLOCK,), _q(true(k)))
+    assert c.update(true(50) + stall / 2) == []  # a stall, not yet a dropout
+    errs = []
+    for k in range(51, 51 + 48):
+        c.feed((CLOCK,), _q(true(k)))
+        assert c.update(_q(true(k))) == []
+        assert c.arrived() == k
+        if k >= 52:
+            errs.append(abs(c.time_at(k + 1) - true(k + 1)))
+    assert max(errs) < Q + 5e-4, [round(1000 * e, 2) for e in errs]
+    assert c.bpm() == pytest.approx(120, rel=2e-3)
+
+
+def test_an_xrun_that_delays_the_clock_by_a_period_keeps_the_count():
+    """An xrun shifts the server's time against the wall clock by about a period of the
+    clock: the ticks after it come that much later, none lost. Counting one clock as
+    "lost" puts every later note a whole clock early."""
+    p = bpm_to_period(120)
+    shift = p + 0.0004
+
+    def true(k):
+        return 0.0007 + k * p + (shift if k >= 100 else 0.0)
+
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    for k in range(200):
+        c.feed((CLOCK,), _q(true(k)))
+        assert c.arrived() == k
+    assert c.time_at(200) == pytest.approx(true(200), abs=Q)
+
+
+@pytest.mark.parametrize("stamped", ["late", "early"])
+def test_a_burst_of_clocks_with_one_timestamp_counts_each_and_keeps_the_line(stamped):
+    """Clocks 61..63 are held up on the way (rtmidi holds everything after an open SysEx
+    until its F7; a loaded DAW or a scheduling hiccup does the same) and arrive as one
+    burst with one timestamp: late (the time they were let through) or early (the time
+    the hold began). Each clock counts once; their timestamps are not fitted, so the
+    tempo and the next ticks' predictions are undisturbed."""
+    p = bpm_to_period(120)
+
+    def true(k):
+        return 0.0011 + k * p
+
+    held = range(61, 64)
+    burst_t = true(60) + 0.015 + 0.060 if stamped == "late" else true(60) + 0.003
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    errs = []
+    for k in range(160):
+        t = burst_t if k in held else _q(true(k))
+        if k > held.stop and c.time_at(k) is not None:
+            errs.append(abs(c.time_at(k) - true(k)))
+        c.feed((CLOCK,), t)
+        assert c.arrived() == k
+    assert c.est.relocks == 0
+    assert c.bpm() == pytest.approx(120, rel=2e-3)
+    assert max(errs) < Q + 5e-4, [round(1000 * e, 2) for e in errs]
+
+
+def test_clocks_doubled_at_one_instant_each_count():
+    """Two clocks with (almost) the same stamp are two clocks: the position follows the
+    count of clock messages, never a guess from their times."""
+    p = bpm_to_period(100)
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    times = [k * p for k in range(100)]
+    times.insert(50, 50 * p + 0.0001)
+    for k, t in enumerate(times):
+        c.feed((CLOCK,), t)
+        assert c.arrived() == k

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import queue
 import time
@@ -10,7 +11,15 @@ import numpy as np
 import pytest
 
 from model import drums
-from performer.clock import CONTINUE, SPP, START, STOP, TICKS_PER_STEP, MidiClock, bpm_to_period
+from performer.clock import (
+    CONTINUE,
+    SPP,
+    START,
+    STOP,
+    TICKS_PER_STEP,
+    MidiClock,
+    bpm_to_period,
+)
 from performer.scheduler import Player, Scheduler, compile_pattern
 from tests.live_fakes import (
     FakeEngine,
@@ -214,6 +223,100 @@ def test_dropout_freewheels_and_stops_cleanly():
     assert steps[-1] <= 8 + 16 and steps[-1] >= 8 + 12
     assert sim.transports[-1].reason == "dropout"
     assert sim.sent.ccs(123)
+
+
+# --- a clock that stalls or comes in bursts: positions follow the count of clocks ------------
+
+Q = 128 / 48000  # a JACK period at 48 kHz: rtmidi's JACK input stamps per period
+
+
+def _q(t: float) -> float:
+    return math.floor(t / Q) * Q
+
+
+def _follow(ticks: list[tuple[float, float]], until: float, voices=(0, 2)):
+    """Play a kick and a hi-hat on every step, quantized, on the given (arrival, stamp)
+    of each clock after a Start; return the sim and every note-on as (time, pitch, pos)."""
+    pat = simple_pattern({s: list(voices) for s in range(64)})
+    sim, _ = midi_sim(StaticSource(pat), quantize=True)
+    sim.feed_at(0.0, (START,))
+    for arrival, stamp in ticks:
+        sim.feed_at(arrival, ("clock",), stamp=stamp)
+    sim.run_until(until)
+    return sim, [(t, m[1], pos) for t, m, pos in sim.sent.note_ons()]
+
+
+def _once_in_order(ons) -> None:
+    """No (position, pitch) played twice, and the song position never went back."""
+    twice = {k: n for k, n in collections.Counter((pos, pitch) for _, pitch, pos in ons).items() if n > 1}
+    assert not twice, f"played twice: {twice}"
+    positions = [pos for _, _, pos in ons]
+    assert positions == sorted(positions), "a note for an earlier position after a later one"
+
+
+@pytest.mark.parametrize("stall", [0.098, 0.35])
+def test_a_stalled_clock_is_followed_again_and_nothing_is_played_twice(stall):
+    """The clock stops for ``stall`` s mid-bar and resumes, no clock lost (the master
+    stalled too). A short stall is waited out; a long one freewheels, and what the
+    freewheel played is not played again when the clocks catch up. From a beat after
+    the clocks resume, every note is on the master's tick again."""
+    p = bpm_to_period(BPM)
+    stalled_after = 50
+
+    def true(k):
+        return 0.0013 + k * p + (stall if k > stalled_after else 0.0)
+
+    n = 240
+    sim, ons = _follow([(_q(true(k)) + Q, _q(true(k))) for k in range(n)], true(n - 1) + 0.001)
+    _once_in_order(ons)
+    assert not any(e.kind == STOP for e in sim.transports), "the stall was taken for a dropout"
+    steps = {pos // TICKS_PER_STEP for _, _, pos in ons}
+    last = (n - 1) // TICKS_PER_STEP
+    settled = [(t, pos) for t, _, pos in ons if pos >= stalled_after + 1 + 24]
+    assert settled
+    errs = [t - true(pos) for t, pos in settled]
+    assert max(abs(e) for e in errs) < Q + 0.0005, [round(1000 * e, 2) for e in errs[:20]]
+    if stall < 0.2:
+        # waited out: every step played, in time with the master's count
+        assert steps == set(range(last + 1))
+    else:
+        # the freewheel went on at the last tempo: steps it dropped (overdue when it began) or
+        # played ahead are not played again, and every step after its reach is played
+        during = [pos for t, _, pos in ons if true(stalled_after) < t < true(stalled_after + 1)]
+        assert during and sim.sched.dropped, "the long stall was not freewheeled through"
+        reach = stalled_after + stall / p
+        assert steps >= set(range(math.ceil(reach / TICKS_PER_STEP) + 1, last + 1))
+        assert steps >= set(range(stalled_after // TICKS_PER_STEP + 1))
+
+
+@pytest.mark.parametrize("stamped", ["late", "early"])
+def test_a_burst_of_clocks_with_one_timestamp_plays_every_step_once_on_time(stamped):
+    """Clocks 61..63 (and in a second burst 157..159) are held up and delivered together
+    with one timestamp, as rtmidi's JACK input does while a SysEx is open. Every step is
+    played exactly once, and every note whose tick was not held up is on time."""
+    p = bpm_to_period(BPM)
+
+    def true(k):
+        return 0.0011 + k * p
+
+    bursts = [range(61, 64), range(157, 160)]
+    ticks = []
+    for k in range(240):
+        b = next((b for b in bursts if k in b), None)
+        if b is None:
+            ticks.append((_q(true(k)) + Q, _q(true(k))))
+            continue
+        t0 = true(b.start - 1)
+        stamp = _q(t0 + 0.075) if stamped == "late" else _q(t0 + 0.003)
+        ticks.append((_q(t0 + 0.075) + Q, stamp))
+    sim, ons = _follow(ticks, true(239) + 0.001)
+    _once_in_order(ons)
+    steps = {pos // TICKS_PER_STEP for _, _, pos in ons}
+    assert steps == set(range(239 // TICKS_PER_STEP + 1))
+    held = set().union(*bursts)
+    errs = [(pos, round(1000 * (t - true(pos)), 2)) for t, _, pos in ons if pos not in held]
+    bad = [e for e in errs if abs(e[1]) > 1000 * (Q + 0.0005)]
+    assert not bad, bad
 
 
 def test_compile_pattern_offsets_in_ticks():
