@@ -632,10 +632,27 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return memory_kb(pid).get("VmRSS", 0) * 1024
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and its parts (RssAnon, RssFile, RssShmem) plus Pss, in kB.
+
+    Every JACK client maps the server's shared memory (~105 MB with the dummy
+    driver here, as much for a bare jack_midi_dump), and VmRSS counts it all;
+    RssAnon + RssFile is what the process itself holds, Pss shares it out.
+    """
+    out: dict[str, int] = {}
+    for name in ("status", "smaps_rollup"):
+        try:
+            text = Path(f"/proc/{pid}/{name}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "Pss") and rest.split():
+                out[key] = int(rest.split()[0])
+    return out
 
 
 # --- analysis --------------------------------------------------------------------
