@@ -400,7 +400,26 @@ def open_input(inbox: queue.SimpleQueue, target: str | None = None, api: str = "
 # --- in-memory ports --------------------------------------------------------------------------
 
 
-class MemoryOutput:
+class _MemoryPort:
+    """What the in-memory ports share with the real ones: a status, check(), close(), a context."""
+
+    name: str
+    status: str
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.status = "closed"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MemoryOutput(_MemoryPort):
     """Keeps (time, message) of everything sent; ``fail()`` / ``restore()`` simulate losing it."""
 
     def __init__(self, name: str = "memory", clock: Callable[[], float] = time.perf_counter) -> None:
@@ -425,23 +444,11 @@ class MemoryOutput:
     def restore(self) -> None:
         self.status = "ok"
 
-    def check(self) -> None:
-        pass
-
     def describe(self) -> str:
         return self.name if self.status == "ok" else f"{self.name} ({self.status})"
 
-    def close(self) -> None:
-        self.status = "closed"
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class MemoryInput:
+class MemoryInput(_MemoryPort):
     """Messages pushed here reach the sender's inbox exactly as the MIDI callback would put them."""
 
     def __init__(self, inbox: queue.SimpleQueue, name: str = "memory in") -> None:
@@ -457,17 +464,5 @@ class MemoryInput:
         self._last = t
         self.inbox.put((t, delta, list(data)))
 
-    def check(self) -> None:
-        pass
-
     def describe(self) -> str:
         return self.name
-
-    def close(self) -> None:
-        self.status = "closed"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
