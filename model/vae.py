@@ -87,11 +87,16 @@ class Decoder(nn.Module):
         vel, off = vo.split(self.c.num_voices, dim=-1)
         return torch.sigmoid(vel), 0.5 * torch.tanh(off)
 
-    def forward(self, bars: torch.Tensor, classes: torch.Tensor):
-        """Teacher forcing: every bar in parallel. bars (B, N, Eb), classes (B, T)."""
+    def forward(self, bars: torch.Tensor, classes: torch.Tensor, fed: torch.Tensor | None = None):
+        """Teacher forcing: every bar in parallel. bars (B, N, Eb), classes (B, T).
+
+        ``fed`` (B, T): the classes fed back as previous steps, when they are not the
+        true ones (scheduled sampling); the heads always see the true classes.
+        """
         c = self.c
         B = classes.shape[0]
-        prev = torch.cat([classes.new_full((B, 1), self.start), classes[:, :-1]], dim=1)  # (B, T)
+        fed = classes if fed is None else fed
+        prev = torch.cat([fed.new_full((B, 1), self.start), fed[:, :-1]], dim=1)  # (B, T)
         if self.training and c.input_dropout > 0:
             drop = torch.rand(prev.shape, device=prev.device) < c.input_dropout  # (B, T)
             prev = prev.masked_fill(drop, self.start)
@@ -152,11 +157,23 @@ class GrooveVAE(nn.Module):
         self.conductor = Conductor(c)
         self.decoder = Decoder(c)
 
-    def forward(self, classes, velocity, offset, sample_z: bool = True):
-        """-> logits (B, T, C), velocity (B, T, V), offset (B, T, V), mu, logvar (B, Z)."""
+    def forward(self, classes, velocity, offset, sample_z: bool = True, sched_sampling: float = 0.0):
+        """-> logits (B, T, C), velocity (B, T, V), offset (B, T, V), mu, logvar (B, Z).
+
+        sched_sampling: the chance that a step is fed the model's own sampled class
+        instead of the true one. Sampled from a teacher-forced pass first, so every
+        bar still runs in parallel (parallel scheduled sampling, Duckworth et al. 2019).
+        """
         mu, logvar = self.encoder(classes, velocity, offset)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample_z else mu  # (B, Z)
-        logits, vel, off = self.decoder(self.conductor(z), classes)
+        bars = self.conductor(z)  # (B, N, Eb)
+        fed = None
+        if sched_sampling > 0:
+            with torch.no_grad():
+                guess = self.decoder(bars, classes)[0]  # (B, T, C)
+                own = torch.distributions.Categorical(logits=guess).sample()  # (B, T)
+            fed = torch.where(torch.rand(classes.shape, device=classes.device) < sched_sampling, own, classes)
+        logits, vel, off = self.decoder(bars, classes, fed)
         return logits, vel, off, mu, logvar
 
     @torch.no_grad()
@@ -181,7 +198,8 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def losses(model: GrooveVAE, batch: dict, beta: float, tc) -> tuple[torch.Tensor, dict]:
     """Training objective. Sums over steps (per example), means over the batch."""
     classes, vel, off, hits = batch["classes"], batch["velocity"], batch["offset"], batch["hits"]
-    logits, pv, po, mu, logvar = model(classes, vel, off)
+    ss = tc.sched_sampling if model.training else 0.0
+    logits, pv, po, mu, logvar = model(classes, vel, off, sched_sampling=ss)
     ce = F.cross_entropy(logits.transpose(1, 2), classes, reduction="none").sum(1)  # (B,)
     kl = kl_divergence(mu, logvar)  # (B,)
     kl_cost = torch.clamp(kl - tc.free_bits, min=0.0)
