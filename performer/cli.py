@@ -74,12 +74,13 @@ def _add_train(sub) -> None:
 
 
 def _need_torch(what: str) -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    # find_spec, not import: the check itself must not load torch into the process
+    from importlib.util import find_spec
+
+    if find_spec("torch") is None:
         raise UserError(
             f"{what} needs PyTorch: pip install 'drum-performer[train]' (CPU: pip install torch==2.13.0 first)"
-        ) from None
+        )
 
 
 def _cmd_train(a) -> int:
