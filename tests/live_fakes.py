@@ -234,16 +234,9 @@ class FakeRtMidi:
 
 def private_jack_server(tmp_path_factory):
     """Start a private jackd (dummy driver) for this module's tests, or skip with the reason."""
-    import pytest
-
     from tests.jack import harness
 
-    reason = harness.missing_tools()
-    if reason:
-        pytest.skip(reason)
-    server = harness.JackServer(period=128, workdir=tmp_path_factory.mktemp("jack-live"))
-    server.start()
-    return server
+    return harness.start_private_server(tmp_path_factory.mktemp("jack-live"))
 
 
 def signal_child_main(out_path: str, bpm: float = 400.0) -> None:

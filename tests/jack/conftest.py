@@ -28,11 +28,7 @@ def _watchdog():
 
 @pytest.fixture(scope="session")
 def jack_server(tmp_path_factory):
-    reason = harness.missing_tools()
-    if reason:
-        pytest.skip(reason)
-    server = harness.JackServer(period=128, workdir=tmp_path_factory.mktemp("jack"))
-    server.start()
+    server = harness.start_private_server(tmp_path_factory.mktemp("jack"))
     yield server
     server.stop()
 

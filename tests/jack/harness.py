@@ -988,3 +988,15 @@ class Rig:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def start_private_server(workdir) -> JackServer:
+    """A started private jackd (period 128) for a test module, or a pytest skip with the reason."""
+    import pytest
+
+    reason = missing_tools()
+    if reason:
+        pytest.skip(reason)
+    server = JackServer(period=128, workdir=workdir)
+    server.start()
+    return server

@@ -121,6 +121,15 @@ class Take:
         return h.place(self.notes, self.track, PITCHES)
 
 
+def stop_and_take(rig: h.Rig) -> tuple[bool, Take]:
+    """Stop the transport, let the last notes out, and take the recording (alive?, take)."""
+    time.sleep(0.2)
+    rig.stop()
+    time.sleep(0.2)
+    alive = rig.performer.alive()
+    return alive, take(rig)
+
+
 def take(rig: h.Rig) -> Take:
     rig.rec.settle()
     t = Take(rig.track(), rig.notes(), rig.controls(), rig.rec.events("notes"),
@@ -586,11 +595,7 @@ def test_malformed_input_on_the_clock_port_does_not_disturb_the_groove(server, l
             while not rig.wait_pos(62 * STEP, timeout=0.04):
                 sender.send(JUNK[i % len(JUNK)])
                 i += 1
-            time.sleep(0.2)
-            rig.stop()
-            time.sleep(0.2)
-            alive = rig.performer.alive()
-            t = take(rig)
+            alive, t = stop_and_take(rig)
     finally:
         sender.close()
     assert i >= 2 * len(JUNK), f"only {i} junk messages were sent"
@@ -629,11 +634,7 @@ def test_a_sysex_split_across_events_does_not_disturb_the_groove(server, live_mo
                 sender.send(bytes([0x03, 0xF7]))
                 splits += 1
             assert rig.wait_pos(62 * STEP)
-            time.sleep(0.2)
-            rig.stop()
-            time.sleep(0.2)
-            alive = rig.performer.alive()
-            t = take(rig)
+            alive, t = stop_and_take(rig)
     finally:
         sender.close()
     assert alive, f"the performer died of a split SysEx:\n{t.output[-3000:]}"
