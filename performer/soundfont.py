@@ -1,18 +1,25 @@
 """A General MIDI drum kit from a SoundFont, as a block renderer like the built-in kit.
 
 Two synth libraries sit behind one small adapter so that
-``benchmarks/soundfont_compare.py`` can measure them through the same code;
-the product uses :data:`DEFAULT_BACKEND` (chosen by that benchmark, figures in
-``benchmarks/results/soundfont_compare.json``):
+``benchmarks/soundfont_compare.py`` measures them through the same code
+(figures in ``benchmarks/results/soundfont_compare.json``, 512-frame blocks):
 
-* ``tinysoundfont`` (PyPI wheel with the TinySoundFont C code built in): takes
-  a note at any frame, so the renderer splits each block at the note's frame
-  and onsets are sample-accurate.
+* ``tinysoundfont`` (PyPI wheel, TinySoundFont built in): takes a note at any
+  frame, so splitting the block at the note's frame makes onsets sample-exact
+  (measured |error| 0 ms median, 0.02 ms max); 0.34-0.43 % of one core per
+  second of a dense 180 BPM groove; but loading FluidR3_GM (148 MB) takes
+  0.5-2 s and 285 MB (its samples become float32), and pip builds its PyAudio
+  dependency from source on Linux and macOS.
 * ``fluidsynth`` (pyfluidsynth over the system's libfluidsynth): starts notes
-  only on its internal 64-frame boundaries (up to 1.45 ms late at 44.1 kHz).
+  only on its internal 64-frame boundaries, 0.65 ms median and 1.3 ms max
+  late; 0.58-1.35 % of a core; FluidR3_GM loads in 0.2 s and 165 MB.
 
-Both are optional: the ``audio`` extra installs the chosen one, and a missing
-library is one :class:`~performer.sound.AudioError` line naming what to install.
+Chosen: tinysoundfont, because timing is this product's point (a 1.3 ms
+jitter would spend most of the 2 ms budget before the audio device adds its
+own), and it needs no system synth library. pyfluidsynth is the fallback when
+it is the one installed. Both are optional (the ``audio`` extra installs
+tinysoundfont); with neither, ``--soundfont`` stops with one
+:class:`~performer.sound.AudioError` line naming what to install.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from performer.sound import CHANNELS, SAMPLE_RATE, AudioError, Event
 DRUM_CHANNEL = 9  # GM drums, 0-based
 DRUM_BANK = 128  # SoundFont percussion bank
 DEFAULT_BACKEND = "tinysoundfont"
+FALLBACK_BACKEND = "fluidsynth"  # used when only pyfluidsynth is installed
+FLUSH_FRAMES = SAMPLE_RATE // 20  # rendered and dropped after a reset: the voices' release is over by then
 INSTALL = {
-    "tinysoundfont": "pip install 'drum-performer[audio]' (the tinysoundfont package)",
+    "tinysoundfont": "pip install 'drum-performer[audio]' (tinysoundfont; its PyAudio dependency builds against PortAudio: apt install portaudio19-dev / brew install portaudio)",
     "fluidsynth": "pip install pyfluidsynth, and the FluidSynth library (Debian/Ubuntu: apt install libfluidsynth3; macOS: brew install fluid-synth)",
 }
 
@@ -61,7 +70,10 @@ class _Tsf:
         return np.frombuffer(buf, dtype=np.float32).reshape(frames, CHANNELS)
 
     def reset(self) -> None:
+        # sounds_off fades the voices over a few ms; run that fade out here so a
+        # reused synth never leaks the last groove's tail into the next one.
         self.synth.sounds_off()
+        self.synth.generate(FLUSH_FRAMES)
 
 
 class _Fluid:
@@ -90,20 +102,34 @@ class _Fluid:
 
     def reset(self) -> None:
         self.synth.all_sounds_off(DRUM_CHANNEL)
+        self.synth.get_samples(FLUSH_FRAMES)
 
 
 _BACKENDS = {"tinysoundfont": _Tsf, "fluidsynth": _Fluid}
 
 
-def require(backend: str = DEFAULT_BACKEND) -> None:
-    """Raise AudioError (one line, what to install) when the backend cannot be imported."""
+def _importable(backend: str) -> bool:
     try:
         if backend == "tinysoundfont":
             import tinysoundfont  # noqa: F401
         else:
-            import fluidsynth  # noqa: F401
+            import fluidsynth  # noqa: F401  (raises ImportError without the C library)
     except (ImportError, OSError):
-        raise AudioError(f"--soundfont needs {backend}: {INSTALL[backend]}") from None
+        return False
+    return True
+
+
+def require() -> str:
+    """The backend to use: tinysoundfont, else pyfluidsynth; AudioError (one line) when neither imports.
+
+    Why a fallback: tinysoundfont measured better (sample-accurate, less CPU),
+    but pip builds its PyAudio dependency from source on Linux and macOS; a
+    user who has FluidSynth already can use that instead.
+    """
+    for backend in (DEFAULT_BACKEND, FALLBACK_BACKEND):
+        if _importable(backend):
+            return backend
+    raise AudioError(f"--soundfont needs a SoundFont synth: {INSTALL[DEFAULT_BACKEND]}")
 
 
 @functools.lru_cache(maxsize=2)
@@ -121,7 +147,8 @@ class SoundFontRenderer:
     thread, :meth:`render` from the audio thread only.
     """
 
-    def __init__(self, path: str | Path, backend: str = DEFAULT_BACKEND) -> None:
+    def __init__(self, path: str | Path, backend: str | None = None) -> None:
+        backend = require() if backend is None else backend
         if backend not in _BACKENDS:
             raise AudioError(f"unknown SoundFont backend {backend!r} (choose from {', '.join(_BACKENDS)})")
         path = Path(path)
