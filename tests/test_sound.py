@@ -124,9 +124,12 @@ def test_sample_wav_onsets_match_midi(tmp_path):
         e, n = ao.file_errors_ms(mid, wav)
         errs.append(e)
         onsets += n
+        # every note, masked ones included: its own sound starts on its note-on
+        own = np.abs(ao.contribution_errors_ms(mid, wav))
+        assert own.max() <= 2.0, own
     errs = np.abs(np.concatenate(errs))
     assert errs.size >= 20 and onsets > 100
-    assert errs.max() <= 2.0, errs
+    assert errs.max() <= 2.0, errs  # measured: median 0.05 ms, max 0.27 ms (benchmarks/results/audio_onsets.json)
 
 
 def test_quantized_interpolation_wav_follows_bpm(tmp_path):
