@@ -54,7 +54,7 @@ else:
     r0 = rss()
     for k in range(3):
         t = time.perf_counter()
-        keep.append(sf._BACKENDS[backend](__import__("pathlib").Path(font)))
+        keep.append(sf._BACKENDS[backend](__import__("pathlib").Path(font), 44100))
         loads.append(time.perf_counter() - t)
         if k == 0:
             mem = rss() - r0  # the first synth, kept alive

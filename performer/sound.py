@@ -13,8 +13,19 @@ callback for each block of frames, while the scheduler thread queues notes with
 drives the very same object block by block, so a WAV is exactly what the live
 sink would play for the same frame times.
 
-Time is in frames (samples at :data:`SAMPLE_RATE`) from the renderer's frame 0,
-integers throughout, like ticks in the performer.
+Time is in frames (samples at the renderer's rate, :data:`SAMPLE_RATE` for
+WAVs) from the renderer's frame 0, integers throughout, like ticks in the
+performer.
+
+What a live sink does with it: build the renderer once before the stream
+starts (``make_renderer``; the kit takes ~0.3 s, a big SoundFont seconds), at
+the device's rate; in the callback, ``out[:] = renderer.render(frames)`` and
+nothing else (renderer frame 0 = the stream's first frame); from the scheduler
+thread, ``schedule(Event(frame, pitch, velocity))`` with ``frame`` = the note's
+predicted time mapped onto the stream's DAC clock (that is where the output
+latency is compensated), at least one block ahead; ``Event(frame, pitch, 0)``
+for note-offs (the built-in kit ignores them, a SoundFont may not);
+``clear()`` on stop. ``late`` counts notes that arrived after their block.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ BLOCK = 512  # frames per block when rendering offline: a typical audio callback
 # a loud unison (kick, snare and crash at 127) goes over the knee and is bent, not wrapped.
 MASTER_GAIN = 1.0
 _KNEE = 0.8  # above this |level| the clipper bends smoothly towards 1.0
-CHOKE_FRAMES = int(0.010 * SAMPLE_RATE)  # a closed hat stops an open hat over 10 ms, as a real foot does
+CHOKE_S = 0.010  # a closed hat stops an open hat over 10 ms, as a real foot does
 MAX_VOICES = 48  # oldest voice dropped beyond this; a dense groove uses fewer than 20
 
 
@@ -57,12 +68,17 @@ class Event(NamedTuple):
     velocity: int
 
 
+CLEAR = Event(-1, -1, -1)  # queued by clear(): the audio thread drops what came before it
+
+
 class BlockRenderer(Protocol):
     """What the offline writer and the live sink need from a sound source."""
 
     frame: int  # first frame of the next block
 
     def schedule(self, event: Event) -> None: ...
+
+    def clear(self) -> None: ...
 
     def render(self, frames: int) -> np.ndarray:  # (frames, CHANNELS) float32 in [-1, 1]
         ...
@@ -84,14 +100,14 @@ def _pan(p: float) -> tuple[float, float]:
     return (math.cos(a), math.sin(a))
 
 
-def _filter(x: np.ndarray, lo: float | None, hi: float | None, order: int = 2) -> np.ndarray:
+def _filter(x: np.ndarray, lo: float | None, hi: float | None, sr: int, order: int = 2) -> np.ndarray:
     """Butterworth-shaped band-pass by FFT, for stationary sources only.
 
     Why apply it to the source before the envelope: a zero-phase FFT filter on
     an enveloped hit would ring *before* the onset and blur its time.
     """
     spec = np.fft.rfft(x)
-    f = np.fft.rfftfreq(len(x), 1.0 / SAMPLE_RATE)
+    f = np.fft.rfftfreq(len(x), 1.0 / sr)
     h = np.ones_like(f)
     if lo:
         h /= np.sqrt(1.0 + (lo / np.maximum(f, 1e-3)) ** (2 * order))
@@ -110,49 +126,49 @@ def _norm(x: np.ndarray) -> np.ndarray:
     return (x / (np.abs(x).max() + 1e-12)).astype(np.float32)
 
 
-def _kick(t, noise, hard):
+def _kick(t, noise, hard, sr):
     f_start, click = (260.0, 1.6) if hard else (170.0, 0.6)
     f = 52.0 + (f_start - 52.0) * np.exp(-t / 0.025)
-    phase = 2 * np.pi * np.cumsum(f) / SAMPLE_RATE
+    phase = 2 * np.pi * np.cumsum(f) / sr
     body = (np.sin(phase) + 0.25 * np.sin(2 * phase)) * np.exp(-t / 0.065)
-    beater = _filter(noise, 1200, 10000 if hard else 4000)
+    beater = _filter(noise, 1200, 10000 if hard else 4000, sr)
     beater = beater / (np.abs(beater).max() + 1e-12) * np.exp(-t / 0.006)
     return body + click * beater
 
 
-def _snare(t, noise, hard):
+def _snare(t, noise, hard, sr):
     tone = 0.7 * np.sin(2 * np.pi * 190 * t) * np.exp(-t / 0.05) + 0.4 * np.sin(2 * np.pi * 330 * t) * np.exp(-t / 0.03)
-    wires = _filter(noise, 900, 5000 if hard else 3000)
+    wires = _filter(noise, 900, 5000 if hard else 3000, sr)
     wires = wires / (np.abs(wires).max() + 1e-12) * np.exp(-t / (0.06 if hard else 0.05))
     return tone + (1.3 if hard else 0.8) * wires
 
 
-def _hat(t, noise, hard, decay):
+def _hat(t, noise, hard, sr, decay):
     src = _metal(t, 1.0) + 0.4 * noise / 3.0
-    band = _filter(src, 6500 if hard else 7500, 17000 if hard else 11000)
+    band = _filter(src, 6500 if hard else 7500, 17000 if hard else 11000, sr)
     attack = np.minimum(1.0, t / 0.0005)
     return band * attack * np.exp(-t / decay)
 
 
 def _tom(f0):
-    def make(t, noise, hard):
+    def make(t, noise, hard, sr):
         f = f0 * (1.0 + (0.6 if hard else 0.35) * np.exp(-t / 0.04))
-        body = np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.exp(-t / (0.42 - f0 / 1000))
-        stick = _filter(noise, 400, 5000 if hard else 2500) * np.exp(-t / 0.015)
+        body = np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t / (0.42 - f0 / 1000))
+        stick = _filter(noise, 400, 5000 if hard else 2500, sr) * np.exp(-t / 0.015)
         return body + (0.8 if hard else 0.4) * stick / (np.abs(stick).max() + 1e-12)
 
     return make
 
 
-def _crash(t, noise, hard):
+def _crash(t, noise, hard, sr):
     src = _metal(t, 1.45) + 0.7 * noise / 3.0
-    band = _filter(src, 2000, 9000 if hard else 6000)
+    band = _filter(src, 2000, 9000 if hard else 6000, sr)
     attack = np.minimum(1.0, t / 0.002)
     return band * attack * (0.75 * np.exp(-t / 0.9) + 0.25 * np.exp(-t / 0.08))
 
 
-def _ride(t, noise, hard):
-    wash = _filter(_metal(t, 2.1) + 0.5 * noise / 3.0, 3000, 11000 if hard else 7500)
+def _ride(t, noise, hard, sr):
+    wash = _filter(_metal(t, 2.1) + 0.5 * noise / 3.0, 3000, 11000 if hard else 7500, sr)
     wash = wash / (np.abs(wash).max() + 1e-12) * np.exp(-t / 0.9)
     bell = sum(a * np.sin(2 * np.pi * f * t) for f, a in ((2350, 0.5), (3170, 0.35), (4410, 0.25)))
     ping = bell * np.exp(-t / 0.45) * (0.9 if hard else 0.5)
@@ -164,8 +180,8 @@ def _ride(t, noise, hard):
 _RECIPES = {
     36: (_kick, 0.4, 0.0, 1.0),
     38: (_snare, 0.4, 0.0, 0.85),
-    42: (lambda t, n, h: _hat(t, n, h, 0.028 if h else 0.04), 0.3, -0.35, 0.4),
-    46: (lambda t, n, h: _hat(t, n, h, 0.45), 1.6, -0.35, 0.4),
+    42: (lambda t, n, h, sr: _hat(t, n, h, sr, 0.028 if h else 0.04), 0.3, -0.35, 0.4),
+    46: (lambda t, n, h, sr: _hat(t, n, h, sr, 0.45), 1.6, -0.35, 0.4),
     43: (_tom(95.0), 0.9, 0.4, 0.8),
     47: (_tom(130.0), 0.8, 0.15, 0.8),
     50: (_tom(175.0), 0.7, -0.15, 0.8),
@@ -179,18 +195,21 @@ _ALIASES = {35: 36, 37: 38, 40: 38, 39: 38, 44: 42, 22: 42, 26: 46, 41: 43, 45: 
 _CHOKES = {42: (46,), 44: (46,), 22: (46,)}
 
 
-@functools.lru_cache(maxsize=1)
-def synth_kit() -> dict[int, Voice]:
-    """The nine voices of the built-in kit, keyed by GM pitch (deterministic: fixed noise seed)."""
+@functools.lru_cache(maxsize=2)
+def synth_kit(sample_rate: int = SAMPLE_RATE) -> dict[int, Voice]:
+    """The nine voices of the built-in kit, keyed by GM pitch (deterministic: fixed noise seed).
+
+    Built at the output's rate (44.1 kHz for WAVs; a live device or JACK may run at 48 kHz).
+    """
     kit = {}
     for i, (pitch, (make, seconds, pan, level)) in enumerate(sorted(_RECIPES.items())):
-        n = int(seconds * SAMPLE_RATE)
-        t = np.arange(n) / SAMPLE_RATE
+        n = int(seconds * sample_rate)
+        t = np.arange(n) / sample_rate
         noise = np.random.default_rng(1000 + i).standard_normal(n)
-        hard = make(t, noise, True)
-        soft = make(t, noise, False)
+        hard = make(t, noise, True, sample_rate)
+        soft = make(t, noise, False, sample_rate)
         peak = np.abs(hard).max() + 1e-12
-        fade = np.minimum(1.0, (n - 1 - np.arange(n)) / (0.02 * SAMPLE_RATE))  # no click at the end
+        fade = np.minimum(1.0, (n - 1 - np.arange(n)) / (0.02 * sample_rate))  # no click at the end
         kit[pitch] = Voice((soft / peak * fade).astype(np.float32), _norm(hard * fade), _pan(pan), level)
     return kit
 
@@ -226,8 +245,10 @@ class Renderer:
     frame and is counted in ``late``: heard late rather than lost.
     """
 
-    def __init__(self, kit: dict[int, Voice] | None = None) -> None:
-        self.kit = synth_kit() if kit is None else kit
+    def __init__(self, kit: dict[int, Voice] | None = None, sample_rate: int = SAMPLE_RATE) -> None:
+        self.sample_rate = sample_rate
+        self.kit = synth_kit(sample_rate) if kit is None else kit
+        self.choke_frames = max(1, round(CHOKE_S * sample_rate))
         self.frame = 0
         self.late = 0
         self._inbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
@@ -239,14 +260,12 @@ class Renderer:
         self._inbox.put(event)
 
     def clear(self) -> None:
-        """Forget queued notes and silence every voice at once (transport stop, panic)."""
-        while True:
-            try:
-                self._inbox.get_nowait()
-            except queue.Empty:
-                break
-        self._pending.clear()
-        self._playing.clear()
+        """Forget the notes queued so far and silence every voice (transport stop, panic).
+
+        Safe from any thread: it queues a marker that the audio thread acts on
+        at its next block, in order, so notes scheduled after it still play.
+        """
+        self._inbox.put(CLEAR)
 
     def _drain(self) -> None:
         while True:
@@ -254,6 +273,10 @@ class Renderer:
                 ev = self._inbox.get_nowait()
             except queue.Empty:
                 return
+            if ev is CLEAR:
+                self._pending.clear()
+                self._playing.clear()
+                continue
             heapq.heappush(self._pending, (ev.frame, self._seq, ev))
             self._seq += 1
 
@@ -286,13 +309,13 @@ class Renderer:
             a = max(p.start, t0)
             end = p.start + len(v.soft)
             if p.stop_at is not None:
-                end = min(end, p.stop_at + CHOKE_FRAMES)
+                end = min(end, p.stop_at + self.choke_frames)
             b = min(end, t1)
             if b > a:
                 i, j = a - p.start, b - p.start
                 seg = p.gain * ((1.0 - p.mix) * v.soft[i:j] + p.mix * v.hard[i:j])
                 if p.stop_at is not None:
-                    seg *= np.clip((p.stop_at + CHOKE_FRAMES - np.arange(a, b)) / CHOKE_FRAMES, 0.0, 1.0)
+                    seg *= np.clip((p.stop_at + self.choke_frames - np.arange(a, b)) / self.choke_frames, 0.0, 1.0)
                 out[a - t0 : b - t0, 0] += v.pan[0] * seg
                 out[a - t0 : b - t0, 1] += v.pan[1] * seg
             if end > t1:
@@ -315,7 +338,7 @@ def soft_clip(x: np.ndarray) -> np.ndarray:
 # --- offline: MIDI file -> WAV ------------------------------------------------------
 
 
-def midi_events(path: str | Path, channel: int | None = 9) -> list[Event]:
+def midi_events(path: str | Path, channel: int | None = 9, sample_rate: int = SAMPLE_RATE) -> list[Event]:
     """Note events of a MIDI file at frames, from its ticks through its tempo map.
 
     Why read the written file back rather than recompute from the Pattern: the
@@ -345,7 +368,7 @@ def midi_events(path: str | Path, channel: int | None = 9) -> list[Event]:
             tempo, seg_tick, seg_sec = m.tempo, tick, sec
         elif m.type in ("note_on", "note_off") and (channel is None or m.channel == channel):
             vel = m.velocity if m.type == "note_on" else 0
-            events.append(Event(round(sec * SAMPLE_RATE), m.note, vel))
+            events.append(Event(round(sec * sample_rate), m.note, vel))
     return events
 
 

@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from performer.sound import CHANNELS, SAMPLE_RATE, AudioError, Event
+from performer.sound import CHANNELS, CLEAR, SAMPLE_RATE, AudioError, Event
 
 DRUM_CHANNEL = 9  # GM drums, 0-based
 DRUM_BANK = 128  # SoundFont percussion bank
 DEFAULT_BACKEND = "tinysoundfont"
 FALLBACK_BACKEND = "fluidsynth"  # used when only pyfluidsynth is installed
-FLUSH_FRAMES = SAMPLE_RATE // 20  # rendered and dropped after a reset: the voices' release is over by then
+FLUSH_S = 0.05  # rendered and dropped after a reset: the voices' release is over by then
 INSTALL = {
     "tinysoundfont": "pip install 'drum-performer[audio]' (tinysoundfont; its PyAudio dependency builds against PortAudio: apt install portaudio19-dev / brew install portaudio)",
     "fluidsynth": "pip install pyfluidsynth, and the FluidSynth library (Debian/Ubuntu: apt install libfluidsynth3; macOS: brew install fluid-synth)",
@@ -47,12 +47,13 @@ INSTALL = {
 class _Tsf:
     """tinysoundfont: float32 stereo out, notes take effect at the next generated frame."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sample_rate: int) -> None:
+        self.flush = round(FLUSH_S * sample_rate)
         try:
             import tinysoundfont
         except ImportError:
             raise AudioError(f"--soundfont needs tinysoundfont: {INSTALL['tinysoundfont']}") from None
-        self.synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
+        self.synth = tinysoundfont.Synth(samplerate=sample_rate)
         try:
             sfid = self.synth.sfload(str(path))
             self.synth.program_select(DRUM_CHANNEL, sfid, DRUM_BANK, 0, is_drums=True)
@@ -73,18 +74,19 @@ class _Tsf:
         # sounds_off fades the voices over a few ms; run that fade out here so a
         # reused synth never leaks the last groove's tail into the next one.
         self.synth.sounds_off()
-        self.synth.generate(FLUSH_FRAMES)
+        self.synth.generate(self.flush)
 
 
 class _Fluid:
     """pyfluidsynth: int16 stereo out; reverb and chorus off (a dry kit, like the built-in one)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sample_rate: int) -> None:
+        self.flush = round(FLUSH_S * sample_rate)
         try:
             import fluidsynth
         except (ImportError, OSError):  # the Python package or the C library is missing
             raise AudioError(f"--soundfont with fluidsynth needs {INSTALL['fluidsynth']}") from None
-        self.synth = fluidsynth.Synth(gain=0.5, samplerate=SAMPLE_RATE, **{
+        self.synth = fluidsynth.Synth(gain=0.5, samplerate=sample_rate, **{
             "synth.reverb.active": 0, "synth.chorus.active": 0})
         sfid = self.synth.sfload(str(path))
         if sfid < 0 or self.synth.program_select(DRUM_CHANNEL, sfid, DRUM_BANK, 0) < 0:
@@ -102,7 +104,7 @@ class _Fluid:
 
     def reset(self) -> None:
         self.synth.all_sounds_off(DRUM_CHANNEL)
-        self.synth.get_samples(FLUSH_FRAMES)
+        self.synth.get_samples(self.flush)
 
 
 _BACKENDS = {"tinysoundfont": _Tsf, "fluidsynth": _Fluid}
@@ -133,9 +135,9 @@ def require() -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(path: str, backend: str):
+def _load(path: str, backend: str, sample_rate: int):
     """One loaded font per process: ``sample -n 8 --soundfont`` loads a 150 MB font once."""
-    return _BACKENDS[backend](Path(path))
+    return _BACKENDS[backend](Path(path), sample_rate)
 
 
 class SoundFontRenderer:
@@ -147,14 +149,14 @@ class SoundFontRenderer:
     thread, :meth:`render` from the audio thread only.
     """
 
-    def __init__(self, path: str | Path, backend: str | None = None) -> None:
+    def __init__(self, path: str | Path, backend: str | None = None, sample_rate: int = SAMPLE_RATE) -> None:
         backend = require() if backend is None else backend
         if backend not in _BACKENDS:
             raise AudioError(f"unknown SoundFont backend {backend!r} (choose from {', '.join(_BACKENDS)})")
         path = Path(path)
         if not path.is_file():
             raise AudioError(f"SoundFont {path} does not exist")
-        self.synth = _load(str(path.resolve()), backend)
+        self.synth = _load(str(path.resolve()), backend, sample_rate)
         self.synth.reset()
         self.frame = 0
         self.late = 0
@@ -166,13 +168,8 @@ class SoundFontRenderer:
         self._inbox.put(event)
 
     def clear(self) -> None:
-        while True:
-            try:
-                self._inbox.get_nowait()
-            except queue.Empty:
-                break
-        self._pending.clear()
-        self.synth.reset()
+        """As the built-in renderer's: safe from any thread, acted on at the next block."""
+        self._inbox.put(CLEAR)
 
     def render(self, frames: int) -> np.ndarray:
         t0, t1 = self.frame, self.frame + frames
@@ -181,6 +178,10 @@ class SoundFontRenderer:
                 ev = self._inbox.get_nowait()
             except queue.Empty:
                 break
+            if ev is CLEAR:
+                self._pending.clear()
+                self.synth.reset()
+                continue
             heapq.heappush(self._pending, (ev.frame, self._seq, ev))
             self._seq += 1
         out = np.empty((frames, CHANNELS), dtype=np.float32)
