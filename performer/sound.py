@@ -458,5 +458,5 @@ def soundfont_arg(value: str) -> str:
     try:
         soundfont.require()
     except AudioError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--soundfont ")) from None
     return value

@@ -6,13 +6,13 @@ Two synth libraries sit behind one small adapter so that
 
 * ``tinysoundfont`` (PyPI wheel, TinySoundFont built in): takes a note at any
   frame, so splitting the block at the note's frame makes onsets sample-exact
-  (measured |error| 0 ms median, 0.02 ms max); 0.34-0.43 % of one core per
+  (measured |error| 0 ms median, 0.02 ms max); 0.32-0.43 % of one core per
   second of a dense 180 BPM groove; but loading FluidR3_GM (148 MB) takes
-  0.5-2 s and 285 MB (its samples become float32), and pip builds its PyAudio
+  0.5-2 s (over several runs) and 285 MB (its samples become float32), and pip builds its PyAudio
   dependency from source on Linux and macOS.
 * ``fluidsynth`` (pyfluidsynth over the system's libfluidsynth): starts notes
   only on its internal 64-frame boundaries, 0.65 ms median and 1.3 ms max
-  late; 0.58-1.35 % of a core; FluidR3_GM loads in 0.2 s and 165 MB.
+  late; 0.56-1.35 % of a core; FluidR3_GM loads in 0.1-0.2 s and 165 MB.
 
 Chosen: tinysoundfont, because timing is this product's point (a 1.3 ms
 jitter would spend most of the 2 ms budget before the audio device adds its
