@@ -40,6 +40,7 @@ from performer import ports as ports_mod
 from performer.clock import STOP, TICKS_PER_BAR, InternalClock, MidiClock, Transport
 from performer.controls import Controller, MidiMap
 from performer.director import Director
+from performer.link_clock import LinkClock, open_link_clock, require_binding
 from performer.scheduler import Player, Scheduler
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class LiveOptions:
     start_on_clock: bool = False
     headless: bool | None = None  # None: headless when there is no terminal
     latency_ms: float = 0.0
+    link: bool = False  # follow an Ableton Link session (--bpm: the tempo proposed to it)
 
     def validate(self) -> None:
         if not 1 <= self.channel <= 16:
@@ -220,7 +222,7 @@ class LiveApp:
         clock, sched, d = self.clock, self.scheduler, self.director
         running = bool(clock and clock.running)
         pos = clock.position(now) if clock else None
-        if running and clock.arrived() == -math.inf and not isinstance(clock, InternalClock):
+        if running and clock.arrived() == -math.inf and not isinstance(clock, (InternalClock, LinkClock)):
             transport = "starting"
         elif running:
             transport = "playing"
@@ -249,7 +251,8 @@ class LiveApp:
             "pattern": pattern,
             "director": d.status() if d else {},
             "out": self.output.describe() if self.output else "-",
-            "clock": (f"internal {self.opts.bpm:g} BPM" if self.opts.bpm else
+            "clock": (clock.describe() if isinstance(clock, LinkClock) else
+                      f"internal {self.opts.bpm:g} BPM" if self.opts.bpm else
                       (self.input.describe() if self.input else "-")),
             "mode": mode,
             "help": self.help,
@@ -263,6 +266,8 @@ class LiveApp:
         t0 = time.perf_counter()
         opts = self.opts
         midi_map = MidiMap.load(opts.map)
+        if opts.link:
+            require_binding()
         if self.engine is None:
             from performer.engine import Engine  # onnxruntime: only the live path pays for it
 
@@ -277,7 +282,10 @@ class LiveApp:
         handlers: dict[int, object] = {}
         try:
             self._open_ports()
-            self.clock = InternalClock(opts.bpm) if opts.bpm else MidiClock(start_on_clock=opts.start_on_clock)
+            if opts.link:
+                self.clock = open_link_clock(opts.bpm or 120.0)
+            else:
+                self.clock = InternalClock(opts.bpm) if opts.bpm else MidiClock(start_on_clock=opts.start_on_clock)
             self.scheduler = Scheduler(
                 self.director,
                 channel=opts.channel - 1,
@@ -298,14 +306,14 @@ class LiveApp:
             handlers = self._install_signals()
             sys.setswitchinterval(SWITCH_INTERVAL)
             self.director.start()
-            if isinstance(self.clock, InternalClock):
+            if isinstance(self.clock, (InternalClock, LinkClock)):
                 self.clock.start(time.perf_counter())
             self.player.start()
             self.player.ready.wait(2.0)
             self.ready_s = time.perf_counter() - t0
             info = {
                 "out": self.output.describe(),
-                "clock": f"internal {opts.bpm:g} BPM" if opts.bpm else (self.input.describe() if self.input else "-"),
+                "clock": self.clock.describe() if opts.link else f"internal {opts.bpm:g} BPM" if opts.bpm else (self.input.describe() if self.input else "-"),
                 "seed": self.seed,
                 "api": getattr(self.output, "api", "memory"),
                 "ready_s": self.ready_s,
@@ -334,7 +342,7 @@ class LiveApp:
         if self.input is None:
             api = getattr(self.output, "api", opts.api)
             if opts.clock_port is None and not ports_mod.virtual_supported(api):
-                if not opts.bpm:
+                if not opts.bpm and not opts.link:
                     raise LiveError(
                         "no clock input: " + ports_mod.LOOPMIDI_HINT.split(": ", 1)[1]
                         + " (or play on the internal clock with --bpm N)"
@@ -453,6 +461,8 @@ class LiveApp:
                 p.final_panic()
         if self.director is not None:
             self.director.close()
+        if isinstance(self.clock, LinkClock):
+            self.clock.close()
         for port in (self.input, self.output):
             if port is not None:
                 with contextlib.suppress(Exception):

@@ -124,6 +124,14 @@ class Session(Protocol):
     def set_tempo(self, bpm: float, host_us: float) -> None: ...
 
 
+def require_binding() -> None:
+    """Fail early, in one line, when ``--link`` cannot work: before the model or any port is opened."""
+    try:
+        import link  # noqa: F401
+    except ImportError:
+        raise LinkUnavailable(MISSING_LINE) from None
+
+
 class LinkSession:
     """The binding (``import link``, package LinkPython-extern) behind :class:`Session`.
 
@@ -136,10 +144,9 @@ class LinkSession:
     """
 
     def __init__(self, bpm: float) -> None:
-        try:
-            import link
-        except ImportError:
-            raise LinkUnavailable(MISSING_LINE) from None
+        require_binding()
+        import link
+
         self._link = link.Link(float(bpm))
         self._link.startStopSyncEnabled = True
         self.clock_us = self._link.clock().micros  # CLOCK_MONOTONIC_RAW, microseconds
@@ -159,10 +166,6 @@ class LinkSession:
         s = self._link.captureAppSessionState()
         s.setTempo(float(bpm), int(host_us))
         self._link.commitAppSessionState(s)
-
-
-def open_session(bpm: float) -> LinkSession:
-    return LinkSession(bpm)
 
 
 class LinkClock:
@@ -308,3 +311,8 @@ class LinkClock:
 
     def next_check(self, now: float) -> float | None:
         return now + REFRESH_S if self._started else None
+
+
+def open_link_clock(bpm: float = 120.0) -> LinkClock:
+    """``--link``: a clock on the Link session (not joined until ``start``)."""
+    return LinkClock(LinkSession(bpm))

@@ -44,6 +44,9 @@ def add_parsers(sub) -> None:
     c = p.add_argument_group("clock")
     c.add_argument("--bpm", type=number(float, 20, 400, " BPM"), metavar="N",
                    help="play on an internal clock at N BPM instead of following MIDI clock")
+    c.add_argument("--link", action="store_true",
+                   help="join an Ableton Link session on the local network: tempo, beat and start/stop "
+                   "come from it (--bpm N: the tempo proposed to it); needs pip install 'drum-performer[link]'")
     c.add_argument("--start-on-clock", action="store_true",
                    help="start when clock arrives without a Start (for masters that never send transport)")
     c.add_argument("--latency-ms", type=number(float, -50, 50), default=0.0, metavar="MS",
@@ -98,6 +101,7 @@ def run_live(a) -> int:
         start_on_clock=a.start_on_clock,
         headless=True if a.headless else None,
         latency_ms=a.latency_ms,
+        link=a.link,
     )
     app = LiveApp(opts)
 
