@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 QUANTUM = 4.0  # beats: one bar of 4/4, the phase Link peers agree on
 BEATS_PER_CYCLE = 16  # the 4-bar cycle starts on multiples of 16 Link beats
+CUE_SLACK_TICKS = 1e-3  # ~20 us at 120 BPM
 REFRESH_S = 0.01  # re-read the session this often: a peer's tempo change reaches notes within this
 STALE_TICKS = 3.0  # unsent notes more than this late (a timeline jump, a stall) are dropped, not clumped
 MISSING_LINE = ("--link needs the Ableton Link binding: pip install 'drum-performer[link]' "
@@ -267,7 +268,9 @@ class LinkClock:
         """Start on the beat the session started at, if that is still ahead; else just ahead of now."""
         earliest = self.bridge.to_host(now + self.start_delay)
         t = s.play_us if self._follow and s.play_us >= earliest else earliest
-        cue = math.ceil(PPQN * s.beat_at(t) - 1e-6)  # float noise must not skip the first tick
+        # Link host times are whole microseconds: a start placed on a beat reads as up to a
+        # microsecond past it, which must not push the start past the beat's clock and skip its step
+        cue = math.ceil(PPQN * s.beat_at(t) - CUE_SLACK_TICKS)
         self._cue = max(cue, 0)  # before beat 0 (a count-in) there is nothing to play
         self.running = True
         self._events.append(Transport(START, self._cue, now))

@@ -261,3 +261,21 @@ def test_missing_binding_is_one_clear_line(monkeypatch):
         LinkSession(120.0)
     assert str(e.value) == MISSING_LINE and "\n" not in MISSING_LINE
     assert QUANTUM == 4.0
+
+
+def test_a_start_read_a_microsecond_past_its_beat_still_starts_on_that_beat():
+    """The peer's start time is whole microseconds: beat 8 may read as 8.000002. Found on the
+    real binding (start_pos 97 instead of 96, skipping the first step)."""
+    session = SimSession(120.0, beat0=0.0, host0_us=host(0.0))
+    st, session, clock = make(session)
+    st.now = 1.0
+    session.start_stop(False, host(0.5))
+    clock.start(st.now)
+    session.start_stop(False, host(1.0))
+    st.now = 1.1
+    clock.update(st.now)  # following now, stopped
+    assert not clock.running
+    session.start_stop(True, host(4.0) + 1.0)  # beat 8, one microsecond late
+    st.now = 2.0
+    (start,) = clock.update(st.now)
+    assert start.kind == START and start.pos == 8 * 24

@@ -1,0 +1,121 @@
+"""``--link`` over the real path: a real second Link peer, a private JACK server, the CLI.
+
+Link peers must never run in this machine's own network namespace (multicast
+on every interface). The peer refuses unless it is in a namespace made for
+it with only loopback (checked by the first two tests, which start no peer),
+and the end-to-end test runs the whole rig through ``unshare --net`` (see
+tests/link_rig.py and benchmarks/link_timing.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from performer.link_clock import MISSING_LINE
+from tests import link_rig
+from tests.jack import harness as h
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env.pop(link_rig.OUTER_ENV, None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def test_peer_refuses_to_start_outside_a_private_namespace():
+    r = subprocess.run([sys.executable, "-m", "tests.link_peer"], input="quit\n", text=True,
+                       capture_output=True, env=_env(), timeout=30)
+    assert r.returncode != 0
+    assert "refusing to start a Link peer" in r.stderr
+    assert '"ready"' not in r.stdout
+
+
+def test_peer_refuses_in_the_namespace_it_was_launched_from():
+    """A forged record of the outer namespace (ours) is caught: same inode, refused."""
+    r = subprocess.run([sys.executable, "-m", "tests.link_peer"], input="quit\n", text=True,
+                       capture_output=True, env=_env(**{link_rig.OUTER_ENV: str(link_rig.netns_inode())}),
+                       timeout=30)
+    assert r.returncode != 0
+    assert "still in the launching network namespace" in r.stderr
+
+
+def test_link_without_the_binding_is_one_line(tmp_path):
+    shadow = tmp_path / "link"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('no Link binding here')\n")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    r = subprocess.run([sys.executable, "-m", "performer.cli", "--link", "--headless"], text=True,
+                       capture_output=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and MISSING_LINE in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_performer_follows_a_real_link_peer(tmp_path):
+    """The peer sets the tempo, starts, changes the tempo, stops, starts again, stops;
+    the performer's notes, recorded over JACK frames, follow every step."""
+    why = link_rig.unavailable() or h.missing_tools()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "link.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.link_timing", "--json", str(out),
+                        "--seconds", "5", "--after", "3"], text=True, capture_output=True,
+                       env=_env(), timeout=240, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    # it really ran in a namespace of its own, with loopback only
+    assert res["netns"]["interfaces"] == ["lo"]
+    assert res["netns"]["inode"] != res["netns"]["launching_inode"]
+    assert res["netns"]["launching_inode"] == link_rig.netns_inode()
+    # JACK's clock is Link's clock (CLOCK_MONOTONIC_RAW): the measurement is on one timeline
+    assert res["jack_vs_raw_us_median"] < 50
+    period_ms = 1000.0 * res["jack_period"] / 48000
+    assert res["notes_120"] >= 20, res["log_tail"]
+    # on the peer's 16th grid: JACK delivers at the next period start, so within a period (+1 ms)
+    assert res["link_median_abs_err_ms"] <= period_ms
+    assert res["link_p95_abs_err_ms"] <= period_ms + 1.0
+    # the peer's tempo change is followed within a beat
+    assert res["notes_after_change"] >= 10
+    assert res["link_tempo_follow_beats"] is not None and res["link_tempo_follow_beats"] <= 1.0
+    # the peer's stop stops the performer; its start starts it on the peer's bar, on the grid
+    assert res["notes_after_stop"] == 0
+    assert res["notes_after_restart"] > 0
+    assert -5.0 <= res["restart_first_note_minus_peer_start_ms"] <= 60000.0 / res["to_bpm"]
+    assert abs(res["restart_first_note_grid_err_ms"]) <= period_ms + 1.0
+    assert res["unreleased"] == 0
+
+
+@pytest.mark.slow
+def test_link_clock_on_the_real_binding_follows_a_real_peer_and_leads_its_tempo():
+    """LinkClock + LinkSession (the binding) against a peer process: our tempo change reaches
+    the peer, the peer's tempo, start and stop reach our clock, and the beat phase agrees."""
+    why = link_rig.unavailable()
+    if why:
+        pytest.skip(why)
+    r = link_rig.run_in_private_netns("tests.link_session_check", [], timeout=120, capture=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["interfaces"] == ["lo"]
+    assert res["joined"]
+    assert res["describe"] == "Ableton Link, 1 peer"
+    assert res["peer_tempo_after_ours"] == pytest.approx(133.0, abs=1e-3)
+    assert res["our_bpm_after_peer"] == pytest.approx(90.0, abs=1e-3)
+    assert res["phase_diff_beats"] < 1e-3  # quantum 4: bars line up
+    assert res["stopped_after_peer_stop"] and res["started_after_peer_start"]
+    assert res["start_pos"] is not None and res["start_pos"] % 96 == 0  # the peer starts on its bar
+    assert abs(res["start_time_minus_peer_start_us"]) < 100
+    assert res["stops"] == 1
