@@ -279,3 +279,20 @@ def test_a_start_read_a_microsecond_past_its_beat_still_starts_on_that_beat():
     st.now = 2.0
     (start,) = clock.update(st.now)
     assert start.kind == START and start.pos == 8 * 24
+
+
+def test_the_view_shows_link_peers_and_the_session_tempo():
+    from performer.app import LiveApp, LiveOptions
+    from performer.view import render
+
+    session = SimSession(120.0, beat0=0.0, host0_us=host(0.0))
+    session.peers = 2
+    st, session, clock = make(session)
+    clock.start(0.0)
+    session.change_tempo(137.5, host(0.0))
+    clock.update(0.0)
+    app = LiveApp(LiveOptions(link=True))
+    app.clock = clock
+    text = "\n".join(render(app.status()))
+    assert "Ableton Link, 2 peers" in text
+    assert "137.5 BPM" in text
