@@ -144,7 +144,9 @@ def run(a) -> dict:
         peer.ask(f"tempo {a.bpm:g}")
         time.sleep(0.3)
         start = peer.ask("play")
+        c0, w0 = h.cpu_seconds(perf.pid), time.monotonic()
         time.sleep(a.seconds)
+        cpu = 100.0 * (h.cpu_seconds(perf.pid) - c0) / (time.monotonic() - w0)
         change = peer.ask(f"tempo {a.to_bpm:g}")
         time.sleep(a.after)
         stop = peer.ask("stop")
@@ -200,6 +202,7 @@ def run(a) -> dict:
         "restart_first_note_minus_peer_start_ms": (first - restart["start_us"]) / 1000.0 if first else None,
         "restart_first_note_grid_err_ms": grid_error_ms(first, restart)[0] if first else None,
         "unreleased": len(h.unreleased(notes)),
+        "cpu_percent_120": cpu,  # the performer process, % of one core, while playing at --bpm
         "jack_period": a.period,
         "jack_vs_raw_us_median": h.percentile([abs(x) for x in fc.jack_vs_raw_us], 50),
         "xruns": rec.xruns,
