@@ -318,4 +318,6 @@ class LinkClock:
 
 def open_link_clock(bpm: float = 120.0) -> LinkClock:
     """``--link``: a clock on the Link session (not joined until ``start``)."""
-    return LinkClock(LinkSession(bpm))
+    session = LinkSession(bpm)
+    # Link's own clock, whatever it reads on this platform (Linux: CLOCK_MONOTONIC_RAW)
+    return LinkClock(session, HostBridge(host_us=session.clock_us))
