@@ -18,7 +18,7 @@ import sys
 from model.errors import DrumPerformerError
 
 PROG = "drum-performer"
-SUBCOMMANDS = ("sample", "train", "export", "eval", "ports", "live")
+SUBCOMMANDS = ("sample", "styles", "train", "export", "eval", "ports", "live")
 
 
 class UserError(DrumPerformerError):
@@ -230,10 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Without a subcommand it plays live (see 'drum-performer live --help').",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = p.add_subparsers(dest="command", metavar="{live,sample,train,export,eval,ports}")
+    sub = p.add_subparsers(dest="command", metavar="{live,sample,styles,train,export,eval,ports}")
     from performer import offline
 
     offline.add_parser(sub, _positive_int, _nonneg_float, _bpm)
+    offline.add_styles_parser(sub)
     _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
