@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from performer.cli import number
+from performer.clock import SPP_UNITS
 from performer.ports import API_CHOICES
 
 KEYS_EPILOG = """\
@@ -46,6 +47,9 @@ def add_parsers(sub) -> None:
                    help="play on an internal clock at N BPM instead of following MIDI clock")
     c.add_argument("--start-on-clock", action="store_true",
                    help="start when clock arrives without a Start (for masters that never send transport)")
+    c.add_argument("--spp-units", choices=SPP_UNITS, default="16ths",
+                   help="what the master's Song Position Pointer counts: 16ths (the MIDI spec, most DAWs; "
+                   "default) or clocks (Ardour 7: see the README's DAW list)")
     c.add_argument("--latency-ms", type=number(float, -50, 50), default=0.0, metavar="MS",
                    help="send notes MS earlier to make up for output latency (negative: later)")
     m = p.add_argument_group("groove")
@@ -98,6 +102,7 @@ def run_live(a) -> int:
         start_on_clock=a.start_on_clock,
         headless=True if a.headless else None,
         latency_ms=a.latency_ms,
+        spp_units=a.spp_units,
     )
     app = LiveApp(opts)
 

@@ -1,0 +1,226 @@
+"""The live performer over JACK when the studio misbehaves (issue 11, items 5, 6, 11, 14).
+
+An open SysEx that never ends on the clock input, the JACK server going away
+and coming back, two performers at once, no listener on the output, and a
+master (like Ardour 7) whose Song Position Pointer counts clocks, not 16ths.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pytest
+
+from model import drums
+from tests.jack import harness as h
+from tests.jack import test_e2e as e2e
+from tests.jack.test_e2e import (
+    BPM,
+    STEP,
+    assert_on_time,
+    assert_plays,
+    performer_args,
+    stop_and_take,
+)
+
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
+
+# the end-to-end suite's fixtures: the engine, and the seed whose groove is busy enough
+engine = e2e.engine
+groove = e2e.groove
+
+
+@h.retry_invalid()
+def test_a_sysex_that_never_ends_does_not_stop_the_clock(server, live_model, groove):
+    """F0 7E 01 02 and no F7, ever, from another source on the clock input, at beat 2.
+
+    python-rtmidi's JACK input then holds every later event (the clock too) until an
+    F7; the performer must go on playing every step with the pattern's notes, and be
+    on time again a beat after the SysEx."""
+    seed, pattern = groove
+    sender = h.Sender(server, f"dp-open-sysex-{uuid.uuid4().hex[:4]}")
+    try:
+        with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
+            rig.rec.connect(sender.port_name, rig.performer.clock_port)
+            rig.start()
+            assert rig.wait_pos(2 * h.PPQN + 3)
+            sender.send(bytes([0xF0, 0x7E, 0x01, 0x02]))
+            reached = rig.wait_pos(62 * STEP, timeout=15.0)
+            alive, t = stop_and_take(rig)
+    finally:
+        sender.close()
+    assert alive, f"the performer died of an open SysEx:\n{t.output[-3000:]}"
+    assert reached, "the clock master stopped?"
+    placed = [p for p in t.placed() if p.step < 62]
+    assert_plays(placed, pattern, range(0, 62), "with a SysEx left open on the clock input at step 8")
+    assert_on_time([p for p in placed if p.step >= 16], t, server, "a beat after the open SysEx: ")
+    assert not h.unreleased(t.notes)
+
+
+def _reported_out(perf: h.Performer, timeout: float = 30.0) -> str:
+    """The output name the performer's ready line reports: "... drums to virtual 'NAME' ..."."""
+    pat = re.compile(r"drums to virtual '([^']+)'")
+    m = h.wait_until(lambda: pat.search(perf.output()), timeout)
+    assert m, f"no ready line naming the output:\n{perf.output()[-2000:]}"
+    return m.group(1)
+
+
+def test_two_instances_report_the_names_jack_gave_and_warn_when_unconnected(server, live_model, groove):
+    """Two performers at once: JACK names the second client drum-performer-01; each must
+    report the name it really has. Nothing is connected to either output: each warns
+    once, saying how to connect it or hear it."""
+    seed, _ = groove
+    rec = h.Recorder(server, f"dp-names-{uuid.uuid4().hex[:4]}", inputs=("x",))
+    a = b = None
+    try:
+        a = h.Performer(server, rec, performer_args(live_model, seed, "--headless"))
+        b = h.Performer(server, rec, performer_args(live_model, seed, "--headless"))
+        name_a, name_b = _reported_out(a), _reported_out(b)
+        graph = rec.port_names(is_midi=True, is_output=True)
+        assert name_a != name_b, f"both report {name_a!r}"
+        assert name_a in graph and name_b in graph, f"reported {name_a!r}, {name_b!r}; JACK has {graph}"
+        assert {name_a, name_b} == {a.out_port, b.out_port}
+        for p in (a, b):
+            said = h.wait_until(lambda p=p: "nothing is connected" in p.output(), 10.0)
+            assert said, f"no warning about the unconnected output:\n{p.output()[-2000:]}"
+            line = next(ln for ln in p.output().splitlines() if "nothing is connected" in ln)
+            assert "jack_connect" in line and "fluidsynth" in line, line
+            assert p.output().count("nothing is connected") == 1
+    finally:
+        for p in (a, b):
+            if p is not None:
+                p.stop()
+        rec.close()
+
+
+def test_a_connected_output_gets_no_unconnected_warning(server, live_model, groove):
+    seed, _ = groove
+    with h.Rig(server, performer_args(live_model, seed, "--quantize", "-v"), bpm=BPM) as rig:
+        # the performer says where its drums go once it has looked (after a grace of ~3 s)
+        said = h.wait_until(lambda: "drums output" in rig.performer.output(), 10.0)
+        out = rig.performer.output()
+    assert said, out[-2000:]
+    assert rig.rec.port("notes") in out, out[-2000:]
+    assert "nothing is connected" not in out and "nothing sends clock" not in out, out[-2000:]
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A private server of this test's own: the test stops and restarts it."""
+    reason = h.missing_tools()
+    if reason:
+        pytest.skip(reason)
+    s = h.JackServer(period=128, workdir=tmp_path)
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_the_jack_server_going_away_and_coming_back(own_server, live_model, groove):
+    """The JACK server dies while the performer plays and a server of the same name
+    comes back: the performer keeps running, says so, creates its ports again, and
+    plays when the clock starts again; its old connections are made again."""
+    seed, pattern = groove
+    srv = own_server
+    rig = h.Rig(srv, performer_args(live_model, seed, "--quantize"), bpm=BPM)
+    perf = rig.performer
+    try:
+        rig.start()
+        assert rig.wait_pos(8 * STEP)
+        srv.stop()  # every client loses the server
+        for child in (rig.clock, rig.transport):
+            child.stop()
+        rig.rec.close()
+        said = h.wait_until(lambda: "JACK server went away" in perf.output(), 5.0)
+        assert said, f"the loss of the server was not reported:\n{perf.output()[-2000:]}"
+        assert perf.alive(), f"the performer died with the server:\n{perf.output()[-2000:]}"
+        log_before = len(perf.output())
+
+        srv.start()
+        rec = h.Recorder(srv, f"dp-rec-{uuid.uuid4().hex[:4]}")
+        transport = h.Transport(srv, BPM)
+        clock = h.ClockMaster(srv, rec, BPM)
+        try:
+            rec.connect(clock.port, rec.port("clock"))
+            ports = h.wait_until(lambda: all(h.find_performer_ports(rec)) and h.find_performer_ports(rec), 10.0)
+            assert ports, (f"the performer did not create its ports again:\n"
+                           f"{perf.output()[log_before:][-2000:]}\nJACK has {rec.port_names(is_midi=True)}")
+            out_port, clock_port = ports
+            rec.connect(clock.port, clock_port)
+            rec.connect(out_port, rec.port("notes"))
+            since = rec.mark()
+            transport.locate(0)
+            time.sleep(0.05)
+            transport.play()
+            got = rec.wait_for(lambda e: any(n.on for n in h.notes([e])), 10.0, since, "notes")
+            report = perf.output()[log_before:]
+            assert got is not None, f"no notes after the server came back:\n{report[-2000:]}"
+            assert "JACK server is back" in report, report[-2000:]
+            assert perf.alive()
+            transport.stop_transport()
+        finally:
+            clock.stop()
+            transport.stop()
+            rec.close()
+    finally:
+        perf.stop()
+        for child in (rig.clock, rig.transport):
+            child.stop()
+
+
+@h.retry_invalid()
+def test_song_position_in_clocks_with_spp_units_clocks(server, live_model, groove):
+    """A fake master that sends Song Position in MIDI clocks (as Ardour 7 does), then
+    Continue and clocks: with --spp-units clocks the performer starts at that clock."""
+    seed, pattern = groove
+    # a bar whose first beat the pattern plays differently from the step a 16ths reading gives
+    spp = next(v for v in (96, 192, 288, 24, 48, 72)
+               if (pattern.hits[v // STEP % 64: v // STEP % 64 + 4] != pattern.hits[v % 64: v % 64 + 4]).any())
+    sender = h.Sender(server, f"dp-ardour-{uuid.uuid4().hex[:4]}")
+    try:
+        with h.Rig(server, bpm=BPM, start_performer=False, recorder_inputs=("clock", "notes")) as rig:
+            rig.clock.stop()  # the sender is the master here
+            rig.performer = h.Performer(server, rig.rec, performer_args(
+                live_model, seed, "--quantize", "--spp-units", "clocks"))
+            rig.rec.connect(rig.performer.out_port, rig.rec.port("notes"))
+            rig.performer.wait_ready_line(5.0)
+            rig.rec.connect(sender.port_name, rig.performer.clock_port)
+            rig.rec.connect(sender.port_name, rig.rec.port("clock"))
+            period = 60.0 / (BPM * h.PPQN)
+            sender.send(bytes([h.STOP]))
+            sender.send(bytes([h.SPP, spp & 0x7F, spp >> 7]))
+            t0 = time.perf_counter() + 0.1
+            sender.send(bytes([h.CONTINUE]))
+            for i in range(4 * h.PPQN + 1):  # one bar of clocks on absolute deadlines
+                while time.perf_counter() < t0 + i * period:
+                    time.sleep(0.001)
+                sender.send(bytes([h.CLOCK]))
+            time.sleep(0.2)
+            sender.send(bytes([h.STOP]))
+            time.sleep(0.2)
+            rig.rec.settle()
+            clock_evs = rig.rec.events("clock")
+            notes = rig.notes()
+            out = rig.performer.output()
+    finally:
+        sender.close()
+    ticks = [e.frame for e in clock_evs if e.data == bytes([h.CLOCK])]
+    assert len(ticks) >= 4 * h.PPQN, f"only {len(ticks)} clocks recorded"
+    # the master's song position of each tick: spp (clocks) + its index after Continue
+    grid = [(spp + i) // STEP for i, f in enumerate(ticks) if (spp + i) % STEP == 0]
+    frames = [f for i, f in enumerate(ticks) if (spp + i) % STEP == 0]
+    played = set()
+    for n in notes:
+        if not n.on:
+            continue
+        j = min(range(len(frames)), key=lambda k: abs(frames[k] - n.frame))
+        played.add((grid[j], n.pitch))
+    first, last = spp // STEP, spp // STEP + 12
+    want = {(s, p) for s in range(first, last)
+            for v, p in enumerate(drums.OUTPUT_PITCHES)
+            if pattern.hits[s % 64, v]}
+    got = {(s, p) for s, p in played if first <= s < last}
+    assert got == want, (f"SPP {spp} clocks = step {first}: played {sorted(got)[:20]}, "
+                         f"want {sorted(want)[:20]}\n{out[-1500:]}")
