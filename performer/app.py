@@ -273,6 +273,9 @@ class LiveApp:
             self.engine = Engine.load(opts.model)
         self.seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
         temperature = self.engine.default_temperature if opts.temperature is None else opts.temperature
+        lo, hi = getattr(self.engine, "temperature_range", (0.0, math.inf))
+        if not lo <= temperature <= hi:
+            raise LiveError(f"--temperature {temperature:g} is outside this model's range {lo:g}..{hi:g}")
         self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles)
         headless = opts.headless
         if headless is None:

@@ -62,8 +62,9 @@ def add_parsers(sub) -> None:
                    help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
     m.add_argument("--seed", type=number(int, 0, 2**32 - 10_001), metavar="N",
                    help="make the performance reproducible (default: random, shown at start)")
-    m.add_argument("--temperature", type=number(float, 0, 10), default=None, metavar="T",
-                   help="sampling temperature (default: the model's, 0.5; 0 = the most likely groove)")
+    m.add_argument("--temperature", type=number(float, 0), default=None, metavar="T",
+                   help="sampling temperature within the model's range (the shipped model: 0..2; "
+                   "default: the model's, 0.5; 0 = the most likely groove)")
     m.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
     m.add_argument("--morph-cycles", type=number(int, 1, 16), default=4, metavar="N",
                    help="cycles a morph (m) takes, 1..16 (default 4)")

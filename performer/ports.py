@@ -53,9 +53,9 @@ LOOPMIDI_HINT = (
 )
 
 
-# The command a newcomer can paste: the dummy driver needs no sound card (use
-# ``-d alsa`` to hear a software synth through the sound card).
-JACKD_HINT = "jackd -d dummy -r 48000 -p 256 &"
+# The command a newcomer can paste (in another terminal): the ALSA driver plays a
+# software synth through the sound card; the dummy driver needs none.
+JACKD_HINT = "jackd -d alsa -r 48000 -p 256, or jackd -d dummy without a sound card"
 
 
 class PortError(DrumPerformerError):
@@ -167,10 +167,17 @@ def open_midi(kind: str, api: str = "auto", client: str | None = None):
                 errors.append(f"{_API_LABEL[name]}: {_short(e)}")
                 continue
         return obj, name
-    if api == "auto" and sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and api in ("auto", "alsa", "jack"):
+        what, how = [], []
+        if api in ("auto", "alsa"):
+            what.append("no ALSA sequencer (/dev/snd/seq)")
+        if api in ("auto", "jack"):
+            what.append("no JACK server running")
+            how.append(f"start one in another terminal: {JACKD_HINT}")
+        if api in ("auto", "alsa"):
+            how.append("load the ALSA sequencer: sudo modprobe snd-seq")
         raise MidiSystemError(
-            "no MIDI system available: no ALSA sequencer (/dev/snd/seq) and no JACK server running "
-            f"(start one: {JACKD_HINT}; or load the ALSA sequencer: sudo modprobe snd-seq)"
+            f"no MIDI system available: {' and '.join(what)} ({'; or '.join(how)})"
             + (f" [{'; '.join(errors)}]" if errors else "")
         )
     raise MidiSystemError("no MIDI system available: " + "; ".join(errors or ["nothing to try"]))
