@@ -8,8 +8,10 @@ master (like Ardour 7) whose Song Position Pointer counts clocks, not 16ths.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -170,6 +172,37 @@ def test_the_jack_server_going_away_and_coming_back(own_server, live_model, groo
             child.stop()
 
 
+def steps_played(clock_events: list[h.Event], notes: list[h.Note], spp_in_clocks: bool = True
+                 ) -> tuple[list[tuple[int, int]], set[tuple[int, int]]]:
+    """Decode a clock stream whose SPP counts clocks (``spp_in_clocks``) and place the
+    note-ons on its 16th grid: ([(frame, song position)] of the ticks, {(step, pitch)})."""
+    ticks, playing, pos = [], False, 0
+    for e in clock_events:
+        b = e.data[:1]
+        if b == bytes([h.START]):
+            playing, pos = True, 0
+        elif b == bytes([h.CONTINUE]):
+            playing = True
+        elif b == bytes([h.STOP]):
+            playing = False
+        elif b == bytes([h.SPP]) and len(e.data) == 3 and not playing:
+            pos = (e.data[1] | e.data[2] << 7) * (1 if spp_in_clocks else STEP)
+        elif b == bytes([h.CLOCK]) and playing:
+            ticks.append((e.frame, pos))
+            pos += 1
+    grid = [(f, p) for f, p in ticks if p % STEP == 0]
+    played = set()
+    for n in notes:
+        if n.on and grid:
+            f, p = min(grid, key=lambda g: abs(g[0] - n.frame))
+            played.add((p // STEP, n.pitch))
+    return ticks, played
+
+
+def pattern_hits(pattern, steps: range) -> set[tuple[int, int]]:
+    return {(s, p) for s in steps for v, p in enumerate(drums.OUTPUT_PITCHES) if pattern.hits[s % 64, v]}
+
+
 @h.retry_invalid()
 def test_song_position_in_clocks_with_spp_units_clocks(server, live_model, groove):
     """A fake master that sends Song Position in MIDI clocks (as Ardour 7 does), then
@@ -206,21 +239,122 @@ def test_song_position_in_clocks_with_spp_units_clocks(server, live_model, groov
             out = rig.performer.output()
     finally:
         sender.close()
-    ticks = [e.frame for e in clock_evs if e.data == bytes([h.CLOCK])]
+    ticks, played = steps_played(clock_evs, notes)
     assert len(ticks) >= 4 * h.PPQN, f"only {len(ticks)} clocks recorded"
-    # the master's song position of each tick: spp (clocks) + its index after Continue
-    grid = [(spp + i) // STEP for i, f in enumerate(ticks) if (spp + i) % STEP == 0]
-    frames = [f for i, f in enumerate(ticks) if (spp + i) % STEP == 0]
-    played = set()
-    for n in notes:
-        if not n.on:
-            continue
-        j = min(range(len(frames)), key=lambda k: abs(frames[k] - n.frame))
-        played.add((grid[j], n.pitch))
-    first, last = spp // STEP, spp // STEP + 12
-    want = {(s, p) for s in range(first, last)
-            for v, p in enumerate(drums.OUTPUT_PITCHES)
-            if pattern.hits[s % 64, v]}
-    got = {(s, p) for s, p in played if first <= s < last}
+    first = spp // STEP
+    steps = range(first, first + 12)
+    got = {x for x in played if x[0] in steps}
+    want = pattern_hits(pattern, steps)
     assert got == want, (f"SPP {spp} clocks = step {first}: played {sorted(got)[:20]}, "
                          f"want {sorted(want)[:20]}\n{out[-1500:]}")
+
+
+ARDOUR_LUA = Path(__file__).with_name("ardour_master.lua")
+
+
+class Ardour(h._Child):
+    """Ardour 7, headless (``ardour7-lua`` running ardour_master.lua), as the clock master."""
+
+    def __init__(self, server: h.JackServer, session_dir: Path, timeout: float = 60.0):
+        env_server = server.env
+        client = f"ardour-{uuid.uuid4().hex[:4]}"
+        self.client = client
+        self._lines: list[str] = []
+        import subprocess
+        import threading
+
+        env = dict(env_server, ARDOUR_SESSION_DIR=str(session_dir), ARDOUR_CLIENT_NAME=client)
+        self.server = server
+        self.cmd = ["ardour7-lua", str(ARDOUR_LUA)]
+        self.log_path = server.workdir / f"{client}.log"
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not h.wait_until(lambda: any(ln.startswith("ready") for ln in self._lines) or not self.alive(),
+                            timeout) or not self.alive():
+            self.stop()
+            raise RuntimeError("ardour7-lua did not start:\n" + "".join(self._lines)[-2000:])
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def send(self, command: str, timeout: float = 10.0) -> None:
+        n = sum(ln.startswith("ok ") for ln in self._lines)
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        if not h.wait_until(lambda: sum(ln.startswith("ok ") for ln in self._lines) > n, timeout):
+            raise RuntimeError(f"ardour7-lua did not do {command!r}:\n{self.output()[-2000:]}")
+
+    def stop(self, sig=None, timeout: float = 20.0):
+        if self.alive():
+            import contextlib
+            import subprocess
+
+            with contextlib.suppress(OSError, RuntimeError):
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        return super().stop()
+
+
+@pytest.mark.skipif(shutil.which("ardour7-lua") is None,
+                    reason="Ardour 7 not installed (apt-get install --no-install-recommends ardour)")
+def test_ardour_7_as_the_clock_master_with_spp_units_clocks(own_server, live_model, groove, tmp_path):
+    """Ardour itself (7.3, headless) as the clock master on its own JACK server: a locate to
+    bar 3 and Play, then a locate two and a half beats into bar 3 and Play. Ardour sends
+    SPP in clocks (192; then the next quarter's, 264, with Continue on that quarter);
+    with --spp-units clocks the performer plays the pattern's steps from there (with the
+    default 16ths it plays cycle 4's first steps instead: checked by hand)."""
+    seed, pattern = groove
+    srv = own_server
+    # Ardour first: once, with our recorder already on the server, Ardour's client and jackd
+    # fell out of step ("CheckSize error") and the server died; started first it never did
+    ardour = Ardour(srv, tmp_path / "session")
+    rec = None
+    perf = None
+    try:
+        rec = h.Recorder(srv, f"dp-rec-{uuid.uuid4().hex[:4]}")
+        clock_out = h.wait_until(lambda: next((p for p in rec.port_names(is_midi=True, is_output=True)
+                                                if p.startswith(ardour.client) and p.endswith("MIDI Clock out")), None), 10.0)
+        assert clock_out, f"no Ardour MIDI Clock out port: {rec.port_names(is_midi=True)}"
+        rec.connect(clock_out, rec.port("clock"))
+        perf = h.Performer(srv, rec, performer_args(live_model, seed, "--quantize", "--spp-units", "clocks"))
+        rec.connect(clock_out, perf.clock_port)
+        rec.connect(perf.out_port, rec.port("notes"))
+        perf.wait_ready_line(5.0)
+        bar = srv.rate * 2  # 120 BPM in 4/4: a bar is 2 s
+        takes = []
+        for at in (2 * bar, 2 * bar + srv.rate * 5 // 4):  # bar 3; 2.5 beats into bar 3
+            since = rec.mark()
+            ardour.send(f"locate {at}")
+            time.sleep(0.3)
+            ardour.send("play")
+            time.sleep(1.6)
+            ardour.send("stop")
+            time.sleep(0.3)
+            rec.settle()
+            takes.append(rec.events(since=since))
+        out = perf.output()
+    finally:
+        if perf is not None:
+            perf.stop()
+        ardour.stop()
+        if rec is not None:
+            rec.close()
+    for evs in takes:
+        clock_evs = [e for e in evs if e.port == "clock"]
+        spps = [e.data[1] | e.data[2] << 7 for e in clock_evs if e.data[:1] == bytes([h.SPP]) and len(e.data) == 3]
+        assert spps and spps[-1] % h.PPQN == 0, f"Ardour sent SPP {spps}: not a quarter in clocks?"
+        ticks, played = steps_played(clock_evs, h.notes([e for e in evs if e.port == "notes"]))
+        first = ticks[0][1] // STEP
+        steps = range(first, first + 8)
+        got = {x for x in played if x[0] in steps}
+        want = pattern_hits(pattern, steps)
+        assert got == want, (f"after Ardour's SPP {spps[-1]} (clock {ticks[0][1]} = step {first}): "
+                             f"played {sorted(got)[:20]}, want {sorted(want)[:20]}\n{out[-1500:]}")
