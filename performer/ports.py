@@ -484,7 +484,7 @@ class _RtPort:
         if self.own:
             links = w.connections(self.own)
             if links is not None:
-                self._links = links
+                self._links = [p for p in links if not _is_own(p)]  # ours are remade with the port
 
     def _server_check(self, w: JackWatch) -> None:
         if self.status != "server lost":
@@ -532,7 +532,7 @@ class _RtPort:
         for peer in self._links:
             src, dst = (self.own, peer) if self.kind == "output" else (peer, self.own)
             if peer in have and w.connect(src, dst):
-                log.info("reconnected %s -> %s", src, dst)
+                log.warning("reconnected %s -> %s", src, dst)
             else:
                 left.append(peer)
         self._links = left

@@ -122,8 +122,9 @@ def own_server(tmp_path):
 
 def test_the_jack_server_going_away_and_coming_back(own_server, live_model, groove):
     """The JACK server dies while the performer plays and a server of the same name
-    comes back: the performer keeps running, says so, creates its ports again, and
-    plays when the clock starts again; its old connections are made again."""
+    comes back: the performer keeps running, says so, creates its ports again under
+    the same names, makes its old connections again once the clock master and the
+    recorder are back (nobody here reconnects it), and plays when the clock starts."""
     seed, pattern = groove
     srv = own_server
     rig = h.Rig(srv, performer_args(live_model, seed, "--quantize"), bpm=BPM)
@@ -141,7 +142,7 @@ def test_the_jack_server_going_away_and_coming_back(own_server, live_model, groo
         log_before = len(perf.output())
 
         srv.start()
-        rec = h.Recorder(srv, f"dp-rec-{uuid.uuid4().hex[:4]}")
+        rec = h.Recorder(srv, rig.rec.name)  # the same client names as before
         transport = h.Transport(srv, BPM)
         clock = h.ClockMaster(srv, rec, BPM)
         try:
@@ -149,9 +150,10 @@ def test_the_jack_server_going_away_and_coming_back(own_server, live_model, groo
             ports = h.wait_until(lambda: all(h.find_performer_ports(rec)) and h.find_performer_ports(rec), 10.0)
             assert ports, (f"the performer did not create its ports again:\n"
                            f"{perf.output()[log_before:][-2000:]}\nJACK has {rec.port_names(is_midi=True)}")
-            out_port, clock_port = ports
-            rec.connect(clock.port, clock_port)
-            rec.connect(out_port, rec.port("notes"))
+            assert ports == (perf.out_port, perf.clock_port), ports
+            relinked = h.wait_until(lambda: f"reconnected {clock.port} -> {perf.clock_port}" in perf.output()
+                                    and f"reconnected {perf.out_port} -> {rec.port('notes')}" in perf.output(), 10.0)
+            assert relinked, f"the old connections were not made again:\n{perf.output()[log_before:][-2000:]}"
             since = rec.mark()
             transport.locate(0)
             time.sleep(0.05)
