@@ -511,8 +511,13 @@ class _RtPort:
             self._prepare(midi)
             self._attach()
         except PortError as e:
-            # a --port target that is not back yet: looked for every second like any lost port
             self.last_error = str(e)
+            if self.virtual:  # try the whole rebuild again at the next check
+                self._graveyard.append(midi)
+                self._generation = -1
+                log.debug("recreating %s port %r failed: %s", self.kind, self.local_name, e)
+                return
+            # a --port target that is not back yet: looked for every second like any lost port
             self.status = "lost"
             log.warning("the JACK server is back; waiting for %s port %r", self.kind, self.target)
             return

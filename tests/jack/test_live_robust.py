@@ -305,18 +305,31 @@ class Ardour(h._Child):
         return super().stop()
 
 
+@pytest.fixture
+def ardour_server(tmp_path):
+    """A private server that is not realtime. On a realtime jackd (1.9.21), Ardour 7.3's
+    client and the server fell out of step while the session was created in 3 of 5
+    tries here ("CheckSize error", then the server exits); without realtime, 5 of 5 ran."""
+    reason = h.missing_tools()
+    if reason:
+        pytest.skip(reason)
+    s = h.JackServer(period=128, workdir=tmp_path / "jack")
+    s.workdir.mkdir()
+    s.start(modes=(False,))
+    yield s
+    s.stop()
+
+
 @pytest.mark.skipif(shutil.which("ardour7-lua") is None,
                     reason="Ardour 7 not installed (apt-get install --no-install-recommends ardour)")
-def test_ardour_7_as_the_clock_master_with_spp_units_clocks(own_server, live_model, groove, tmp_path):
+def test_ardour_7_as_the_clock_master_with_spp_units_clocks(ardour_server, live_model, groove, tmp_path):
     """Ardour itself (7.3, headless) as the clock master on its own JACK server: a locate to
     bar 3 and Play, then a locate two and a half beats into bar 3 and Play. Ardour sends
     SPP in clocks (192; then the next quarter's, 264, with Continue on that quarter);
     with --spp-units clocks the performer plays the pattern's steps from there (with the
     default 16ths it plays cycle 4's first steps instead: checked by hand)."""
     seed, pattern = groove
-    srv = own_server
-    # Ardour first: once, with our recorder already on the server, Ardour's client and jackd
-    # fell out of step ("CheckSize error") and the server died; started first it never did
+    srv = ardour_server
     ardour = Ardour(srv, tmp_path / "session")
     rec = None
     perf = None
@@ -324,7 +337,9 @@ def test_ardour_7_as_the_clock_master_with_spp_units_clocks(own_server, live_mod
         rec = h.Recorder(srv, f"dp-rec-{uuid.uuid4().hex[:4]}")
         clock_out = h.wait_until(lambda: next((p for p in rec.port_names(is_midi=True, is_output=True)
                                                 if p.startswith(ardour.client) and p.endswith("MIDI Clock out")), None), 10.0)
-        assert clock_out, f"no Ardour MIDI Clock out port: {rec.port_names(is_midi=True)}"
+        assert clock_out, (f"no Ardour MIDI Clock out port: {rec.port_names(is_midi=True)}\n"
+                           f"{ardour.output()[-2000:]}\njackd:\n"
+                           f"{(srv.workdir / 'jackd.log').read_text(errors='replace')[-1500:]}")
         rec.connect(clock_out, rec.port("clock"))
         perf = h.Performer(srv, rec, performer_args(live_model, seed, "--quantize", "--spp-units", "clocks"))
         rec.connect(clock_out, perf.clock_port)
