@@ -324,22 +324,22 @@ class JackWatch:
         self._client = None
 
 
-_watch: JackWatch | None = None
-_watch_failed = False
+_watches: dict[str, JackWatch] = {}
 _watch_lock = threading.Lock()
 
 
 def jack_watch() -> JackWatch | None:
-    """The process's one JackWatch (made on first use), or None without libjack or a server."""
-    global _watch, _watch_failed
+    """The JackWatch of the server this process's JACK clients go to (``JACK_DEFAULT_SERVER``,
+    as libjack reads it), made on first use; None without libjack or a server."""
+    key = os.environ.get("JACK_DEFAULT_SERVER", "default")
     with _watch_lock:
-        if _watch is None and not _watch_failed:
+        w = _watches.get(key)
+        if w is None:
             try:
-                _watch = JackWatch()
+                w = _watches[key] = JackWatch()
             except Exception as e:
-                _watch_failed = True
                 log.debug("no JACK watch client (%s): a server restart will not be noticed", e)
-        return _watch
+        return w
 
 
 def _new_own_port(before: Sequence[str], after: Sequence[str], short: str) -> str | None:
@@ -633,13 +633,14 @@ class SysexUnsticker:
         self._pending = 0  # F7s sent and not yet seen back
         self.released = 0  # times a held SysEx (and what it held) was let through
 
-    def seen(self, now: float, data) -> None:
-        """A message came in at ``now`` (sender thread)."""
+    def seen(self, now: float, data) -> bool:
+        """A message came in at ``now`` (sender thread); True if it is our own F7 back
+        alone, which says nothing and is not passed on."""
         if self._pending and data and data[-1] == 0xF7:
             self._pending = 0
             if len(data) == 1:  # our own F7, alone: nothing was held up
                 self._backoff = min(2 * self._backoff, self.IDLE_MAX)
-                return
+                return True
             self.released += 1
             self._backoff = self.quiet
         if self._last_rx is not None:
@@ -649,6 +650,7 @@ class SysexUnsticker:
                 self.quiet = min(self.MAX_QUIET, max(self.MIN_QUIET, 1.5 * self._interval + 0.002))
                 self._backoff = self.quiet
         self._last_rx = now
+        return False
 
     def tick(self, now: float) -> None:
         """Called after each drain: send an F7 if the input has been quiet too long."""
@@ -688,6 +690,7 @@ class RtMidiInput(_RtPort):
         self.inbox = inbox
         self.polled = polled
         self._make_unsticker = unsticker  # () -> an rtmidi MidiOut of the same API
+        self._carry = 0.0  # driver time of dropped echoes, added to the next message's delta
         self.unsticker: SysexUnsticker | None = None
         super().__init__(midi, api, target, local_name, rebuild)
 
@@ -741,9 +744,14 @@ class RtMidiInput(_RtPort):
                 if m is None:
                     break
                 t = now()
-                if u is not None:
-                    u.seen(t, m[0])
-                out.append((t, _delta(m), m[0]))
+                if u is not None and u.seen(t, m[0]):
+                    self._carry += m[1] or 0.0  # our F7 back: its time still counts
+                    continue
+                d = _delta(m)
+                if d is not None:
+                    d += self._carry
+                self._carry = 0.0
+                out.append((t, d, m[0]))
             if u is not None:
                 u.tick(now())
         return out

@@ -152,7 +152,7 @@ def test_unsticker_sends_f7_when_the_input_goes_quiet_and_backs_off_when_idle():
     assert out.sent == []
     u.tick(last + u.quiet + 0.001)
     assert out.sent == [[0xF7]]
-    u.seen(t + 0.04, [0xF0, 0x7E, 0x01, 0x02, 0xF8, 0xF8, 0xF7])  # released, glued
+    assert not u.seen(t + 0.04, [0xF0, 0x7E, 0x01, 0x02, 0xF8, 0xF8, 0xF7])  # released, glued: passed on
     assert u.released == 1
     # idle (no clock at all): F7s come back alone, each next one waits twice as long
     sent_at = []
@@ -162,7 +162,7 @@ def test_unsticker_sends_f7_when_the_input_goes_quiet_and_backs_off_when_idle():
         u.tick(now)
         if len(out.sent) > before:
             sent_at.append(now)
-            u.seen(now + 0.003, [0xF7])
+            assert u.seen(now + 0.003, [0xF7])  # our own, back alone: not passed on
         now += 0.001
     gaps = np.diff(sent_at)
     assert len(sent_at) < 16 and gaps[-1] >= 0.45, sent_at
@@ -277,3 +277,27 @@ def test_no_midi_system_says_how_to_start_jackd(api):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     assert "jackd -d alsa -r 48000 -p 256" in lines[0] and "jackd -d dummy" in lines[0], lines[0]
+
+
+def test_our_own_f7_back_alone_is_dropped_and_its_time_carried():
+    """The sender never sees the unsticker's echoes, and the next message's delta still
+    spans the time since the last message it did see."""
+    import queue
+
+    from tests.live_fakes import FakeRtMidi
+
+    class In(FakeRtMidi):
+        def __init__(self):
+            super().__init__([])
+            self.q = []
+
+        def get_message(self):
+            return self.q.pop(0) if self.q else None
+
+    rt = In()
+    inp = ports.RtMidiInput(rt, "alsa", queue.SimpleQueue())
+    inp.unsticker = ports.SysexUnsticker(_FakeOut(), 0)
+    inp.unsticker._pending = 1
+    rt.q = [([0xF7], 0.010), ([0xF8], 0.011)]
+    got = inp.poll()
+    assert [(m, d) for _, d, m in got] == [([0xF8], pytest.approx(0.021))]
