@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from model.errors import DrumPerformerError
@@ -33,6 +34,10 @@ def _die(msg: str, code: int = 1) -> int:
 def number(kind: type = float, lo: float | None = None, hi: float | None = None, what: str = ""):
     """An argparse type: a finite int/float within [lo, hi], with a one-line message otherwise."""
 
+    def show(x: float) -> str:
+        # whole-number limits in full: 4294957295, not 4.29496e+09
+        return str(int(x)) if kind is int or float(x).is_integer() else f"{x:g}"
+
     def conv(s: str):
         try:
             v = kind(s)
@@ -41,9 +46,9 @@ def number(kind: type = float, lo: float | None = None, hi: float | None = None,
         if v != v or v in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
         if lo is not None and hi is not None and not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{s} is outside {lo:g}..{hi:g}{what}")
+            raise argparse.ArgumentTypeError(f"{s} is outside {show(lo)}..{show(hi)}{what}")
         if lo is not None and v < lo:
-            raise argparse.ArgumentTypeError(f"{s} must be at least {lo:g}{what}")
+            raise argparse.ArgumentTypeError(f"{s} must be at least {show(lo)}{what}")
         return v
 
     return conv
@@ -252,9 +257,13 @@ _EXTRA_PARSERS: list = []
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # No subcommand (or only options) means the live performer.
-    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "-v", "--verbose", "-vv")):
-        argv = ["live", *argv]
+    # No subcommand (or only options) means the live performer; -v before the live
+    # options (``-v --bpm 120``) is still the top-level flag, so "live" goes after it.
+    i = 0
+    while i < len(argv) and (argv[i] == "--verbose" or re.fullmatch(r"-v+", argv[i])):
+        i += 1
+    if i == len(argv) or (argv[i] not in SUBCOMMANDS and argv[i] not in ("-h", "--help")):
+        argv = [*argv[:i], "live", *argv[i:]]
     parser = build_parser()
     a = parser.parse_args(argv)
     logging.basicConfig(
