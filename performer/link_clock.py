@@ -217,7 +217,9 @@ class LinkClock:
         return f"Ableton Link, {s.peers} peer{'' if s.peers == 1 else 's'}"
 
     def state(self, now: float) -> str:
-        return "playing" if self.running else "stopped"
+        if not self.running:
+            return "stopped"
+        return "starting" if self._pos(now) < self._cue else "playing"  # waiting for the start beat
 
     def peers(self) -> int:
         return self.snap.peers if self.snap else 0

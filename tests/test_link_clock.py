@@ -163,6 +163,7 @@ def test_follows_a_peers_start_on_its_start_beat_and_its_stop():
     ev = clock.update(st.now)
     (start,) = [e for e in ev if e.kind == START]
     assert start.pos == 24 * 16  # beat 16 at host(8.0): a cycle boundary
+    assert clock.state(7.0) == "starting" and clock.state(8.0) == "playing"
     assert clock.time_at(start.pos) == pytest.approx(8.0, abs=1e-9)
 
 
