@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -171,9 +172,59 @@ def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> 
     return report
 
 
+MODEL_FILES = frozenset({SAMPLER, ENCODER, META})
+
+
+def is_model_folder(folder: Path) -> bool:
+    """A folder this exporter wrote: our model.json and nothing but our files.
+
+    Only such a folder may be replaced: ``--out`` pointed at a user's folder, a
+    run folder or ``.`` must never be emptied (issue 11).
+    """
+    try:
+        names = {p.name for p in folder.iterdir()}
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        names <= MODEL_FILES
+        and isinstance(meta, dict)
+        and meta.get("format") == FORMAT
+        and isinstance(meta.get("files"), dict)
+        and "vocabulary" in meta
+    )
+
+
+def check_out(out: Path, run: Path) -> Path:
+    """Where the model folder goes, checked before any work; returns it resolved.
+
+    Raises ExportError for anything export may not replace or cannot create.
+    """
+    out = Path(out).expanduser().absolute()
+    if out.resolve() == Path(run).resolve():
+        raise ExportError(f"--out {out} is the run folder itself; give a new folder for the model")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise ExportError(f"--out {out} exists and is not a folder; give a new folder for the model")
+        if any(out.iterdir()) and not is_model_folder(out):
+            raise ExportError(
+                f"--out {out} holds files that are not an exported model; export replaces only a "
+                "model folder it wrote: give a new or empty folder"
+            )
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"--out {out}: folder {parent} is not writable")
+    return out
+
+
 def export(run: str | Path, out: str | Path, data: str | None = None, eval_json: str | Path | None = None) -> dict:
     """Export a run; returns the metadata written. Raises ExportError (nothing written) on failure."""
-    run, out = Path(run), Path(out)
+    run = Path(run)
+    out = check_out(Path(out), run)
     model, cfg = trainer.load_model(run)
     c = cfg.model
     if (c.num_classes, c.num_voices, c.steps) != (drums.NUM_CLASSES, drums.NUM_VOICES, drums.STEPS):
@@ -181,7 +232,10 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
     attrs = run_attributes(run, model, data)
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise ExportError(f"cannot create the model folder {out}: {e.strerror or e}") from None
     try:
         B = 1
         z = torch.zeros(B, c.z)
@@ -210,13 +264,29 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
         meta = _metadata(run, cfg, attrs, parity, eval_json)
         meta["files"] = {n: _sha256(tmp / n) for n in (SAMPLER, ENCODER)}
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportError(f"cannot write the model folder {out}: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Put the finished folder at ``out``; an old model folder there is removed only once
+    the new one is in place (checked again here: it may have changed since check_out)."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    if any(out.iterdir()) and not is_model_folder(out):
+        raise ExportError(f"--out {out} changed during export and is no longer a model folder; nothing replaced")
+    old = out.with_name(out.name + ".old-export")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _metadata(run: Path, cfg, attrs: dict, parity: dict, eval_json) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from model.errors import DrumPerformerError
@@ -91,6 +92,9 @@ def _cmd_train(a) -> int:
     from train import trainer
 
     run = Path(a.run)
+    check_writable_dir(a.run, "--run")
+    if a.cache is not None:
+        check_writable_dir(a.cache, "--cache")
     if a.resume:
         cfg = trainer.load_run_config(run)
     else:
@@ -159,6 +163,24 @@ def _cmd_export(a) -> int:
 # --- eval -------------------------------------------------------------------
 
 
+def check_writable_dir(path: str, flag: str) -> None:
+    """Refuse, before any work, a folder that cannot be made or written (one line)."""
+    from pathlib import Path
+
+    if not path.strip():
+        raise UserError(f"{flag} needs a folder name")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} exists and is not a folder")
+    near = p
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    if not near.is_dir():
+        raise UserError(f"{flag} {p}: {near} is a file, not a folder")
+    if not os.access(near, os.W_OK):
+        raise UserError(f"{flag} {p}: folder {near} is not writable")
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="quality report of a model on a data split (JSON + Markdown + PNG)")
     p.add_argument("--run", help="run folder (needs torch); without it, the exported --model is scored")
@@ -169,9 +191,31 @@ def _add_eval(sub) -> None:
     p.add_argument("--samples", type=_positive_int, default=1000, help="prior samples for the statistics")
     p.add_argument("--temperature", type=_nonneg_float, help="sampling temperature of the prior samples (default 0.5, the product's)")
     p.add_argument("--limit", type=_positive_int, help="score only the first N windows (quick checks)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=number(int, 0), default=0, help="seed of the prior samples, 0 or more")
     p.add_argument("--cache", help="preprocessing cache folder")
     p.set_defaults(func=_cmd_eval)
+
+
+def check_writable_file(path: str, flag: str) -> None:
+    """Refuse, before any work, a file path whose write would fail at the end.
+
+    A missing folder is fine (it is created); a folder in the way, a file
+    where a folder should be, or a read-only folder is one line now.
+    """
+    from pathlib import Path
+
+    if not path.strip():
+        raise UserError(f"{flag} needs a file name")
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {p} is a folder; give a file name")
+    near = p.parent
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    if not near.is_dir():
+        raise UserError(f"{flag} {p}: {near} is a file, not a folder")
+    if not os.access(near, os.W_OK):
+        raise UserError(f"{flag} {p}: folder {near} is not writable")
 
 
 def _cmd_eval(a) -> int:
@@ -179,6 +223,9 @@ def _cmd_eval(a) -> int:
 
     from train import data, evaluate
 
+    check_writable_file(a.json, "--json")
+    if a.cache is not None:
+        check_writable_dir(a.cache, "--cache")
     tracks, summary = data.preprocess(a.data, a.cache)
     ws = data.WindowSet(tracks[a.split])
     if len(ws) == 0:
@@ -200,7 +247,10 @@ def _cmd_eval(a) -> int:
     temperature = SAMPLE_TEMPERATURE if a.temperature is None else a.temperature
     rep = evaluate.evaluate(backend, ws, samples=a.samples, temperature=temperature, seed=a.seed, limit=a.limit)
     rep.update(split=a.split, data=summary.folder)
-    paths = evaluate.write_report(rep, Path(a.json), metrics)
+    try:
+        paths = evaluate.write_report(rep, Path(a.json), metrics)
+    except OSError as e:
+        raise UserError(f"cannot write the report {a.json}: {e.strerror or e}") from None
     print(
         f"recon_accuracy {rep['recon_accuracy']:.4f}  hit_f1 {rep['hit_f1']:.4f}  "
         f"sample_oa {rep['sample_oa']:.4f}  kl {rep['kl']:.1f}"
