@@ -66,7 +66,7 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=_positive_int, help="optimiser steps (default: the preset's)")
     p.add_argument("--batch-size", type=_positive_int, help="windows per step (default: the preset's)")
     p.add_argument("--lr", type=_nonneg_float, help="Adam learning rate (default 1e-4, the original design)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=number(int, 0), help="random seed, 0 or more (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     p.add_argument("--cache", help="preprocessing cache folder (default: the user cache dir)")

@@ -106,6 +106,8 @@ def read_clip(path: str) -> drums.Pattern:
 def run(a) -> int:
     from performer.engine import Engine
 
+    if not a.out.strip():
+        raise SampleError("--out needs a folder name")
     out = Path(a.out)
     # Everything that can fail is checked before the folder is made or a file written.
     check_out(out)
