@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from model import midifile
+from performer import app as live_app
 from performer import cli
-from performer.app import LiveError, check_record_path
+from performer.app import LiveError
 from tests.test_app import Live
 from tests.test_bad_input import drum_file, make_readonly
 
@@ -70,7 +71,7 @@ def test_export_replaces_its_own_model_folder_but_not_one_with_a_stray_file(tiny
 def test_record_never_overwrites_an_existing_take(tmp_path):
     take = tmp_path / "take.mid"
     take.write_bytes(b"yesterday's take")
-    assert check_record_path(str(take)) == tmp_path / "take-2.mid"
+    assert live_app.check_record_path(str(take)) == tmp_path / "take-2.mid"
     live = Live(seed=6, bpm=400, quantize=True, record=str(take))
     time.sleep(0.3)
     live.finish()
@@ -105,7 +106,7 @@ def test_record_refuses_a_device_node_and_leaves_it_alone(tmp_path):
     node = tmp_path / "null"
     os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a private /dev/null twin
     with pytest.raises(LiveError, match="not a regular file"):
-        check_record_path(str(node))
+        live_app.LiveOptions(record=str(node)).validate()
     assert stat.S_ISCHR(node.stat().st_mode)
 
 
