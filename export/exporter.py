@@ -56,23 +56,33 @@ class ExportError(DrumPerformerError):
 
 
 def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
-    """The run's attribute vectors, computed from its training windows once and kept in the run."""
+    """The run's attribute vectors, kept in the run beside the model.pt they were computed from.
+
+    Used only if their stored digest is that of today's model.pt: vectors of
+    older weights (a run resumed or retrained, an attributes.json from before
+    digests) would steer the live density control the wrong way. Otherwise
+    they are computed again from the training windows.
+    """
     p = run / trainer.ATTRIBUTES
     if p.exists():
-        return json.loads(p.read_text())
+        try:
+            stored = json.loads(p.read_text())
+        except ValueError:
+            stored = None
+        if isinstance(stored, dict) and stored.get(trainer.WEIGHTS_DIGEST) == trainer.weights_digest(run):
+            return {k: v for k, v in stored.items() if k != trainer.WEIGHTS_DIGEST}
+        log.info("%s does not belong to %s: computing it again", p, trainer.WEIGHTS)
     if data is None:
         cfg = json.loads((run / trainer.CONFIG).read_text())
         data = cfg.get("data", {}).get("folder")
     if not data or not Path(data).exists():
         raise ExportError(
-            f"{run} has no {trainer.ATTRIBUTES} and its training data is not at {data!r}: pass --data DIR"
+            f"{run} has no {trainer.ATTRIBUTES} of its {trainer.WEIGHTS} and its training data is not at {data!r}: pass --data DIR"
         )
     from train.data import WindowSet, preprocess
 
     tracks, _ = preprocess(data)
-    attrs = trainer.compute_attributes(model, WindowSet(tracks["train"]))
-    trainer.atomic_write_text(json.dumps(attrs), p)
-    return attrs
+    return trainer.write_attributes(run, WindowSet(tracks["train"]))
 
 
 # --- ONNX -------------------------------------------------------------------

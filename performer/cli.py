@@ -69,6 +69,8 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=number(int, 0), help="random seed, 0 or more (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a --run folder that holds a run or other files (the old run's files go)")
     p.add_argument("--init", help="start from the weights of this finished run folder (a warm start)")
     p.add_argument("--cache", help="preprocessing cache folder (default: the user cache dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
@@ -126,8 +128,11 @@ def _cmd_train(a) -> int:
 
     try:
         last = trainer.train(
-            a.data, run, cfg, resume=a.resume, cache_dir=a.cache, on_progress=on_progress, on_summary=on_summary
+            a.data, run, cfg, resume=a.resume, cache_dir=a.cache, on_progress=on_progress, on_summary=on_summary,
+            overwrite=a.overwrite,
         ).metrics
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or run}: {e.strerror or e}") from None
     finally:
         if bar is not None:
             bar.close()
@@ -314,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a.func(a)
     except DrumPerformerError as e:
-        return _die(str(e))
+        return _die(str(e), getattr(e, "exit_code", 1))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
