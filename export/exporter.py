@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export.graphs import EncoderGraph, Sampler, condition_inputs
-from model import drums
+from model import drums, paths
 from model.config import SAMPLE_TEMPERATURE
 from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, gumbel
@@ -216,24 +215,16 @@ def check_out(out: Path, run: Path) -> Path:
 
     Raises ExportError for anything export may not replace or cannot create.
     """
-    out = Path(out).expanduser().absolute()
+    out = paths.check_dir(str(out), "--out").absolute()
     if out.resolve() == Path(run).resolve():
         raise ExportError(f"--out {out} is the run folder itself; give a new folder for the model")
-    if out.exists() or out.is_symlink():
-        if not out.is_dir() or out.is_symlink():
-            raise ExportError(f"--out {out} exists and is not a folder; give a new folder for the model")
-        if any(out.iterdir()) and not is_model_folder(out):
-            raise ExportError(
-                f"--out {out} holds files that are not an exported model; export replaces only a "
-                "model folder it wrote: give a new or empty folder"
-            )
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExportError(f"--out {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise ExportError(f"--out {out}: folder {parent} is not writable")
+    if out.is_symlink():
+        raise ExportError(f"--out {out} is a link; give a new folder for the model")
+    if out.exists() and any(out.iterdir()) and not is_model_folder(out):
+        raise ExportError(
+            f"--out {out} holds files that are not an exported model; export replaces only a "
+            "model folder it wrote: give a new or empty folder"
+        )
     return out
 
 

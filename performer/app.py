@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model import drums
+from model import drums, paths
 from model.errors import DrumPerformerError
 from performer import ports as ports_mod
 from performer.clock import STOP, TICKS_PER_BAR, InternalClock, MidiClock, Transport
@@ -128,18 +128,9 @@ def check_record_path(record: str) -> Path:
     p = Path(record).expanduser()
     if p.is_dir():
         raise LiveError(f"--record {p} is a folder; give a file name like take1.mid")
-    parent = p.parent
-    if not parent.exists():
-        ancestor = parent
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
-        if ancestor.exists() and not ancestor.is_dir():
-            raise LiveError(f"--record {p}: {ancestor} is a file, not a folder")
-        raise LiveError(f"--record {p}: folder {parent} does not exist")
-    if not parent.is_dir():
-        raise LiveError(f"--record {p}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise LiveError(f"--record {p}: folder {parent} is not writable")
+    paths.check_file(record, "--record")  # a file in the way, a read-only folder
+    if not p.parent.is_dir():
+        raise LiveError(f"--record {p}: folder {p.parent} does not exist")
     if os.path.lexists(p) and not (p.is_file() and not p.is_symlink()):
         raise LiveError(f"--record {p} exists and is not a regular file; give a new file name")
     return free_path(p)

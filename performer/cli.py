@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from model.errors import DrumPerformerError
+from model.paths import check_dir, check_file
 
 PROG = "drum-performer"
 SUBCOMMANDS = ("sample", "train", "export", "eval", "ports", "live")
@@ -95,9 +95,9 @@ def _cmd_train(a) -> int:
     from train import trainer
 
     run = Path(a.run)
-    check_writable_dir(a.run, "--run")
+    check_dir(a.run, "--run")
     if a.cache is not None:
-        check_writable_dir(a.cache, "--cache")
+        check_dir(a.cache, "--cache")
     if a.resume:
         cfg = trainer.load_run_config(run)
     else:
@@ -169,24 +169,6 @@ def _cmd_export(a) -> int:
 # --- eval -------------------------------------------------------------------
 
 
-def check_writable_dir(path: str, flag: str) -> None:
-    """Refuse, before any work, a folder that cannot be made or written (one line)."""
-    from pathlib import Path
-
-    if not path.strip():
-        raise UserError(f"{flag} needs a folder name")
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"{flag} {p} exists and is not a folder")
-    near = p
-    while not near.exists() and near != near.parent:
-        near = near.parent
-    if not near.is_dir():
-        raise UserError(f"{flag} {p}: {near} is a file, not a folder")
-    if not os.access(near, os.W_OK):
-        raise UserError(f"{flag} {p}: folder {near} is not writable")
-
-
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="quality report of a model on a data split (JSON + Markdown + PNG)")
     p.add_argument("--run", help="run folder (needs torch); without it, the exported --model is scored")
@@ -202,36 +184,14 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
-def check_writable_file(path: str, flag: str) -> None:
-    """Refuse, before any work, a file path whose write would fail at the end.
-
-    A missing folder is fine (it is created); a folder in the way, a file
-    where a folder should be, or a read-only folder is one line now.
-    """
-    from pathlib import Path
-
-    if not path.strip():
-        raise UserError(f"{flag} needs a file name")
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{flag} {p} is a folder; give a file name")
-    near = p.parent
-    while not near.exists() and near != near.parent:
-        near = near.parent
-    if not near.is_dir():
-        raise UserError(f"{flag} {p}: {near} is a file, not a folder")
-    if not os.access(near, os.W_OK):
-        raise UserError(f"{flag} {p}: folder {near} is not writable")
-
-
 def _cmd_eval(a) -> int:
     from pathlib import Path
 
     from train import data, evaluate
 
-    check_writable_file(a.json, "--json")
+    check_file(a.json, "--json")
     if a.cache is not None:
-        check_writable_dir(a.cache, "--cache")
+        check_dir(a.cache, "--cache")
     tracks, summary = data.preprocess(a.data, a.cache)
     ws = data.WindowSet(tracks[a.split])
     if len(ws) == 0:

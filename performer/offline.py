@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 
-from model import drums, midifile
+from model import drums, midifile, paths
 from model.errors import DrumPerformerError
 
 log = logging.getLogger(__name__)
@@ -80,19 +79,6 @@ def draw_png(pattern: drums.Pattern, path: Path, title: str) -> None:
         plt.close(fig)
 
 
-def check_out(out: Path) -> None:
-    """Refuse an --out that cannot become a folder we can write, before any work."""
-    if out.exists() and not out.is_dir():
-        raise SampleError(f"--out {out} exists and is not a folder")
-    near = out
-    while not near.exists() and near != near.parent:
-        near = near.parent
-    if not near.is_dir():
-        raise SampleError(f"--out {out}: {near} is a file, not a folder")
-    if not os.access(near, os.W_OK):
-        raise SampleError(f"--out {out}: folder {near} is not writable")
-
-
 def read_clip(path: str) -> drums.Pattern:
     """A clip for --interpolate; errors name the file."""
     if not Path(path).exists():
@@ -106,11 +92,8 @@ def read_clip(path: str) -> drums.Pattern:
 def run(a) -> int:
     from performer.engine import Engine
 
-    if not a.out.strip():
-        raise SampleError("--out needs a folder name")
-    out = Path(a.out)
     # Everything that can fail is checked before the folder is made or a file written.
-    check_out(out)
+    out = paths.check_dir(a.out, "--out")
     if a.png and not have_matplotlib():
         raise SampleError("--png needs matplotlib, which this install lacks: pip install matplotlib (or leave out --png)")
     engine = Engine.load(a.model)

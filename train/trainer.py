@@ -448,6 +448,10 @@ def train(
     if tc.threads:
         torch.set_num_threads(tc.threads)
     check_run_folder(run, cfg, resume, overwrite)
+    if dist.world > 1:  # every rank has looked before rank 0 writes the first file
+        import torch.distributed as tdist
+
+        tdist.barrier()
     # the caller passes the run's saved config on resume (see load_run_config), maybe with more steps
     ck = load_checkpoint(run, tc.steps, dist.device) if resume else None
 
