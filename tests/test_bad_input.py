@@ -46,6 +46,7 @@ CASES = [
     Case("1", "export --out the current folder", ["export", "--run", "TMP/finished", "--out", "."], torch=True),
     Case("1", "export --out a file", ["export", "--run", "TMP/finished", "--out", "TMP/afile"], torch=True),
     Case("1", "export --out below a file", ["export", "--run", "TMP/finished", "--out", "TMP/afile/sub"], torch=True),
+    Case("1", "export a run whose model.pt is cut short", ["export", "--run", "TMP/truncated", "--out", "TMP/m"], torch=True),
     # 2: train refuses a finished run or foreign files
     Case("2", "train over a finished run", ["train", "--data", "GMD", "--run", "TMP/finished", "--preset", "tiny"], torch=True),
     Case("2", "train into a folder of the user's files", ["train", "--data", "GMD", "--run", "TMP/userstuff", "--preset", "tiny"], torch=True),
@@ -138,6 +139,8 @@ def runs(sandbox, tiny_run):
     shutil.copytree(tiny_run, sandbox / "truncated")
     ck = sandbox / "truncated" / "checkpoint.pt"
     ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 2])
+    w = sandbox / "truncated" / "model.pt"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
     return sandbox
 
 
@@ -221,7 +224,7 @@ def test_every_bad_input_is_one_line_and_the_doc_matches(runs, monkeypatch, caps
     assert (box / "userstuff" / "config.json").read_text() == '{"mine": true}'
     assert (box / "afile").read_text() == "not a folder, not MIDI\n"
     assert not (box / "fifo").is_file() and (box / "fifo").exists()
-    for gone in ("o8", "o10", "o12", "seedrun", "new", "afile/sub"):
+    for gone in ("o8", "o10", "o12", "seedrun", "new", "afile/sub", "m"):
         assert not (box / gone).exists(), gone
     assert (box / "finished" / "model.pt").exists() and (box / "finished" / "config.json").exists()
     assert DOC.exists(), "docs/bad_input.md is missing: run with DRUM_PERFORMER_WRITE_DOCS=1"

@@ -115,6 +115,12 @@ def load_run_config(run: Path) -> RunConfig:
         raise TrainError(f"{p} is not a valid run config: {e}") from None
 
 
+def _reason(e: Exception) -> str:
+    """The first sentence of torch's (often many-line) load error: the rest is advice for developers."""
+    text = str(e).strip()
+    return (text.splitlines()[0].split(". ")[0] if text else "") or type(e).__name__
+
+
 def load_model(run: Path, weights: str = WEIGHTS) -> tuple[GrooveVAE, RunConfig]:
     """Rebuild the model from the run folder alone (config + weights)."""
     cfg = load_run_config(run)
@@ -125,7 +131,7 @@ def load_model(run: Path, weights: str = WEIGHTS) -> tuple[GrooveVAE, RunConfig]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise TrainError(f"cannot read {path}: {e}") from None
+        raise TrainError(f"{path} is not a readable weights file ({_reason(e)}); is it cut short?") from None
     state = state.get("model", state)
     try:
         model.load_state_dict({k: v.float() for k, v in state.items()})
@@ -243,7 +249,7 @@ def warm_start(model: GrooveVAE, run: Path) -> int:
     try:
         old = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a cut or foreign file: torch raises many types
-        raise TrainError(f"cannot start from {run}: cannot read {path} ({str(e).split('. ')[0]})") from None
+        raise TrainError(f"cannot start from {run}: cannot read {path} ({_reason(e)})") from None
     n = 0
     for k, t in model.state_dict().items():
         if k not in old:
@@ -357,9 +363,8 @@ def load_checkpoint(run: Path, steps: int, device) -> dict:
     try:
         ck = torch.load(path, map_location=device, weights_only=False)
     except Exception as e:  # torch raises many types for a cut or foreign file
-        reason = str(e).split(". ")[0] or type(e).__name__
         raise TrainError(
-            f"cannot read the checkpoint {path} ({reason}); it may be cut short: "
+            f"cannot read the checkpoint {path} ({_reason(e)}); it may be cut short: "
             "start again with --overwrite, or use another --run folder"
         ) from None
     if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
