@@ -164,3 +164,30 @@ def test_resume_from_a_truncated_checkpoint_is_one_clear_error(tiny_run, tmp_pat
     ck.write_bytes(ck.read_bytes()[:1000])
     with pytest.raises(trainer.TrainError, match="cannot read the checkpoint"):
         trainer.train(gmd_fixture, run, _resumed(run, 30), resume=True)
+
+
+# --- 7: a disk that fills during training ------------------------------------------------------
+
+
+def test_a_full_disk_during_training_is_one_line_and_leaves_no_tmp(tmp_path, gmd_fixture, monkeypatch, capsys):
+    """Simulated at the write call: torch.save creates the file, then ENOSPC (as a full disk does)."""
+    import errno
+
+    from performer import cli
+
+    real_save = torch.save
+
+    def full(obj, f, *a, **kw):
+        if str(f).endswith("checkpoint.pt.tmp"):
+            open(f, "wb").close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", full)
+    run = tmp_path / "run"
+    code = cli.main(["train", "--data", str(gmd_fixture), "--run", str(run), "--preset", "tiny", "--threads", "1", "--no-progress"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"drum-performer: error: cannot write {run / 'checkpoint.pt.tmp'}: No space left on device"
+    )
+    assert not list(run.glob("*.tmp"))
