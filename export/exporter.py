@@ -81,7 +81,30 @@ def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
     from train.data import WindowSet, preprocess
 
     tracks, _ = preprocess(data)
-    return trainer.write_attributes(run, WindowSet(tracks["train"]))
+    # the windows training used at its end, so a recomputed vector equals the trainer's
+    ws = WindowSet(tracks["train"], model.config.styles, fills=model.config.fills)
+    return trainer.write_attributes(run, model, ws)
+
+
+def run_prior(run: Path, model: GrooveVAE, data: str | None) -> dict:
+    """The run's learned latent prior, refitted when it is missing or belongs to other weights."""
+    from train import prior
+
+    p = run / prior.PRIOR
+    if p.exists():
+        arrays = prior.load(p)
+        if arrays.get("weights_sha256") == trainer.weights_digest(run):
+            return arrays
+        log.info("%s belongs to other weights: refitting", p)
+    cfg = json.loads((run / trainer.CONFIG).read_text())
+    data = data or cfg.get("data", {}).get("folder")
+    if not data or not Path(data).exists():
+        raise ExportError(f"{run} has no current {prior.PRIOR} and its training data is not at {data!r}: pass --data DIR")
+    from train.data import WindowSet, preprocess
+
+    tracks, _ = preprocess(data)
+    ws = WindowSet(tracks["train"], model.config.styles, fills=model.config.fills)
+    return trainer.write_prior(run, model, ws)
 
 
 # --- ONNX -------------------------------------------------------------------
@@ -237,6 +260,7 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
     if (c.num_classes, c.num_voices, c.steps) != (drums.NUM_CLASSES, drums.NUM_VOICES, drums.STEPS):
         raise ExportError(f"{run} was trained with another vocabulary (classes {c.num_classes}, steps {c.steps})")
     attrs = run_attributes(run, model, data)
+    latent_prior = run_prior(run, model, data)
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -272,7 +296,13 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
         if not parity["ok"]:
             raise ExportError(f"torch vs ONNX Runtime parity failed, nothing written: {parity}")
         meta = _metadata(run, cfg, attrs, parity, eval_json)
-        meta["files"] = {n: _sha256(tmp / n) for n in (SAMPLER, ENCODER)}
+        files = [SAMPLER, ENCODER]
+        if latent_prior is not None:
+            from train import prior
+
+            prior.save({k: latent_prior[k] for k in prior.ARRAYS}, tmp / prior.PRIOR)
+            files.append(prior.PRIOR)
+        meta["files"] = {n: _sha256(tmp / n) for n in files}
         (tmp / META).write_text(json.dumps(meta, indent=1))
         _replace(tmp, out)
     except OSError as e:

@@ -192,7 +192,8 @@ class Engine:
         known = ", ".join(self.styles) or "none: it was trained without genres"
         raise EngineError(f"unknown style {style!r} (this model knows: {known})")
 
-    def _draw_z(self, rng: np.random.Generator, style: int) -> np.ndarray:
+    def draw_z(self, rng: np.random.Generator, style: int = 0) -> np.ndarray:
+        """One z from the prior of style index ``style`` (the learned mixture, else N(0, I))."""
         if self.prior_mixture is None:
             return rng.standard_normal(self.z_size).astype(np.float32)
         w, m, sc = self.prior_mixture
@@ -202,7 +203,7 @@ class Engine:
     def prior(self, seed: int | None = None, style: str | None = None) -> np.ndarray:
         """z from the model's prior (the learned mixture of the style, else N(0, I)), (Z,)
         float32; the same draw sample(seed=..., style=...) uses."""
-        return self._draw_z(np.random.default_rng(seed), self.style_index(style))
+        return self.draw_z(np.random.default_rng(seed), self.style_index(style))
 
     def attribute(self, name: str = "density") -> np.ndarray:
         if name not in self.attributes:
@@ -270,7 +271,7 @@ class Engine:
         s_idx = self.style_index(style)
         rng = np.random.default_rng(seed)
         # z is always drawn first, so a seed gives the same noise with or without an explicit z
-        z_prior = self._draw_z(rng, s_idx)
+        z_prior = self.draw_z(rng, s_idx)
         if z is None:
             z = z_prior
         noise = _gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None
@@ -303,6 +304,12 @@ class Engine:
         mu, logvar = self._encoder.run(None, feed)
         return mu, logvar
 
+    def encode_arrays(self, classes: np.ndarray, velocity: np.ndarray, offset: np.ndarray):
+        """classes (B, T), velocity, offset (B, T, V) -> mu, logvar (B, Z)."""
+        return self._encoder.run(None, {"classes": np.asarray(classes, np.int64),
+                                        "velocity": np.asarray(velocity, np.float32),
+                                        "offset": np.asarray(offset, np.float32)})
+
     def encode(self, pattern: drums.Pattern) -> np.ndarray:
         """Posterior mean of a Pattern, (Z,)."""
         return self.encode_batch([pattern])[0][0]
@@ -311,18 +318,3 @@ class Engine:
         from model import midifile
 
         return self.encode(midifile.read_pattern(path))
-
-    # --- evaluation ----------------------------------------------------------
-
-    def eval_backend(self):
-        """A train.evaluate.Backend over the ONNX graphs (no torch)."""
-        from train.evaluate import Backend
-
-        def encode(b):
-            mu, lv = self._encoder.run(None, {"classes": b["classes"].astype(np.int64), "velocity": b["velocity"], "offset": b["offset"]})
-            return mu, lv
-
-        def decode(z, temperature, noise):
-            return self.decode(z, float(temperature), np.ascontiguousarray(noise, np.float32))
-
-        return Backend(f"exported {self.folder}", self.z_size, encode, decode, None)

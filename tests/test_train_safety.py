@@ -28,6 +28,11 @@ def _cfg(steps=20):
     return cfg
 
 
+def _train_windows(model, data):
+    """The training windows as the trainer builds them (styles and fills of the model)."""
+    return WindowSet(preprocess(data)[0]["train"], model.config.styles, fills=model.config.fills)
+
+
 def _snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
@@ -74,7 +79,7 @@ def test_attributes_always_belong_to_the_weights_beside_them(tiny_run, tmp_path,
     trainer.train(gmd_fixture, run, _resumed(run, 24), resume=True)
     got = json.loads((run / "attributes.json").read_text())
     model, _ = trainer.load_model(run)
-    want = trainer.compute_attributes(model, WindowSet(preprocess(gmd_fixture)[0]["train"]))
+    want = trainer.compute_attributes(model, _train_windows(model, gmd_fixture))
     for k in want:
         assert got[k] == pytest.approx(want[k], abs=1e-5), k
 
@@ -94,7 +99,7 @@ def test_export_never_ships_stale_attributes(tiny_run, tmp_path, gmd_fixture):
     (run / "attributes.json").write_text(json.dumps({"density": [9.0] * 8, "syncopation": [9.0] * 8}))
     meta = exporter.export(run, tmp_path / "m")
     model, _ = trainer.load_model(run)
-    want = trainer.compute_attributes(model, WindowSet(preprocess(gmd_fixture)[0]["train"]))
+    want = trainer.compute_attributes(model, _train_windows(model, gmd_fixture))
     assert meta["attributes"]["density"] == pytest.approx(want["density"], abs=1e-5)
     assert set(meta["attributes"]) == {"density", "syncopation"}
 

@@ -34,6 +34,7 @@ from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, losses
 from train.data import WindowSet, preprocess
 from train.evaluate import features
+from train.prior import PRIOR
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,39 @@ def compute_attributes(model: GrooveVAE, windows, batch: int = 512) -> dict[str,
         q = max(1, len(order) // 4)
         out[name] = (mu[order[-q:]].mean(0) - mu[order[:q]].mean(0)).astype(np.float32).tolist()
     return out
+
+
+@torch.no_grad()
+def compute_prior(model: GrooveVAE, windows, batch: int = 512) -> dict:
+    """The learned latent prior (train/prior.py) from the posterior means of the training beat
+    windows, one mixture per style (row 0: all of them), stamped with the weights it belongs to."""
+    from train import prior
+
+    beats = np.flatnonzero(~windows.is_fill)
+    mus = []
+    for a in range(0, len(beats), batch):
+        b = windows.batch(beats[a : a + batch])
+        mu, _ = model.encoder(
+            torch.from_numpy(b["classes"]), torch.from_numpy(b["velocity"]), torch.from_numpy(b["offset"])
+        )
+        mus.append(mu.numpy())
+    return prior.fit(np.concatenate(mus), windows.style[beats], len(model.config.styles) + 1)
+
+
+def weights_digest(run: Path) -> str:
+    """SHA-256 of the run's model.pt: what its prior and attributes were computed from."""
+    import hashlib
+
+    return hashlib.sha256((Path(run) / WEIGHTS).read_bytes()).hexdigest()
+
+
+def write_prior(run: Path, model: GrooveVAE, windows) -> dict:
+    from train import prior
+
+    p = compute_prior(model, windows)
+    p["weights_sha256"] = np.array(weights_digest(run))
+    prior.save(p, Path(run) / prior.PRIOR)
+    return p
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -293,7 +327,7 @@ def validate(model: GrooveVAE, ws: WindowSet, cfg: RunConfig, dev: torch.device,
     return out
 
 
-RUN_FILES = frozenset({CONFIG, CHECKPOINT, WEIGHTS, METRICS, ATTRIBUTES, "eval"})
+RUN_FILES = frozenset({CONFIG, CHECKPOINT, WEIGHTS, METRICS, ATTRIBUTES, PRIOR, "eval"})
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "best")
 WEIGHTS_DIGEST = "weights_sha256"  # in attributes.json: the model.pt the vectors were computed from
 
@@ -353,7 +387,7 @@ def check_run_folder(run: Path, cfg: RunConfig, resume: bool, overwrite: bool) -
 
 def clear_run(run: Path) -> None:
     """--overwrite: remove the old run's files (only ours), so nothing of it is appended to or kept."""
-    for name in (CHECKPOINT, WEIGHTS, METRICS, ATTRIBUTES):
+    for name in (CHECKPOINT, WEIGHTS, METRICS, ATTRIBUTES, PRIOR):
         (run / name).unlink(missing_ok=True)
 
 
@@ -376,20 +410,13 @@ def load_checkpoint(run: Path, steps: int, device) -> dict:
     return ck
 
 
-def weights_digest(run: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256((Path(run) / WEIGHTS).read_bytes()).hexdigest()
-
-
-def write_attributes(run: Path, windows) -> dict:
-    """Attribute vectors of the model.pt in ``run``, stored with that file's digest.
+def write_attributes(run: Path, model: GrooveVAE, windows) -> dict:
+    """Attribute vectors of ``model`` (the model.pt in ``run``), stored with that file's digest.
 
     Always recomputed at the end of training (not only when missing): after
     --resume or --overwrite the old vectors belong to other weights. Export
     checks the digest and recomputes on a mismatch.
     """
-    model, _ = load_model(run)
     attrs = compute_attributes(model, windows)
     atomic_write_text(json.dumps({**attrs, WEIGHTS_DIGEST: weights_digest(run)}), run / ATTRIBUTES)
     return attrs
@@ -591,5 +618,7 @@ def train(
 
             tdist.destroy_process_group()
     if dist.main and (run / WEIGHTS).exists():
-        write_attributes(run, train_ws)
+        best_model, _ = load_model(run)
+        write_attributes(run, best_model, train_ws)
+        write_prior(run, best_model, train_ws)
     return TrainResult(last, model, dist.rank)
