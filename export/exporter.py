@@ -210,7 +210,7 @@ def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> 
     return report
 
 
-MODEL_FILES = frozenset({SAMPLER, ENCODER, META})
+MODEL_FILES = frozenset({SAMPLER, ENCODER, META, trainer.PRIOR})  # every file export may write
 
 
 def is_model_folder(folder: Path) -> bool:
