@@ -173,9 +173,10 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_sample_on_a_really_full_disk(tiny_disk):
-    """A real 12 KiB tmpfs: the run fills it part way through."""
-    p = subprocess.run([sys.executable, "-m", "performer.cli", "sample", "-n", "40", "--seed", "1", "--out", str(tiny_disk / "o")],
+@pytest.mark.parametrize("extra", [[], ["--wav"]])
+def test_sample_on_a_really_full_disk(tiny_disk, extra):
+    """A real 12 KiB tmpfs: the run fills it part way through (with --wav: at the first WAV)."""
+    p = subprocess.run([sys.executable, "-m", "performer.cli", "sample", "-n", "40", "--seed", "1", "--out", str(tiny_disk / "o"), *extra],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip().splitlines()[-1] == f"drum-performer: error: cannot write into {tiny_disk / 'o'}: No space left on device"
