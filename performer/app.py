@@ -31,15 +31,22 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from model import drums
-from model.errors import DrumPerformerError
 from performer import ports as ports_mod
-from performer.clock import STOP, TICKS_PER_BAR, InternalClock, MidiClock, Transport
+from performer.clock import (
+    STOP,
+    TICKS_PER_BAR,
+    TICKS_PER_CYCLE,
+    TICKS_PER_STEP,
+    InternalClock,
+    MidiClock,
+    Transport,
+)
 from performer.controls import Controller, MidiMap
 from performer.director import Director
+from performer.options import LiveError, LiveOptions
 from performer.scheduler import Player, Scheduler
 
 log = logging.getLogger(__name__)
@@ -51,56 +58,6 @@ PORT_CHECK_INTERVAL = 1.0
 # The sender must win the GIL quickly when its deadline comes; Python's default
 # switch interval (5 ms) would let the view or decoder hold it for that long.
 SWITCH_INTERVAL = 0.0005
-
-
-class LiveError(DrumPerformerError):
-    pass
-
-
-@dataclass
-class LiveOptions:
-    port: str | None = None
-    clock_port: str | None = None
-    api: str = "auto"
-    bpm: float | None = None
-    channel: int = 10  # 1..16, GM drums
-    quantize: bool = False
-    swing: float = 0.0  # percent of a 16th that every second 16th is delayed (0..75)
-    seed: int | None = None
-    temperature: float | None = None  # None: the model's default
-    model: str | None = None
-    record: str | None = None
-    map: str | None = None
-    morph_cycles: int = 4
-    start_on_clock: bool = False
-    headless: bool | None = None  # None: headless when there is no terminal
-    latency_ms: float = 0.0
-
-    def validate(self) -> None:
-        if not 1 <= self.channel <= 16:
-            raise LiveError(f"--channel {self.channel} must be 1..16")
-        if not 0 <= self.swing <= 75:
-            raise LiveError(f"--swing {self.swing:g} must be 0..75 (percent of a 16th)")
-        if self.bpm is not None and not 20 <= self.bpm <= 400:
-            raise LiveError(f"--bpm {self.bpm:g} must be 20..400")
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise LiveError(f"--temperature {self.temperature} must be a number >= 0")
-        if not 1 <= self.morph_cycles <= 16:
-            raise LiveError(f"--morph-cycles {self.morph_cycles} must be 1..16")
-        if not -50 <= self.latency_ms <= 50:
-            raise LiveError(f"--latency-ms {self.latency_ms:g} must be -50..50")
-        if self.api not in ports_mod.API_CHOICES:
-            raise LiveError(f"--api {self.api!r} must be one of {', '.join(ports_mod.API_CHOICES)}")
-        if self.seed is not None and not 0 <= self.seed < 2**32 - 10_000:
-            raise LiveError(f"--seed {self.seed} must be 0..{2**32 - 10_001}")
-        if self.record:
-            p = Path(self.record)
-            if p.is_dir():
-                raise LiveError(f"--record {p} is a folder; give a file name like take1.mid")
-            if not p.parent.exists():
-                raise LiveError(f"--record {p}: folder {p.parent} does not exist")
-            if not os.access(p.parent, os.W_OK):
-                raise LiveError(f"--record {p}: folder {p.parent} is not writable")
 
 
 # --- recording -------------------------------------------------------------------------------
@@ -232,8 +189,8 @@ class LiveApp:
         step = None
         pattern = d.current.pattern if d else None
         if running and pos is not None and pos >= 0:
-            cycle = int(pos) // (6 * drums.STEPS)
-            step = int(pos) // 6 % drums.STEPS
+            cycle = int(pos) // TICKS_PER_CYCLE
+            step = int(pos) // TICKS_PER_STEP % drums.STEPS
             if sched is not None:
                 pattern = sched.pattern_at(cycle) or pattern
         mode = "quantize" if self.opts.quantize else "groove"

@@ -46,6 +46,7 @@ from performer.clock import (
     MidiParser,
     StampMapper,
     Transport,
+    bpm_to_period,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ DEFAULT_CHANNEL = 9  # GM drums: channel 10, 0-based
 # note (half a step) plus a wake-up, small enough that a control or a mute
 # lands within a step of being asked for.
 LOOKAHEAD_TICKS = 2 * TICKS_PER_STEP
+MAX_SWING = 0.75  # of a step: beyond it the swung 16th would pass the next one's earliest note
+# A note-on's note-off comes this many 16ths later (wall time, within GATE_MIN_S..GATE_MAX_S): short
+# enough that a retrigger rarely cuts a note, long enough for any drum sampler to catch it.
+GATE_STEPS = 0.5
+GATE_MIN_S, GATE_MAX_S = 0.01, 0.1
 EARLIEST = -0.5 * TICKS_PER_STEP  # the earliest a step's note can be, relative to its grid tick
 
 Send = Callable[[list[int], float | None], None]
@@ -76,7 +82,7 @@ class PatternSource(Protocol):
 def compile_pattern(pattern: drums.Pattern, quantize: bool, swing: float) -> list[list[tuple[float, int, int, int]]]:
     """Per step: (clock offset from the step's grid tick, voice, pitch, MIDI velocity) of each hit.
 
-    ``swing`` (0..0.75) delays every second 16th by that fraction of a step.
+    ``swing`` (0..MAX_SWING) delays every second 16th by that fraction of a step.
     """
     out: list[list[tuple[float, int, int, int]]] = []
     swing_ticks = swing * TICKS_PER_STEP
@@ -100,12 +106,12 @@ class Scheduler:
         quantize: bool = False,
         swing: float = 0.0,
         lead: float = 0.0,
-        gate_steps: float = 0.5,
+        gate_steps: float = GATE_STEPS,
     ) -> None:
         if not 0 <= channel <= 15:
             raise ValueError(f"channel {channel} outside 0..15")
-        if not 0.0 <= swing <= 0.75:
-            raise ValueError(f"swing {swing} outside 0..0.75")
+        if not 0.0 <= swing <= MAX_SWING:
+            raise ValueError(f"swing {swing} outside 0..{MAX_SWING}")
         self.source = source
         self.channel = channel
         self.quantize = quantize
@@ -156,11 +162,8 @@ class Scheduler:
         self._offs.clear()
 
     def panic(self, send: Send, exiting: bool = False) -> None:
-        """Note-offs for everything sounding, CC123, and on exit CC120."""
-        self.playing = False
-        self._heap.clear()
-        self.release_all(send)
-        send([0xB0 | self.channel, CC_ALL_NOTES_OFF, 0], None)
+        """:meth:`stop`, and on exit CC120 (all sound off) too."""
+        self.stop(send)
         if exiting:
             send([0xB0 | self.channel, CC_ALL_SOUND_OFF, 0], None)
 
@@ -190,7 +193,7 @@ class Scheduler:
 
     def _gate(self, clock: ClockSource) -> float:
         bpm = clock.bpm() or 120.0
-        return min(0.1, max(0.01, self.gate_steps * 15.0 / bpm))
+        return min(GATE_MAX_S, max(GATE_MIN_S, self.gate_steps * TICKS_PER_STEP * bpm_to_period(bpm)))
 
     def poll(self, now: float, clock: ClockSource, send: Send) -> float:
         """Send everything due at ``now``; return when to call again (inf: only on input)."""

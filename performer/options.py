@@ -1,0 +1,94 @@
+"""The live performer's options and their ranges, defined once.
+
+:class:`LiveOptions` owns every range a live option may take
+(:data:`LiveOptions.RANGES`); ``validate`` checks them for callers that build
+options in code, and the command line (:mod:`performer.live_cli`) derives its
+argparse types and help from the same table, so the two cannot disagree.
+Where a range is a property of the machinery (the tempi the clock follows,
+the morph lengths the director plans, the swing the scheduler compiles) it
+is taken from that module rather than typed again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from model.errors import DrumPerformerError
+from performer.clock import MAX_BPM, MIN_BPM
+from performer.director import MORPH_MAX, MORPH_MIN, SEED_HEADROOM
+from performer.ports import API_CHOICES
+from performer.scheduler import MAX_SWING
+
+
+class LiveError(DrumPerformerError):
+    pass
+
+
+@dataclass(frozen=True)
+class Range:
+    """An option's accepted values: ``kind`` within lo..hi (inclusive); ``unit`` follows in messages."""
+
+    kind: type
+    lo: float
+    hi: float
+    unit: str = ""
+
+    def text(self) -> str:
+        return f"{self.lo:g}..{self.hi:g}"
+
+
+@dataclass
+class LiveOptions:
+    port: str | None = None
+    clock_port: str | None = None
+    api: str = "auto"
+    bpm: float | None = None  # None: follow MIDI clock
+    channel: int = 10  # 1-based, GM drums
+    quantize: bool = False
+    swing: float = 0.0  # percent of a 16th that every second 16th is delayed
+    seed: int | None = None
+    temperature: float | None = None  # None: the model's default
+    model: str | None = None
+    record: str | None = None
+    map: str | None = None
+    morph_cycles: int = 4
+    start_on_clock: bool = False
+    headless: bool | None = None  # None: headless when there is no terminal
+    latency_ms: float = 0.0
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "channel": Range(int, 1, 16),
+        "bpm": Range(float, MIN_BPM, MAX_BPM, " BPM"),
+        "latency_ms": Range(float, -50, 50),
+        "swing": Range(float, 0, MAX_SWING * 100, " percent"),
+        # each later request takes the next seed: leave room for SEED_HEADROOM of them below 2**32
+        "seed": Range(int, 0, 2**32 - 1 - SEED_HEADROOM),
+        "temperature": Range(float, 0, 10),  # the model clamps to its own range (model.json)
+        "morph_cycles": Range(int, MORPH_MIN, MORPH_MAX),
+    }
+
+    @staticmethod
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    def validate(self) -> None:
+        for name, r in self.RANGES.items():
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if not (isinstance(v, int | float) and math.isfinite(v) and r.lo <= v <= r.hi):
+                raise LiveError(f"{self.flag(name)} {v} must be {r.text()}{r.unit}")
+        if self.api not in API_CHOICES:
+            raise LiveError(f"--api {self.api!r} must be one of {', '.join(API_CHOICES)}")
+        if self.record:
+            p = Path(self.record)
+            if p.is_dir():
+                raise LiveError(f"--record {p} is a folder; give a file name like take1.mid")
+            if not p.parent.exists():
+                raise LiveError(f"--record {p}: folder {p.parent} does not exist")
+            if not os.access(p.parent, os.W_OK):
+                raise LiveError(f"--record {p}: folder {p.parent} is not writable")
