@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import queue
 import secrets
@@ -31,23 +30,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from model import drums
+from model.errors import DrumPerformerError
 from performer import ports as ports_mod
-from performer.clock import (
-    STOP,
-    TICKS_PER_BAR,
-    TICKS_PER_CYCLE,
-    TICKS_PER_STEP,
-    InternalClock,
-    MidiClock,
-    Transport,
-)
+from performer.clock import TICKS_PER_CYCLE, TICKS_PER_STEP, ClockSource, Transport
 from performer.controls import Controller, MidiMap
 from performer.director import Director
 from performer.options import LiveError, LiveOptions
 from performer.scheduler import Player, Scheduler
+from performer.wiring import PortSink, Recorder, Sink, open_clock, open_sinks
+
+__all__ = ["LiveApp", "LiveError", "LiveOptions", "Recorder"]
 
 log = logging.getLogger(__name__)
 
@@ -58,77 +52,6 @@ PORT_CHECK_INTERVAL = 1.0
 # The sender must win the GIL quickly when its deadline comes; Python's default
 # switch interval (5 ms) would let the view or decoder hold it for that long.
 SWITCH_INTERVAL = 0.0005
-
-
-# --- recording -------------------------------------------------------------------------------
-
-
-class Recorder:
-    """What was played, on a timeline of MIDI clocks, written as a Standard MIDI File.
-
-    The first run keeps its song positions (so the file lines up with the
-    DAW's bars when placed at bar 1); each later run (after Stop and
-    Start/Continue) follows the previous material at the next bar line, with
-    its own position within the bar.
-    """
-
-    RESOLUTION = 480  # ticks per quarter in the file: 20 per MIDI clock
-
-    def __init__(self, path: str | Path, channel: int) -> None:
-        self.path = Path(path)
-        self.channel = channel
-        self.events: list[tuple[float, list[int]]] = []
-        self._offset = 0.0
-        self._end = 0.0
-        self._runs = 0
-        self._on_pos: dict[int, float] = {}
-        self.bpm: float | None = None
-
-    def transport(self, ev: Transport) -> None:
-        if ev.kind == STOP:
-            return
-        if self._runs:
-            bar = TICKS_PER_BAR
-            self._offset = math.ceil(self._end / bar) * bar - (ev.pos // bar) * bar
-        self._runs += 1
-
-    def add(self, msg: list[int], pos: float | None, fallback_pos: float) -> None:
-        kind = msg[0] & 0xF0
-        if kind not in (0x80, 0x90):
-            return
-        p = (pos if pos is not None else fallback_pos) + self._offset
-        if kind == 0x90:
-            self._on_pos[msg[1]] = p
-        else:
-            p = max(p, self._on_pos.pop(msg[1], p))  # an off never precedes its on
-        p = max(p, 0.0)
-        self._end = max(self._end, p)
-        self.events.append((p, list(msg)))
-
-    def write(self) -> Path:
-        import mido
-
-        mf = mido.MidiFile(ticks_per_beat=self.RESOLUTION)
-        tr = mido.MidiTrack()
-        mf.tracks.append(tr)
-        tr.append(mido.MetaMessage("track_name", name="drum-performer", time=0))
-        tr.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
-        tr.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(self.bpm or 120.0), time=0))
-        per_clock = self.RESOLUTION / 24
-        now = 0
-        for p, msg in sorted(self.events, key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90)):
-            tick = int(round(p * per_clock))
-            tr.append(mido.Message.from_bytes(msg, time=max(0, tick - now)))
-            now = max(now, tick)
-        tr.append(mido.MetaMessage("end_of_track", time=0))
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
-            mf.save(str(tmp))
-            os.replace(tmp, self.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        return self.path
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -153,9 +76,9 @@ class LiveApp:
         self.director: Director | None = None
         self.scheduler: Scheduler | None = None
         self.player: Player | None = None
-        self.clock = None
+        self.clock: ClockSource | None = None
+        self.sinks: list[Sink] = []
         self.controller: Controller | None = None
-        self.recorder: Recorder | None = None
         self.seed: int | None = None
         self.log_buffer = None
         self.ready_s: float | None = None
@@ -177,14 +100,7 @@ class LiveApp:
         clock, sched, d = self.clock, self.scheduler, self.director
         running = bool(clock and clock.running)
         pos = clock.position(now) if clock else None
-        if running and clock.arrived() == -math.inf and not isinstance(clock, InternalClock):
-            transport = "starting"
-        elif running:
-            transport = "playing"
-            if isinstance(clock, MidiClock) and clock.freewheeling(now):
-                transport = "freewheel"
-        else:
-            transport = "stopped"
+        transport = clock.state(now) if clock else "stopped"
         cycle = None
         step = None
         pattern = d.current.pattern if d else None
@@ -206,8 +122,7 @@ class LiveApp:
             "pattern": pattern,
             "director": d.status() if d else {},
             "out": self.output.describe() if self.output else "-",
-            "clock": (f"internal {self.opts.bpm:g} BPM" if self.opts.bpm else
-                      (self.input.describe() if self.input else "-")),
+            "clock": clock.describe() if clock else "-",
             "mode": mode,
             "help": self.help,
             "last_action": self.controller.last_action if self.controller else "",
@@ -232,9 +147,10 @@ class LiveApp:
             headless = self.term is None and not (sys.stdin.isatty() and sys.stdout.isatty())
         old_switch = sys.getswitchinterval()
         handlers: dict[int, object] = {}
+        first_error: BaseException | None = None
         try:
             self._open_ports()
-            self.clock = InternalClock(opts.bpm) if opts.bpm else MidiClock(start_on_clock=opts.start_on_clock)
+            self.clock = open_clock(opts, self.input)
             self.scheduler = Scheduler(
                 self.director,
                 channel=opts.channel - 1,
@@ -242,12 +158,11 @@ class LiveApp:
                 swing=opts.swing / 100.0,
                 lead=DEFAULT_LEAD + opts.latency_ms / 1000.0,
             )
-            if opts.record:
-                self.recorder = Recorder(opts.record, opts.channel - 1)
+            self.sinks = open_sinks(opts, self.output, self.clock)
             self.controller = Controller(
                 self.director, midi_map, on_quit=lambda: self.request_stop(0), on_help=self.toggle_help
             )
-            poll = getattr(self.input, "poll", None) if getattr(self.input, "polled", False) else None
+            poll = self.input.poll if self.input is not None and self.input.polled else None
             self.player = Player(
                 self.clock, self.scheduler, self._send, self.inbox,
                 on_control=self.controller.midi, on_transport=self._on_transport, poll=poll,
@@ -255,16 +170,15 @@ class LiveApp:
             handlers = self._install_signals()
             sys.setswitchinterval(SWITCH_INTERVAL)
             self.director.start()
-            if isinstance(self.clock, InternalClock):
-                self.clock.start(time.perf_counter())
+            self.clock.start(time.perf_counter())
             self.player.start()
             self.player.ready.wait(2.0)
             self.ready_s = time.perf_counter() - t0
             info = {
                 "out": self.output.describe(),
-                "clock": f"internal {opts.bpm:g} BPM" if opts.bpm else (self.input.describe() if self.input else "-"),
+                "clock": self.clock.describe(),
                 "seed": self.seed,
-                "api": getattr(self.output, "api", "memory"),
+                "api": self.output.api,
                 "ready_s": self.ready_s,
                 "headless": headless,
             }
@@ -275,10 +189,19 @@ class LiveApp:
                 self._wait_headless()
             else:
                 self._interactive()
+        except BaseException as e:
+            first_error = e
+            raise
         finally:
-            self._shutdown()
-            sys.setswitchinterval(old_switch)
-            self._restore_signals(handlers)
+            try:
+                self._shutdown()
+            except Exception as e:
+                if first_error is None:
+                    raise
+                log.error("%s", e)  # the error that ended the performance is the one to report
+            finally:
+                sys.setswitchinterval(old_switch)
+                self._restore_signals(handlers)
         if self.player is not None and self.player.error is not None:
             e = self.player.error
             raise LiveError(f"internal error in the sender ({type(e).__name__}: {e}); all notes were released")
@@ -289,7 +212,7 @@ class LiveApp:
         if self.output is None:
             self.output = ports_mod.open_output(opts.port, opts.api)
         if self.input is None:
-            api = getattr(self.output, "api", opts.api)
+            api = self.output.api
             if opts.clock_port is None and not ports_mod.virtual_supported(api):
                 if not opts.bpm:
                     raise LiveError(
@@ -301,21 +224,12 @@ class LiveApp:
             self.input = ports_mod.open_input(self.inbox, opts.clock_port, api)
 
     def _send(self, msg: list[int], pos: float | None) -> None:
-        self.output.send(msg)
-        rec = self.recorder
-        if rec is not None:
-            fallback = 0.0
-            if pos is None and self.clock is not None:
-                fallback = self.clock.position(time.perf_counter())
-            rec.add(msg, pos, fallback)
-            if rec.bpm is None and msg[0] & 0xF0 == 0x90 and self.clock is not None:
-                bpm = self.clock.bpm()
-                if bpm:
-                    rec.bpm = round(bpm, 2)  # the file's tempo: the one the first note was played at
+        for sink in self.sinks:
+            sink.send(msg, pos)
 
     def _on_transport(self, ev: Transport) -> None:
-        if self.recorder is not None:
-            self.recorder.transport(ev)
+        for sink in self.sinks:
+            sink.transport(ev)
 
     # -- signals
 
@@ -346,12 +260,12 @@ class LiveApp:
     def _housekeeping(self, last_check: float) -> float:
         now = time.monotonic()
         if now - last_check >= PORT_CHECK_INTERVAL:
-            for p in (self.output, self.input):
+            for p in (*self.sinks, self.input):
                 if p is not None:
                     try:
                         p.check()
                     except Exception:
-                        log.exception("checking port %s failed", p)
+                        log.exception("checking %s failed", p)
             last_check = now
         if self.player is not None and not self.player.is_alive() and not self._stop.is_set():
             self.request_stop(1)
@@ -410,13 +324,18 @@ class LiveApp:
                 p.final_panic()
         if self.director is not None:
             self.director.close()
-        for port in (self.input, self.output):
-            if port is not None:
-                with contextlib.suppress(Exception):
-                    port.close()
-        if self.recorder is not None:
+        if self.input is not None:
+            with contextlib.suppress(Exception):
+                self.input.close()
+        if not self.sinks and self.output is not None:  # it failed before the sinks were made
+            self.sinks = [PortSink(self.output)]
+        first: DrumPerformerError | None = None
+        for sink in self.sinks:  # every sink is closed, whatever the one before it did
             try:
-                path = self.recorder.write()
-                log.info("recorded %d events to %s", len(self.recorder.events), path)
-            except Exception as e:
-                raise LiveError(f"cannot write the recording {self.recorder.path}: {e}") from None
+                sink.close()
+            except DrumPerformerError as e:
+                first = first or e
+            except Exception:
+                log.exception("closing %s failed", sink.describe())
+        if first is not None:
+            raise first

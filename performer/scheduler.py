@@ -369,7 +369,7 @@ class Player(threading.Thread):
         return got
 
     def _loop(self) -> None:
-        inbox, clock, sched, send = self.inbox, self.clock, self.scheduler, self.send
+        inbox = self.inbox
         wake = self.now()
         polling = self.poll is not None
         cap = min(self.max_wait, self.poll_interval) if polling else self.max_wait
@@ -396,15 +396,23 @@ class Player(threading.Thread):
             now = self.now()
             if not got and now < wake:
                 continue  # a polling tick with nothing new: the schedule stands
-            for ev in clock.update(now):
-                if ev.kind == STOP:
-                    log.info("stop at song position %d (%s)", ev.pos, ev.reason)
-                else:
-                    log.info("%s at song position %d", ev.kind, ev.pos)
-                sched.transport(ev, now, send)
-                if self.on_transport is not None:
-                    self.on_transport(ev)
-            wake = sched.poll(now, clock, send)
-            nc = clock.next_check(now)
-            if nc is not None and nc < wake:
-                wake = nc
+            wake = self.step(now)
+
+    def step(self, now: float) -> float:
+        """One pass at ``now``, after the input that arrived was fed to the clock: transport
+        changes, then everything due; returns when to run again. The thread's loop and the
+        simulated-time tests (tests/live_fakes.Sim) both run exactly this."""
+        clock, sched, send = self.clock, self.scheduler, self.send
+        for ev in clock.update(now):
+            if ev.kind == STOP:
+                log.info("stop at song position %d (%s)", ev.pos, ev.reason)
+            else:
+                log.info("%s at song position %d", ev.kind, ev.pos)
+            sched.transport(ev, now, send)
+            if self.on_transport is not None:
+                self.on_transport(ev)
+        wake = sched.poll(now, clock, send)
+        nc = clock.next_check(now)
+        if nc is not None and nc < wake:
+            wake = nc
+        return wake

@@ -15,7 +15,7 @@ import numpy as np
 
 from model import drums
 from performer.clock import TICKS_PER_STEP, InternalClock, MidiClock
-from performer.scheduler import Scheduler
+from performer.scheduler import Player, Scheduler
 
 
 class FakeEngine:
@@ -124,8 +124,9 @@ class Sim:
     """Simulated time: drives a Scheduler and a clock without sleeping.
 
     ``run_until(t)`` advances time to each deadline the scheduler asks for,
-    feeding clock ticks at their (optionally quantised) arrival times, the
-    way the Player loop would, with an optional wake-up latency.
+    feeding clock ticks at their (optionally quantised) arrival times, and
+    runs :meth:`Player.step` there, as the sender thread's loop does, with an
+    optional wake-up latency.
     """
 
     def __init__(self, sched: Scheduler, clock, *, wake_latency: float = 0.0) -> None:
@@ -136,6 +137,8 @@ class Sim:
         self.inputs: list[tuple[float, tuple]] = []  # (arrival, parsed message), sorted
         self.wake_latency = wake_latency
         self.transports = []
+        # the sender thread's own step, never started as a thread: the sim is its loop
+        self.player = Player(clock, sched, self.sent, on_transport=self.transports.append, now=lambda: self.now)
 
     def feed_at(self, t: float, msg: tuple, stamp: float | None = None) -> None:
         self.inputs.append((t, msg, t if stamp is None else stamp))
@@ -150,13 +153,7 @@ class Sim:
             self.feed_at(t, ("clock",))
 
     def _process(self) -> None:
-        for ev in self.clock.update(self.now):
-            self.transports.append(ev)
-            self.sched.transport(ev, self.now, self.sent)
-        self.wake = self.sched.poll(self.now, self.clock, self.sent)
-        nc = self.clock.next_check(self.now)
-        if nc is not None:
-            self.wake = min(self.wake, nc)
+        self.wake = self.player.step(self.now)
 
     def run_until(self, t_end: float) -> None:
         self.wake = self.now
