@@ -353,3 +353,42 @@ def test_internal_clock_over_jack_plays_in_time_and_releases_everything(jackd, m
         k = round((n.frame - f0) / frames_per_step)
         errs.append(abs(n.frame - f0 - k * frames_per_step))
     assert max(errs) <= jackd.period + jackd.frames(1.0), max(errs)
+
+
+# --- shutdown when the recording cannot be written ------------------------------------------------
+
+
+def _app_whose_recording_fails(tmp_path, monkeypatch) -> LiveApp:
+    """A headless app on fake ports whose --record file turns out unwritable at exit."""
+    def unwritable(self):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Recorder, "write", unwritable)
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    return LiveApp(LiveOptions(bpm=200, headless=True, seed=1, record=str(tmp_path / "take.mid")),
+                   engine=FakeEngine(), output=MemoryOutput(), input_port=MemoryInput(inbox), inbox=inbox)
+
+
+def _process_state():
+    return sys.getswitchinterval(), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def test_a_failed_recording_is_reported_and_switch_interval_and_signals_are_restored(tmp_path, monkeypatch):
+    app = _app_whose_recording_fails(tmp_path, monkeypatch)
+    before = _process_state()
+    with pytest.raises(LiveError, match="cannot write the recording .*disk full"):
+        app.run(on_ready=lambda info: app.request_stop())
+    assert _process_state() == before
+    assert app.output.status == "closed"  # the port was closed before the recording failed
+
+
+def test_an_error_during_the_performance_is_not_hidden_by_a_failed_recording(tmp_path, monkeypatch):
+    app = _app_whose_recording_fails(tmp_path, monkeypatch)
+    before = _process_state()
+
+    def ready(info):
+        raise RuntimeError("the first error")
+
+    with pytest.raises(RuntimeError, match="the first error"):
+        app.run(on_ready=ready)
+    assert _process_state() == before
