@@ -59,10 +59,11 @@ SWITCH_INTERVAL = 0.0005
 
 class LiveApp:
     """One live performance. ``engine``, ``output``, ``input_port`` and ``inbox`` may be
-    injected (tests, embedding); otherwise the model and the MIDI ports are opened here."""
+    injected (tests, embedding); otherwise the model and the MIDI ports are opened here.
+    ``sinks`` are more outputs, after the port and the recorder (see performer.wiring.Sink)."""
 
     def __init__(self, opts: LiveOptions, *, engine=None, output=None, input_port=None,
-                 inbox: queue.SimpleQueue | None = None, term=None) -> None:
+                 inbox: queue.SimpleQueue | None = None, term=None, sinks: list[Sink] = ()) -> None:
         opts.validate()
         self.opts = opts
         self.engine = engine
@@ -77,6 +78,7 @@ class LiveApp:
         self.scheduler: Scheduler | None = None
         self.player: Player | None = None
         self.clock: ClockSource | None = None
+        self.extra_sinks = list(sinks)
         self.sinks: list[Sink] = []
         self.controller: Controller | None = None
         self.seed: int | None = None
@@ -158,7 +160,7 @@ class LiveApp:
                 swing=opts.swing / 100.0,
                 lead=DEFAULT_LEAD + opts.latency_ms / 1000.0,
             )
-            self.sinks = open_sinks(opts, self.output, self.clock)
+            self.sinks = open_sinks(opts, self.output, self.clock) + self.extra_sinks
             self.controller = Controller(
                 self.director, midi_map, on_quit=lambda: self.request_stop(0), on_help=self.toggle_help
             )

@@ -152,6 +152,17 @@ class Director:
             self.morph_cycles = max(MORPH_MIN, min(MORPH_MAX, int(n)))
             return self.morph_cycles
 
+    def wait_decoded(self, timeout: float) -> bool:
+        """Block until every request made so far is decoded (or given up); False on timeout.
+
+        For callers that must know the next boundary will carry the change (tests, a
+        scripted performance); the sender never calls it."""
+        with self._cond:
+            return self._cond.wait_for(self._decoded, timeout)
+
+    def _decoded(self) -> bool:
+        return not (self._pending or self._morph) or (self._ready is not None and self._ready[0] == self._version)
+
     # -- what the scheduler asks (sender thread; never blocks on a decode)
 
     def mutes(self) -> np.ndarray:
@@ -227,11 +238,13 @@ class Director:
                         self._pending.clear()
                         self._morph = []
                         self._morph_total = 0
+                    self._cond.notify_all()
                 done = version
                 continue
             with self._cond:
                 if self._version == version:
                     self._ready = (version, plan)
+                    self._cond.notify_all()
             done = version
 
     def _resolved_z(self, g: Groove) -> np.ndarray:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-import time
 
 import numpy as np
 
@@ -29,8 +28,8 @@ class FakeEngine:
     temperature_range = (0.0, 2.0)
     default_temperature = 0.5
 
-    def __init__(self, delay: float = 0.0, density: float = 0.18) -> None:
-        self.delay = delay
+    def __init__(self, density: float = 0.18, hold: threading.Event | None = None) -> None:
+        self.hold = hold  # while clear, every decode waits for it: a decode that is "not done yet"
         self.density = density
         self.calls: list[dict] = []
         self.fail = False
@@ -53,8 +52,8 @@ class FakeEngine:
                                "seed": seed, "lock": lock})
         if self.fail:
             raise RuntimeError("fake decode failure")
-        if self.delay:
-            time.sleep(self.delay)
+        if self.hold is not None:
+            self.hold.wait(10.0)
         rng = np.random.default_rng(seed)
         if z is None:
             z = rng.standard_normal(self.z_size).astype(np.float32)
@@ -118,6 +117,70 @@ class Sent:
 
     def ccs(self, number=None):
         return [(t, m) for t, m, _ in self.log if m[0] & 0xF0 == 0xB0 and (number is None or m[1] == number)]
+
+
+def balanced(msgs) -> bool:
+    """Every note-on released by a later note-off (``msgs``: MIDI byte lists or tuples)."""
+    on: dict[int, int] = {}
+    for m in msgs:
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            on[m[1]] = on.get(m[1], 0) + 1
+        elif m[0] & 0xF0 == 0x80:
+            on[m[1]] = max(0, on.get(m[1], 0) - 1)
+    return all(v == 0 for v in on.values())
+
+
+PANIC_TAIL = [[0xB9, 123, 0], [0xB9, 120, 0]]  # what every exit ends with on the drum channel
+
+
+Q = 128 / 48000  # a JACK period at 48 kHz: rtmidi's JACK input stamps per period
+
+
+def quantized(t: float) -> float:
+    """``t`` floored to a JACK period, the way rtmidi's JACK input stamps."""
+    return math.floor(t / Q) * Q
+
+
+class LogSink:
+    """A performer sink (performer.wiring.Sink) that keeps (message, song position) and lets a
+    test wait for what it expects instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[list[int], float | None]] = []
+        self._cond = threading.Condition()
+
+    def send(self, msg, pos) -> None:
+        with self._cond:
+            self.log.append((list(msg), pos))
+            self._cond.notify_all()
+
+    def transport(self, ev) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "test log"
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def messages(self) -> list[list[int]]:
+        with self._cond:
+            return [m for m, _ in self.log]
+
+    def note_ons(self) -> list[tuple[list[int], float | None]]:
+        with self._cond:
+            return [(m, p) for m, p in self.log if m[0] & 0xF0 == 0x90 and m[2] > 0]
+
+    def wait_for(self, pred, timeout: float = 10.0) -> bool:
+        """Wait until ``pred(self)`` holds (checked at every message); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: pred(self), timeout)
+
+    def wait_notes(self, n: int, timeout: float = 10.0) -> bool:
+        return self.wait_for(lambda s: sum(1 for m, _ in s.log if m[0] & 0xF0 == 0x90 and m[2] > 0) >= n, timeout)
 
 
 class Sim:
@@ -239,8 +302,9 @@ def private_jack_server(tmp_path_factory):
 def signal_child_main(out_path: str, bpm: float = 400.0) -> None:
     """Entry point of a child process for signal tests: a live app on fake ports.
 
-    Prints READY once playing; on exit writes every sent message to ``out_path``
-    (JSON) and exits with the app's code.
+    Prints READY once its ports are open and PLAYING at its first note-on (so
+    notes are sounding when the test signals it); on exit writes every sent
+    message to ``out_path`` (JSON) and exits with the app's code.
     """
     import json
     import queue as _queue
@@ -251,8 +315,15 @@ def signal_child_main(out_path: str, bpm: float = 400.0) -> None:
 
     inbox: _queue.SimpleQueue = _queue.SimpleQueue()
     out = MemoryOutput("child")
+
+    class Announce(LogSink):
+        def send(self, msg, pos) -> None:
+            if msg[0] & 0xF0 == 0x90 and not self.note_ons():
+                print("PLAYING", flush=True)
+            super().send(msg, pos)
+
     app = LiveApp(LiveOptions(bpm=bpm, headless=True, seed=5, quantize=True), engine=FakeEngine(density=0.5),
-                  output=out, input_port=MemoryInput(inbox), inbox=inbox)
+                  output=out, input_port=MemoryInput(inbox), inbox=inbox, sinks=[Announce()])
 
     def ready(info):
         print("READY", flush=True)
