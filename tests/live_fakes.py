@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -139,6 +140,17 @@ Q = 128 / 48000  # a JACK period at 48 kHz: rtmidi's JACK input stamps per perio
 def quantized(t: float) -> float:
     """``t`` floored to a JACK period, the way rtmidi's JACK input stamps."""
     return math.floor(t / Q) * Q
+
+
+def wait_until(pred, timeout: float = 10.0) -> bool:
+    """For state that announces nothing (a clock's cue, the director's mutes, a control list):
+    poll ``pred`` every millisecond until it holds; False on timeout (the caller asserts)."""
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 class LogSink:

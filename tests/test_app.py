@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,14 @@ from performer.app import LiveApp, LiveError, LiveOptions, Recorder
 from performer.clock import STOP, Transport
 from performer.ports import MemoryInput, MemoryOutput
 from tests.conftest import assert_one_line_error, run_cli
-from tests.live_fakes import PANIC_TAIL, FakeEngine, LogSink, balanced, private_jack_server
+from tests.live_fakes import (
+    PANIC_TAIL,
+    FakeEngine,
+    LogSink,
+    balanced,
+    private_jack_server,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,16 +82,6 @@ class Live:
         self.thread.join(timeout)
         assert not self.thread.is_alive()
         return [list(m) for _, m in self.out.messages]
-
-
-def wait_until(pred, timeout: float = 10.0) -> bool:
-    """For state that announces nothing (the clock's cue, the director's mutes): poll ``pred``."""
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.001)
-    return True
 
 
 def steps_played(log: LogSink) -> set[tuple[int, int, int]]:

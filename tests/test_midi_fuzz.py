@@ -26,7 +26,7 @@ from performer.clock import (
     bpm_to_period,
 )
 from performer.scheduler import Player, Scheduler
-from tests.live_fakes import PANIC_TAIL, LogSink, StaticSource, simple_pattern
+from tests.live_fakes import PANIC_TAIL, LogSink, StaticSource, simple_pattern, wait_until
 
 # bytes weighted towards the interesting ones
 interesting = st.sampled_from([0xF8, 0xFA, 0xFB, 0xFC, 0xF2, 0xF0, 0xF7, 0xFE, 0xFF, 0x90, 0x99, 0xB0, 0x80, 0xF1, 0xF3, 0xF6])
@@ -142,9 +142,7 @@ def test_sender_loop_survives_a_flood_of_garbage_and_then_plays_a_clean_run():
         # stop whatever the garbage started; end any SysEx it left open; then a control the
         # test waits for: the sender has been through all of the garbage once it arrives
         inbox.put((now, 0.0, [0xFC, 0xF7, 0xBF, 119, 77]))
-        end = time.monotonic() + 10
-        while marker not in controls[-1:] and time.monotonic() < end and player.is_alive():
-            time.sleep(0.001)
+        assert wait_until(lambda: controls[-1:] == [marker] or not player.is_alive())
         assert controls[-1:] == [marker] and player.is_alive() and player.error is None
         before = len(log.note_ons())
         inbox.put((time.perf_counter(), None, [0xFA] + [0xF8] * 48))  # Start, song positions 0..47
