@@ -133,7 +133,7 @@ def test_panic_on_exit_adds_all_sound_off():
     assert [m for _, m, _ in sent.log] == [[0xB9, 123, 0], [0xB9, 120, 0]]
 
 
-def test_channel_option():
+def test_channel_option_puts_notes_and_their_offs_on_that_channel():
     sim, _ = internal_sim(StaticSource(simple_pattern({0: [0]})), BPM, channel=0)
     sim.run_until(0.2)
     assert {m[0] for _, m, _ in sim.sent.log} == {0x90, 0x80}
