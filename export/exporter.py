@@ -27,7 +27,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export.graphs import EncoderGraph, Sampler
+from export.graphs import EncoderGraph, Sampler, condition_inputs
 from model import drums
 from model.config import SAMPLE_TEMPERATURE
 from model.errors import DrumPerformerError
@@ -72,6 +72,27 @@ def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
     attrs = trainer.compute_attributes(model, WindowSet(tracks["train"]))
     trainer.atomic_write_text(json.dumps(attrs), p)
     return attrs
+
+
+def run_prior(run: Path, model: GrooveVAE, data: str | None) -> dict:
+    """The run's learned latent prior, refitted when it is missing or belongs to other weights."""
+    from train import prior
+
+    p = run / prior.PRIOR
+    if p.exists():
+        arrays = prior.load(p)
+        if arrays.get("weights_sha256") == trainer.weights_digest(run):
+            return arrays
+        log.info("%s belongs to other weights: refitting", p)
+    cfg = json.loads((run / trainer.CONFIG).read_text())
+    data = data or cfg.get("data", {}).get("folder")
+    if not data or not Path(data).exists():
+        raise ExportError(f"{run} has no current {prior.PRIOR} and its training data is not at {data!r}: pass --data DIR")
+    from train.data import WindowSet, preprocess
+
+    tracks, _ = preprocess(data)
+    ws = WindowSet(tracks["train"], model.config.styles, fills=model.config.fills)
+    return trainer.write_prior(run, model, ws)
 
 
 # --- ONNX -------------------------------------------------------------------
@@ -143,9 +164,15 @@ def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> 
     mask = torch.from_numpy(rng.random((n, c.steps, c.num_classes)) < 0.3)
     mask[..., 0] = True  # a rest is always allowed, so no step is empty
     report = {"samples": n, "class_mismatches": 0, "max_velocity_diff": 0.0, "max_offset_diff": 0.0}
+    cond = {}
+    if c.style_embed:
+        cond["style"] = torch.from_numpy(rng.integers(0, len(c.styles) + 1, n))
+    if c.fills:
+        cond["fill"] = torch.from_numpy((rng.random((n, c.bars)) < 0.5).astype(np.float32))
     for temp, m in ((1.0, None), (0.0, None), (1.0, mask)):
-        tc, tv, to = model.sample(z, temp, noise, m)
+        tc, tv, to = model.sample(z, temp, noise, m, **cond)
         feed = {"z": z.numpy(), "temperature": np.array([temp], np.float32), "noise": noise.numpy()}
+        feed.update({k: v.numpy() for k, v in cond.items()})
         if m is not None:
             feed["mask"] = m.numpy()
         oc, ov, oo = sess_s.run(None, feed)
@@ -179,6 +206,7 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
     if (c.num_classes, c.num_voices, c.steps) != (drums.NUM_CLASSES, drums.NUM_VOICES, drums.STEPS):
         raise ExportError(f"{run} was trained with another vocabulary (classes {c.num_classes}, steps {c.steps})")
     attrs = run_attributes(run, model, data)
+    latent_prior = run_prior(run, model, data)
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -186,10 +214,13 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
         B = 1
         z = torch.zeros(B, c.z)
         args = (z, torch.ones(1), torch.zeros(B, c.steps, c.num_classes), torch.ones(B, c.steps, c.num_classes, dtype=torch.bool))
+        conds = condition_inputs(c)
+        cond_args = {"style": torch.zeros(B, dtype=torch.long), "fill": torch.zeros(B, c.bars)}
         _trace(
-            Sampler(model).eval(), args, tmp / SAMPLER,
-            ["z", "temperature", "noise", "mask"], ["classes", "velocity", "offset"],
-            {"z": {0: "B"}, "noise": {0: "B"}, "mask": {0: "Bm"}, "classes": {0: "B"}, "velocity": {0: "B"}, "offset": {0: "B"}},
+            Sampler(model).eval(), args + tuple(cond_args[k] for k in conds), tmp / SAMPLER,
+            ["z", "temperature", "noise", "mask", *conds], ["classes", "velocity", "offset"],
+            {"z": {0: "B"}, "noise": {0: "B"}, "mask": {0: "Bm"}, "classes": {0: "B"}, "velocity": {0: "B"}, "offset": {0: "B"},
+             **{k: {0: "B"} for k in conds}},
         )
         enc_args = (torch.zeros(B, c.steps, dtype=torch.long), torch.zeros(B, c.steps, c.num_voices), torch.zeros(B, c.steps, c.num_voices))
         _trace(
@@ -208,7 +239,13 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
         if not parity["ok"]:
             raise ExportError(f"torch vs ONNX Runtime parity failed, nothing written: {parity}")
         meta = _metadata(run, cfg, attrs, parity, eval_json)
-        meta["files"] = {n: _sha256(tmp / n) for n in (SAMPLER, ENCODER)}
+        files = [SAMPLER, ENCODER]
+        if latent_prior is not None:
+            from train import prior
+
+            prior.save({k: latent_prior[k] for k in prior.ARRAYS}, tmp / prior.PRIOR)
+            files.append(prior.PRIOR)
+        meta["files"] = {n: _sha256(tmp / n) for n in files}
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if out.exists():
             shutil.rmtree(out)
@@ -241,6 +278,8 @@ def _metadata(run: Path, cfg, attrs: dict, parity: dict, eval_json) -> dict:
             "bars": drums.BARS,
         },
         "z_size": cfg.model.z,
+        "styles": list(cfg.model.styles),  # style input i+1 = styles[i]; 0 = "any"
+        "fills": bool(cfg.model.fills),  # the sampler has a per-bar fill input
         "temperature": {"default": SAMPLE_TEMPERATURE, "min": 0.0, "max": 2.0},
         "preset": cfg.preset,
         "model_config": runcfg.get("model", {}),

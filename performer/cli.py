@@ -68,6 +68,7 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    p.add_argument("--init", help="start from the weights of this finished run folder (a warm start)")
     p.add_argument("--cache", help="preprocessing cache folder (default: the user cache dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=_cmd_train)
@@ -98,7 +99,7 @@ def _cmd_train(a) -> int:
             cfg = preset(a.preset)
         except KeyError as e:
             raise UserError(e.args[0]) from None
-    for name, val in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr), ("seed", a.seed), ("threads", a.threads)):
+    for name, val in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr), ("seed", a.seed), ("threads", a.threads), ("init", a.init)):
         if val is not None:
             setattr(cfg.train, name, val)
 
@@ -180,25 +181,28 @@ def _cmd_eval(a) -> int:
     from train import data, evaluate
 
     tracks, summary = data.preprocess(a.data, a.cache)
-    ws = data.WindowSet(tracks[a.split])
-    if len(ws) == 0:
-        raise UserError(f"split {a.split!r} of {a.data} has no windows")
     metrics = None
     if a.run:
         _need_torch("eval --run")
-        from train import trainer
+        from train import prior, trainer
 
         model, _ = trainer.load_model(Path(a.run))
-        backend = evaluate.torch_backend(model, name=f"run {a.run}")
+        pp = Path(a.run) / prior.PRIOR
+        backend = evaluate.torch_backend(model, name=f"run {a.run}", prior_arrays=prior.load(pp) if pp.exists() else None)
         metrics = Path(a.run) / trainer.METRICS
     else:
         from performer.engine import Engine
 
-        backend = Engine.load(a.model).eval_backend()
+        backend = evaluate.engine_backend(Engine.load(a.model))
+    ws = data.WindowSet(tracks[a.split], backend.styles, fills=backend.fills)
+    if len(ws) == 0:
+        raise UserError(f"split {a.split!r} of {a.data} has no windows")
+    train_ws = data.WindowSet(tracks["train"], backend.styles, fills=backend.fills) if a.split != "train" else ws
     from model.config import SAMPLE_TEMPERATURE
 
     temperature = SAMPLE_TEMPERATURE if a.temperature is None else a.temperature
-    rep = evaluate.evaluate(backend, ws, samples=a.samples, temperature=temperature, seed=a.seed, limit=a.limit)
+    rep = evaluate.evaluate(backend, ws, samples=a.samples, temperature=temperature, seed=a.seed, limit=a.limit,
+                            train_windows=train_ws if len(train_ws) else None)
     rep.update(split=a.split, data=summary.folder)
     paths = evaluate.write_report(rep, Path(a.json), metrics)
     print(

@@ -63,6 +63,29 @@ def _release_freed_heap() -> None:
 
 Lock = tuple[drums.Pattern, np.ndarray]  # (source pattern, (9,) bool voices to keep)
 
+ANY_STYLE = "any"
+PRIOR = "prior.npz"
+
+
+def _read_prior(folder: Path, meta: dict, z_size: int, n_styles: int):
+    """The learned latent prior (a diagonal Gaussian mixture per style, index 0 = "any"), or None.
+
+    Arrays: weights (S, K), means (S, K, Z), scales (S, K, Z). Why a mixture and not
+    N(0, I): the posteriors of this model sit far from N(0, I) (KL ~250 nats), so
+    prior draws land where the decoder never trained (see runs/groove/eval).
+    """
+    if PRIOR not in meta.get("files", {}):
+        return None
+    try:
+        with np.load(folder / PRIOR) as f:
+            w, m, sc = (np.asarray(f[k], np.float64) for k in ("weights", "means", "scales"))
+    except Exception as e:
+        raise EngineError(f"cannot read {folder / PRIOR}: {e}") from None
+    if not (w.ndim == 2 and m.shape == (*w.shape, z_size) and sc.shape == m.shape and w.shape[0] == n_styles):
+        raise EngineError(f"{folder / PRIOR} does not fit the model (z {z_size}, {n_styles} styles)")
+    w = w / w.sum(1, keepdims=True)
+    return w, m.astype(np.float32), sc.astype(np.float32)
+
 
 class Engine:
     def __init__(self, folder: Path, meta: dict, sampler, encoder_factory):
@@ -77,6 +100,12 @@ class Engine:
         self.temperature_range = (float(t.get("min", 0.0)), float(t.get("max", 2.0)))
         self.default_temperature = float(t.get("default", SAMPLE_TEMPERATURE))
         self._zero_noise = np.zeros((1, drums.STEPS, drums.NUM_CLASSES), np.float32)
+        self.styles: tuple[str, ...] = tuple(meta.get("styles", ()))  # style i+1; 0 = "any"
+        self.has_fills = bool(meta.get("fills", False))
+        inputs = {i.name for i in sampler.get_inputs()}
+        self._feeds_style = "style" in inputs
+        self._feeds_fill = "fill" in inputs
+        self.prior_mixture = _read_prior(folder, meta, self.z_size, len(self.styles) + 1)
 
     # --- loading -------------------------------------------------------------
 
@@ -154,9 +183,27 @@ class Engine:
 
     # --- latents -------------------------------------------------------------
 
-    def prior(self, seed: int | None = None) -> np.ndarray:
-        """z ~ N(0, I), (Z,) float32; the same draw sample(seed=...) uses."""
-        return np.random.default_rng(seed).standard_normal(self.z_size).astype(np.float32)
+    def style_index(self, style: str | None) -> int:
+        """A style name -> the model's style input (0 = "any")."""
+        if style is None or style == ANY_STYLE:
+            return 0
+        if style in self.styles:
+            return self.styles.index(style) + 1
+        known = ", ".join(self.styles) or "none: it was trained without genres"
+        raise EngineError(f"unknown style {style!r} (this model knows: {known})")
+
+    def draw_z(self, rng: np.random.Generator, style: int = 0) -> np.ndarray:
+        """One z from the prior of style index ``style`` (the learned mixture, else N(0, I))."""
+        if self.prior_mixture is None:
+            return rng.standard_normal(self.z_size).astype(np.float32)
+        w, m, sc = self.prior_mixture
+        k = rng.choice(w.shape[1], p=w[style])
+        return (m[style, k] + sc[style, k] * rng.standard_normal(self.z_size).astype(np.float32)).astype(np.float32)
+
+    def prior(self, seed: int | None = None, style: str | None = None) -> np.ndarray:
+        """z from the model's prior (the learned mixture of the style, else N(0, I)), (Z,)
+        float32; the same draw sample(seed=..., style=...) uses."""
+        return self.draw_z(np.random.default_rng(seed), self.style_index(style))
 
     def attribute(self, name: str = "density") -> np.ndarray:
         if name not in self.attributes:
@@ -180,8 +227,10 @@ class Engine:
 
     # --- decoding ------------------------------------------------------------
 
-    def decode(self, z: np.ndarray, temperature: float, noise: np.ndarray | None = None, mask: np.ndarray | None = None):
-        """Batch decode. z (B, Z); noise (B, T, C) Gumbel or None (argmax); mask (B|1, T, C) bool.
+    def decode(self, z: np.ndarray, temperature: float, noise: np.ndarray | None = None, mask: np.ndarray | None = None,
+               style: np.ndarray | int = 0, fill: np.ndarray | None = None):
+        """Batch decode. z (B, Z); noise (B, T, C) Gumbel or None (argmax); mask (B|1, T, C) bool;
+        style (B,) int or one int for all (0 = "any"); fill (B, N) 0/1 per bar or None (no fills).
 
         -> classes (B, T) int64, velocity (B, T, V), offset (B, T, V).
         """
@@ -191,6 +240,13 @@ class Engine:
         feed = {"z": z, "temperature": np.array([temperature], np.float32), "noise": noise}
         if mask is not None:
             feed["mask"] = np.ascontiguousarray(mask, dtype=bool)
+        if self._feeds_style:
+            feed["style"] = np.broadcast_to(np.asarray(style, np.int64), (len(z),)).copy()
+        if self._feeds_fill:
+            f = np.zeros((len(z), drums.BARS), np.float32) if fill is None else np.asarray(fill, np.float32)
+            feed["fill"] = np.ascontiguousarray(np.broadcast_to(f, (len(z), drums.BARS)))
+        elif fill is not None and np.any(fill):
+            raise EngineError(f"the model in {self.folder} has no fills (export a model trained with fills)")
         classes, vel, off = self._sampler.run(None, feed)
         return classes, vel, off
 
@@ -200,17 +256,22 @@ class Engine:
         temperature: float | None = None,
         seed: int | None = None,
         lock: Lock | None = None,
+        style: str | None = None,
+        fill: bool = False,
     ) -> drums.Pattern:
-        """One 4-bar Pattern. z None: drawn from the seed; temperature None: the model's default;
-        lock: keep those voices of a pattern."""
+        """One 4-bar Pattern. z None: drawn from the seed (the style's prior); temperature None:
+        the model's default; lock: keep those voices of a pattern; style: a name of
+        ``self.styles`` (None = "any"); fill: bar 4 is a fill (bars 1-3 are exactly the
+        pattern the same call without ``fill`` gives)."""
         if temperature is None:
             temperature = self.default_temperature
         lo, hi = self.temperature_range
         if not lo <= temperature <= hi:
             raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
+        s_idx = self.style_index(style)
         rng = np.random.default_rng(seed)
         # z is always drawn first, so a seed gives the same noise with or without an explicit z
-        z_prior = rng.standard_normal(self.z_size).astype(np.float32)
+        z_prior = self.draw_z(rng, s_idx)
         if z is None:
             z = z_prior
         noise = _gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None
@@ -218,7 +279,11 @@ class Engine:
         if lock is not None:
             src, keep = lock
             mask = drums.class_mask_for_lock(src.hits, keep)[None]  # (1, T, C)
-        c, v, o = self.decode(z, temperature, noise, mask)
+        fills = None
+        if fill:
+            fills = np.zeros((1, drums.BARS), np.float32)
+            fills[0, -1] = 1.0
+        c, v, o = self.decode(z, temperature, noise, mask, s_idx, fills)
         pattern = drums.Pattern.from_classes(c[0], v[0], o[0])
         if lock is not None:
             # the kept voices keep their own groove too, not just their hits
@@ -239,6 +304,12 @@ class Engine:
         mu, logvar = self._encoder.run(None, feed)
         return mu, logvar
 
+    def encode_arrays(self, classes: np.ndarray, velocity: np.ndarray, offset: np.ndarray):
+        """classes (B, T), velocity, offset (B, T, V) -> mu, logvar (B, Z)."""
+        return self._encoder.run(None, {"classes": np.asarray(classes, np.int64),
+                                        "velocity": np.asarray(velocity, np.float32),
+                                        "offset": np.asarray(offset, np.float32)})
+
     def encode(self, pattern: drums.Pattern) -> np.ndarray:
         """Posterior mean of a Pattern, (Z,)."""
         return self.encode_batch([pattern])[0][0]
@@ -247,18 +318,3 @@ class Engine:
         from model import midifile
 
         return self.encode(midifile.read_pattern(path))
-
-    # --- evaluation ----------------------------------------------------------
-
-    def eval_backend(self):
-        """A train.evaluate.Backend over the ONNX graphs (no torch)."""
-        from train.evaluate import Backend
-
-        def encode(b):
-            mu, lv = self._encoder.run(None, {"classes": b["classes"].astype(np.int64), "velocity": b["velocity"], "offset": b["offset"]})
-            return mu, lv
-
-        def decode(z, temperature, noise):
-            return self.decode(z, float(temperature), np.ascontiguousarray(noise, np.float32))
-
-        return Backend(f"exported {self.folder}", self.z_size, encode, decode, None)
