@@ -10,7 +10,9 @@ Everything else is derived from that one table: the key table
 docs/live.md (:func:`docs_table`; a test keeps the file in step).
 
 Adding a control is one :class:`Action` here plus, when it changes the
-groove, one planning function in :mod:`performer.director` (``PLANNERS``).
+groove, one planning function in :mod:`performer.director`: in ``PLANNERS``
+for a change at the next cycle boundary, in ``BAR_PLANNERS`` for one that
+plays from a bar line of the playing cycle to its end (a fill in bar 4).
 
 Keys use blessed (cbreak mode, no echo); MIDI controls arrive on the clock
 input port and are mapped by the default table that a JSON file

@@ -9,6 +9,12 @@ thread never waits for the model. A request that comes too late for the
 coming boundary (its decode is not finished when that cycle's first step is
 scheduled, about a step before the bar line) lands one cycle later.
 
+Each request kind is planned by one small function: :data:`PLANNERS` fold
+requests into the next cycle's groove; :data:`BAR_PLANNERS` make a change
+that plays from a bar line of the playing cycle to its end, once (what a fill
+in bar 4 needs; the scheduler asks for it at each bar line through
+``pattern_at_bar``).
+
 Reproducibility (``--seed S``): the first groove is exactly
 ``engine.sample(seed=S, temperature=T)``. Every request that needs fresh
 randomness takes the next seed, S+1, S+2, ... in the order the requests land:
@@ -79,6 +85,10 @@ class Director:
         self._pending: list[tuple[str, object]] = []
         self._version = 0
         self._ready: tuple[int, _Plan] | None = None
+        # a change to one bar line of the playing groove (BAR_PLANNERS), the latest request only
+        self._bar_pending: tuple[str, object] | None = None
+        self._bar_version = 0
+        self._bar_ready: tuple[int, int, drums.Pattern] | None = None  # (bar version, bar, pattern)
         self._closed = False
         self._next_seed = self.seed0 + 1
         self._morph: list = []
@@ -92,6 +102,7 @@ class Director:
         self._density_dir: np.ndarray | None = None
         first = Groove(seed=self.seed0, z=None, temperature=float(temperature), label=f"groove seed {self.seed0}")
         self.current = replace(first, pattern=self._decode(first))
+        self._playing = self.current.pattern  # what the scheduler plays in this cycle
         self._worker = threading.Thread(target=self._work, name="drum-performer-decoder", daemon=True)
 
     # -- lifecycle
@@ -113,8 +124,14 @@ class Director:
         new, variation, morph, temperature (arg: +1/-1 steps), set_temperature (arg: value),
         density (+1/-1), set_density (arg: value), lock (arg: (9,) voices to keep; None = the
         unmuted ones), recall (arg: slot)."""
+        if action in BAR_PLANNERS:
+            with self._cond:
+                self._bar_pending = (action, arg)
+                self._bar_version += 1
+                self._cond.notify_all()
+            return
         if action not in PLANNERS:
-            raise ValueError(f"unknown request {action!r} (known: {', '.join(PLANNERS)})")
+            raise ValueError(f"unknown request {action!r} (known: {', '.join([*PLANNERS, *BAR_PLANNERS])})")
         with self._cond:
             resolve = _AT_REQUEST.get(action)
             if resolve is not None:
@@ -161,7 +178,12 @@ class Director:
             return self._cond.wait_for(self._decoded, timeout)
 
     def _decoded(self) -> bool:
-        return not (self._pending or self._morph) or (self._ready is not None and self._ready[0] == self._version)
+        cycle_done = not (self._pending or self._morph) or (self._ready is not None and self._ready[0] == self._version)
+        return cycle_done and not self._bar_wanted()
+
+    def _bar_wanted(self) -> bool:
+        """A bar change is asked for and not decoded for the playing groove yet."""
+        return self._bar_pending is not None and (self._bar_ready is None or self._bar_ready[0] != self._bar_version)
 
     # -- what the scheduler asks (sender thread; never blocks on a decode)
 
@@ -186,11 +208,31 @@ class Director:
                 if self._morph:
                     self._version += 1  # decode the next point of the path for the cycle after
                     self._cond.notify_all()
+                if self._bar_pending is not None:  # a bar change waiting for its bar: redo it on this groove
+                    self._bar_version += 1
+                    self._bar_ready = None
+                    self._cond.notify_all()
                 log.info("cycle %d: %s", cycle, self.current.label)
             elif self._pending or self._morph:
                 self.late += 1
                 log.warning("cycle %d: the next groove is not decoded yet; it lands a cycle later", cycle)
-            return self.current.pattern
+            self._playing = self.current.pattern
+            return self._land_bar(cycle, 0) or self._playing
+
+    def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
+        with self._cond:
+            return self._land_bar(cycle, bar)
+
+    def _land_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
+        """The decoded bar change, if it is for this bar line (else it waits for the next cycle's)."""
+        ready = self._bar_ready
+        if ready is None or ready[0] != self._bar_version or ready[1] != bar:
+            return None
+        self._playing = ready[2]
+        self._bar_pending = None
+        self._bar_ready = None
+        log.info("cycle %d bar %d: %s", cycle, bar + 1, "bar change")
+        return self._playing
 
     # -- view
 
@@ -215,17 +257,23 @@ class Director:
         done = 0
         while True:
             with self._cond:
-                while not self._closed and (self._version == done or not (self._pending or self._morph)):
+                while not self._closed and not self._bar_wanted() and (
+                        self._version == done or not (self._pending or self._morph)):
                     if self._version != done and not (self._pending or self._morph):
                         done = self._version
                     self._cond.wait()
                 if self._closed:
                     return
-                version = self._version
-                draft = _Draft(cur=self.current, g=replace(self.current, pattern=None), next_seed=self._next_seed,
-                               morph=list(self._morph), morph_total=self._morph_total,
-                               morph_cycles=self.morph_cycles)
-                pending = list(self._pending)
+                bar_job = (self._bar_version, self.current, *self._bar_pending) if self._bar_wanted() else None
+                if bar_job is None:
+                    version = self._version
+                    draft = _Draft(cur=self.current, g=replace(self.current, pattern=None),
+                                   next_seed=self._next_seed, morph=list(self._morph),
+                                   morph_total=self._morph_total, morph_cycles=self.morph_cycles)
+                    pending = list(self._pending)
+            if bar_job is not None:  # first: it may be due within the cycle, a groove only at its end
+                self._plan_bar(*bar_job)
+                continue
             try:
                 plan = self._plan(draft, pending)
                 if plan.decode:
@@ -246,6 +294,24 @@ class Director:
                     self._ready = (version, plan)
                     self._cond.notify_all()
             done = version
+
+    def _plan_bar(self, version: int, playing: Groove, action: str, arg: object) -> None:
+        """Decode a bar change (BAR_PLANNERS) for the playing groove (worker thread)."""
+        try:
+            bar, g = BAR_PLANNERS[action](self, playing, arg)
+            pattern = g.pattern if g.pattern is not None else self._decode(g)
+        except Exception as e:
+            log.error("decoding the bar change failed (%s); playing on", e)
+            self.last_error = str(e)
+            with self._cond:
+                if self._bar_version == version:
+                    self._bar_pending = None
+                self._cond.notify_all()
+            return
+        with self._cond:
+            if self._bar_version == version:
+                self._bar_ready = (version, bar, pattern)
+                self._cond.notify_all()
 
     def _resolved_z(self, g: Groove) -> np.ndarray:
         return self.engine.prior(g.seed) if g.z is None else np.asarray(g.z, np.float32)
@@ -373,6 +439,14 @@ PLANNERS: dict[str, Callable[[Director, _Draft, object], None]] = {
     "lock": _plan_lock,
     "recall": _plan_recall,
 }
+
+
+# Request kinds that change the playing cycle from a bar line on, once, instead of the groove at the
+# next cycle boundary (a fill in bar 4): kind -> (director, playing groove, arg) -> (bar line 0..3,
+# the groove to decode for it; its pattern from that bar on plays to the end of the cycle). It lands
+# at that bar line of the current cycle if decoded in time, else at the next cycle's (decoded again
+# if the groove changed at the boundary); a newer request of these kinds replaces an older one.
+BAR_PLANNERS: dict[str, Callable[[Director, Groove, object], tuple[int, Groove]]] = {}
 
 
 # What a request needs from the moment it is made (called under the director's lock); None drops it.

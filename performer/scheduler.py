@@ -75,6 +75,10 @@ class PatternSource(Protocol):
     def pattern_for(self, cycle: int) -> drums.Pattern:
         """The Pattern of ``cycle``; called once, when its first step is about to be scheduled."""
 
+    def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
+        """A change that lands at bar line ``bar`` (1..3) of ``cycle`` and plays to the cycle's end
+        (a fill in bar 4); None: the cycle's pattern plays on. Called as that bar is scheduled."""
+
     def mutes(self) -> np.ndarray:
         """(9,) bool voices to silence; read at every bar line (changes land on the next bar)."""
 
@@ -183,6 +187,11 @@ class Scheduler:
             self.patterns[cycle] = pattern
             for old in [c for c in self.patterns if c < cycle - 1 or c > cycle]:
                 del self.patterns[old]
+        elif t % drums.STEPS_PER_BAR == 0:
+            pattern = self.source.pattern_at_bar(cycle, t // drums.STEPS_PER_BAR)
+            if pattern is not None:
+                self._compiled = compile_pattern(pattern, self.quantize, self.swing)
+                self.patterns[cycle] = pattern
         if s % drums.STEPS_PER_BAR == 0:
             self._mutes = np.asarray(self.source.mutes(), dtype=bool)
         base = s * TICKS_PER_STEP

@@ -85,6 +85,9 @@ class StaticSource:
         self.asked.append(cycle)
         return self.list[min(cycle, len(self.list) - 1)] if cycle >= 0 else self.list[0]
 
+    def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
+        return None
+
     def mutes(self) -> np.ndarray:
         return self.mute.copy()
 

@@ -220,3 +220,27 @@ def test_help_lines_mention_every_key_group():
     text = "\n".join(help_lines())
     for word in ("new groove", "variation", "morph", "temperature", "density", "mute", "lock", "save", "recall", "quit"):
         assert word in text
+
+
+def test_a_fill_is_one_action_plus_one_bar_planner(monkeypatch):
+    """The shape of the "fill" control: an Action whose press requests "fill", and a planner in
+    director.BAR_PLANNERS that says which bar line it lands on and what to decode there."""
+    from dataclasses import replace
+
+    from tests.live_fakes import FakeEngine
+
+    monkeypatch.setitem(ACTIONS, "fill", Action("fill", "a fill in bar 4", "bar 4", "fill", ("f",),
+                                                press=controls._request("fill")))
+    monkeypatch.setattr(controls, "KEYS", controls._defaults("keys"))
+    monkeypatch.setitem(director.BAR_PLANNERS, "fill",
+                        lambda d, g, arg: (3, replace(g, temperature=g.temperature + 0.5, pattern=None)))
+    d = director.Director(FakeEngine(), seed=7, temperature=0.5)
+    d.start()
+    try:
+        groove = d.pattern_for(0)
+        assert Controller(d).key("f")
+        assert d.wait_decoded(5)
+        assert d.pattern_at_bar(0, 3).equals(FakeEngine().sample(seed=7, temperature=1.0))
+        assert d.pattern_for(1).equals(groove)
+    finally:
+        d.close()

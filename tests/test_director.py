@@ -199,3 +199,55 @@ def test_a_request_of_an_unknown_kind_is_refused(director):
     with pytest.raises(ValueError, match="unknown request 'explode'"):
         director.request("explode")
     assert not director.status()["pending"]
+
+
+# --- a change from a bar line on, once (how a fill in bar 4 plugs in) ---------------------------
+
+
+@pytest.fixture
+def accent(monkeypatch):
+    """A bar request kind for the tests: bar 4 of the playing groove decoded hotter."""
+    from dataclasses import replace
+
+    from performer import director as director_mod
+
+    def plan(d, playing, arg):
+        return 3, replace(playing, temperature=playing.temperature + 0.5, pattern=None)
+
+    monkeypatch.setitem(director_mod.BAR_PLANNERS, "accent", plan)
+    return lambda g: FakeEngine().sample(seed=g.seed, temperature=g.temperature + 0.5)
+
+
+def test_a_bar_request_lands_at_its_bar_line_of_the_current_cycle_once(director, accent):
+    groove = director.pattern_for(0)
+    director.request("accent")
+    settle(director)
+    assert director.pattern_at_bar(0, 1) is None and director.pattern_at_bar(0, 2) is None
+    assert director.pattern_at_bar(0, 3).equals(accent(director.current))
+    assert director.pattern_for(1).equals(groove)  # the next cycle plays the groove again
+    assert director.pattern_at_bar(1, 3) is None
+
+
+def test_a_bar_request_after_its_bar_line_lands_in_the_next_cycle(director, accent):
+    director.pattern_for(0)
+    assert director.pattern_at_bar(0, 3) is None  # bar 4 has begun
+    director.request("accent")
+    settle(director)
+    assert director.pattern_for(1).equals(FakeEngine().sample(seed=100, temperature=0.8))
+    assert director.pattern_at_bar(1, 3).equals(accent(director.current))
+
+
+def test_a_bar_request_is_decoded_again_on_a_groove_that_lands_before_its_bar(director, accent):
+    director.pattern_for(0)
+    director.request("new")
+    director.request("accent")
+    settle(director)
+    director.pattern_for(1)  # the new groove lands; the waiting accent was decoded on the old one
+    assert director.current.seed == 101
+    settle(director)
+    assert director.pattern_at_bar(1, 3).equals(accent(director.current))
+
+
+def test_the_unknown_request_error_names_the_bar_kinds_too(director, accent):
+    with pytest.raises(ValueError, match="accent"):
+        director.request("explode")  # the error lists the bar kinds too

@@ -113,6 +113,22 @@ def test_mutes_land_on_the_next_bar_line():
     assert steps == [0, 4, 8, 12]  # bar 1 plays out, then silence from bar 2
 
 
+def test_a_bar_change_plays_from_its_bar_line_to_the_end_of_that_cycle_only():
+    """PatternSource.pattern_at_bar: what a fill in bar 4 uses."""
+    groove = simple_pattern({s: [0] for s in range(0, 64, 4)})  # kick on every beat
+    fill = simple_pattern({s: [1] for s in range(64)})  # snare on every 16th
+
+    class FillInBar4(StaticSource):
+        def pattern_at_bar(self, cycle, bar):
+            return fill if (cycle, bar) == (0, 3) else None
+
+    sim, _ = internal_sim(FillInBar4(groove), BPM, quantize=True)
+    sim.run_until(grid_time(0, BPM, 64 + 16))
+    played = [(round(t / STEP_S), drums.OUTPUT_PITCHES.index(p)) for t, p, _ in onsets(sim.sent)]
+    want = [(s, 0) for s in range(0, 48, 4)] + [(s, 1) for s in range(48, 64)] + [(s, 0) for s in range(64, 81, 4)]
+    assert played == want
+
+
 def test_stop_releases_everything_then_cc123():
     pat = simple_pattern({0: [0, 1, 2]})
     sim, clock = internal_sim(StaticSource(pat), BPM)
