@@ -8,7 +8,11 @@ new source of tempo or a new destination is one class plus one line here:
   The next one (Ableton Link) is another :class:`ClockSource`.
 * :func:`open_sinks`: every message the scheduler sends goes to each
   :class:`Sink` in order: the MIDI output, then the ``--record`` recorder.
-  The next one (an audio synth) is another :class:`Sink`.
+  The next one (an audio synth) is another :class:`Sink`; like the recorder it
+  takes the clock, and maps a note's song position to its time with
+  ``clock.time_at(pos)`` (performer.sound says what its renderer needs). A sink
+  is handed each message when the MIDI port is, ``lead`` before its time: an
+  audio stream that must have notes a block ahead needs a larger lead than that.
 """
 
 from __future__ import annotations
