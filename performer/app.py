@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import secrets
@@ -84,6 +85,7 @@ class LiveApp:
         self.seed: int | None = None
         self.log_buffer = None
         self.ready_s: float | None = None
+        self._told_unconnected = False
 
     # -- control from outside
 
@@ -143,6 +145,9 @@ class LiveApp:
             self.engine = Engine.load(opts.model)
         self.seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
         temperature = self.engine.default_temperature if opts.temperature is None else opts.temperature
+        lo, hi = getattr(self.engine, "temperature_range", (0.0, math.inf))
+        if not lo <= temperature <= hi:
+            raise LiveError(f"--temperature {temperature:g} is outside this model's range {lo:g}..{hi:g}")
         self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles)
         headless = opts.headless
         if headless is None:
@@ -239,9 +244,13 @@ class LiveApp:
         if threading.current_thread() is not threading.main_thread():
             return {}
         old = {}
+        # every signal whose default action would end the process mid-note ends it cleanly
+        # instead (notes released, CC123 and CC120 sent); Ctrl-C and Ctrl-\ keep the shell's codes
         codes = {signal.SIGINT: 130, signal.SIGTERM: 0}
-        if hasattr(signal, "SIGHUP"):
-            codes[signal.SIGHUP] = 0
+        for name, code in (("SIGHUP", 0), ("SIGQUIT", 131), ("SIGUSR1", 0), ("SIGUSR2", 0),
+                           ("SIGALRM", 0)):
+            if hasattr(signal, name):
+                codes[getattr(signal, name)] = code
         for sig, code in codes.items():
             def handler(signum, frame, code=code):
                 log.info("signal %d: stopping", signum)
@@ -269,6 +278,9 @@ class LiveApp:
                     except Exception:
                         log.exception("checking %s failed", p)
             last_check = now
+            if not self._told_unconnected and self.ready_s is not None:
+                self._told_unconnected = ports_mod.warn_unconnected(
+                    self.output, None if self.opts.bpm else self.input)
         if self.player is not None and not self.player.is_alive() and not self._stop.is_set():
             self.request_stop(1)
         return last_check

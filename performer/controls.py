@@ -351,6 +351,8 @@ def help_lines(width: int = 96) -> list[str]:
     return textwrap.wrap("   ".join(words), width, break_on_hyphens=False) + [
         f"voices: {' '.join(f'{i + 1}={lab}' for i, lab in enumerate(drums.VOICE_LABELS))}",
         "grooves and temperature land at the next cycle, mutes at the next bar",
+        "grid: X loud hit, x soft hit, - a beat, . a 16th, | a bar line, ^ the playhead; "
+        "M muted, L locked",
     ]
 
 

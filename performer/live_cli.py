@@ -7,9 +7,11 @@ CLI prints (one ready line, the port list); library code only logs.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from performer.cli import number
+from performer.clock import SPP_UNITS
 from performer.controls import epilog
 from performer.options import LiveOptions
 from performer.ports import API_CHOICES
@@ -25,7 +27,7 @@ _R = LiveOptions.RANGES
 def _ranged(name: str):
     """The argparse type of a live option, from its range in LiveOptions.RANGES."""
     r = _R[name]
-    return number(r.kind, r.lo, r.hi, r.unit)
+    return number(r.kind, r.lo, r.hi if math.isfinite(r.hi) else None, r.unit)
 
 
 def add_parsers(sub) -> None:
@@ -51,6 +53,9 @@ def add_parsers(sub) -> None:
                    help="play on an internal clock at N BPM instead of following MIDI clock")
     c.add_argument("--start-on-clock", action="store_true",
                    help="start when clock arrives without a Start (for masters that never send transport)")
+    c.add_argument("--spp-units", choices=SPP_UNITS, default="16ths",
+                   help="what the master's Song Position Pointer counts: 16ths (the MIDI spec, most DAWs; "
+                   "default) or clocks (Ardour 7: see the README's DAW list)")
     c.add_argument("--latency-ms", type=_ranged("latency_ms"), default=LiveOptions.latency_ms, metavar="MS",
                    help="send notes MS earlier to make up for output latency (negative: later)")
     m = p.add_argument_group("groove")
@@ -64,7 +69,8 @@ def add_parsers(sub) -> None:
     m.add_argument("--seed", type=_ranged("seed"), metavar="N",
                    help="make the performance reproducible (default: random, shown at start)")
     m.add_argument("--temperature", type=_ranged("temperature"), default=None, metavar="T",
-                   help="sampling temperature (default: the model's, 0.5; 0 = the most likely groove)")
+                   help="sampling temperature within the model's range (the shipped model: 0..2; "
+                   "default: the model's, 0.5; 0 = the most likely groove)")
     m.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
     m.add_argument("--morph-cycles", type=_ranged("morph_cycles"), default=LiveOptions.morph_cycles, metavar="N",
                    help=f"cycles a morph (m) takes, {_R['morph_cycles'].text()} (default 4)")
@@ -103,6 +109,7 @@ def run_live(a) -> int:
         start_on_clock=a.start_on_clock,
         headless=True if a.headless else None,
         latency_ms=a.latency_ms,
+        spp_units=a.spp_units,
     )
     app = LiveApp(opts)
 

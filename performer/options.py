@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from model.errors import DrumPerformerError
-from performer.clock import MAX_BPM, MIN_BPM
+from performer.clock import MAX_BPM, MIN_BPM, SPP_UNITS
 from performer.director import MORPH_MAX, MORPH_MIN, SEED_HEADROOM
 from performer.ports import API_CHOICES
 from performer.scheduler import MAX_SWING
@@ -38,7 +38,7 @@ class Range:
     unit: str = ""
 
     def text(self) -> str:
-        return f"{self.lo:g}..{self.hi:g}"
+        return f"{self.lo:g}..{self.hi:g}" if math.isfinite(self.hi) else f">= {self.lo:g}"
 
 
 @dataclass
@@ -59,6 +59,7 @@ class LiveOptions:
     start_on_clock: bool = False
     headless: bool | None = None  # None: headless when there is no terminal
     latency_ms: float = 0.0
+    spp_units: str = "16ths"  # what the master's Song Position Pointer counts: "16ths" (the spec) or "clocks" (Ardour)
 
     RANGES: ClassVar[dict[str, Range]] = {
         "channel": Range(int, 1, 16),
@@ -67,7 +68,7 @@ class LiveOptions:
         "swing": Range(float, 0, MAX_SWING * 100, " percent"),
         # each later request takes the next seed: leave room for SEED_HEADROOM of them below 2**32
         "seed": Range(int, 0, 2**32 - 1 - SEED_HEADROOM),
-        "temperature": Range(float, 0, 10),  # the model clamps to its own range (model.json)
+        "temperature": Range(float, 0, math.inf),  # the model's own range is checked once it is loaded
         "morph_cycles": Range(int, MORPH_MIN, MORPH_MAX),
     }
 
@@ -82,6 +83,8 @@ class LiveOptions:
                 continue
             if not (isinstance(v, int | float) and math.isfinite(v) and r.lo <= v <= r.hi):
                 raise LiveError(f"{self.flag(name)} {v} must be {r.text()}{r.unit}")
+        if self.spp_units not in SPP_UNITS:
+            raise LiveError(f"--spp-units {self.spp_units!r} must be one of {', '.join(SPP_UNITS)}")
         if self.api not in API_CHOICES:
             raise LiveError(f"--api {self.api!r} must be one of {', '.join(API_CHOICES)}")
         if self.record:

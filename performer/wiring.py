@@ -35,7 +35,7 @@ def open_clock(opts: LiveOptions, clock_input=None) -> ClockSource:
     """The clock of the performance: internal at ``--bpm``, else MIDI clock from ``clock_input``."""
     if opts.bpm:
         return InternalClock(opts.bpm)
-    return MidiClock(start_on_clock=opts.start_on_clock,
+    return MidiClock(start_on_clock=opts.start_on_clock, spp_units=opts.spp_units,
                      source=clock_input.describe if clock_input is not None else None)
 
 
