@@ -254,21 +254,17 @@ class Director:
 
     def _requested(self, c: Groove) -> dict:
         """What the view shows at once: temperature and density as the requests so far leave
-        them (they land at the next cycle), and the other requests waiting, by name."""
-        lo, hi = self.temperature_range
-        t, d, others = c.temperature, c.density, []
+        them (they land at the next cycle; their planners run on a copy), and the other
+        requests waiting, by name."""
+        p = _Draft(cur=c, g=replace(c, pattern=None), next_seed=self._next_seed, morph=[], morph_total=0,
+                   morph_cycles=self.morph_cycles)
+        others = []
         for action, arg in list(self._pending):
-            if action == "temperature":
-                t = _clamp(round(t + TEMPERATURE_STEP * float(arg), 3), lo, hi)
-            elif action == "set_temperature":
-                t = _clamp(float(arg), lo, hi)
-            elif action == "density":
-                d = _clamp(round(d + DENSITY_STEP * float(arg), 3), -DENSITY_LIMIT, DENSITY_LIMIT)
-            elif action == "set_density":
-                d = _clamp(float(arg), -DENSITY_LIMIT, DENSITY_LIMIT)
+            if action in _PREVIEWED:
+                PLANNERS[action](self, p, arg)
             else:
                 others.append(action)
-        return {"next_temperature": t, "next_density": d, "next_actions": others}
+        return {"next_temperature": p.g.temperature, "next_density": p.g.density, "next_actions": others}
 
     # -- the worker
 
@@ -446,6 +442,9 @@ def _plan_recall(d: Director, p: _Draft, saved: object) -> None:
     p.end_morph()
     p.decode = False  # the saved Pattern is the groove, bit for bit (unless a later request changes it)
 
+
+# the knobs: their planners only set a number, so the view can show where they will land
+_PREVIEWED = frozenset(("temperature", "set_temperature", "density", "set_density"))
 
 PLANNERS: dict[str, Callable[[Director, _Draft, object], None]] = {
     "new": _plan_new,
