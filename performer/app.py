@@ -38,11 +38,11 @@ from performer import ports as ports_mod
 from performer.clock import TICKS_PER_CYCLE, TICKS_PER_STEP, ClockSource, Transport
 from performer.controls import Controller, MidiMap
 from performer.director import Director
-from performer.options import LiveError, LiveOptions
+from performer.options import LiveError, LiveOptions, check_record_path, free_path
 from performer.scheduler import Player, Scheduler
 from performer.wiring import PortSink, Recorder, Sink, open_clock, open_sinks
 
-__all__ = ["LiveApp", "LiveError", "LiveOptions", "Recorder"]
+__all__ = ["LiveApp", "LiveError", "LiveOptions", "Recorder", "check_record_path", "free_path"]
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from model import paths
 from model.errors import DrumPerformerError
 from performer.clock import MAX_BPM, MIN_BPM, SPP_UNITS
 from performer.director import MORPH_MAX, MORPH_MIN, SEED_HEADROOM
@@ -87,11 +89,52 @@ class LiveOptions:
             raise LiveError(f"--spp-units {self.spp_units!r} must be one of {', '.join(SPP_UNITS)}")
         if self.api not in API_CHOICES:
             raise LiveError(f"--api {self.api!r} must be one of {', '.join(API_CHOICES)}")
-        if self.record:
-            p = Path(self.record)
-            if p.is_dir():
-                raise LiveError(f"--record {p} is a folder; give a file name like take1.mid")
-            if not p.parent.exists():
-                raise LiveError(f"--record {p}: folder {p.parent} does not exist")
-            if not os.access(p.parent, os.W_OK):
-                raise LiveError(f"--record {p}: folder {p.parent} is not writable")
+        if self.record is not None:
+            self.record = str(check_record_path(self.record))
+
+
+# --- where --record writes ------------------------------------------------------------------------
+
+
+def free_path(path: Path) -> Path:
+    """``path`` if nothing is there, else the first free ``stem-2.ext``, ``stem-3.ext``, ...
+
+    A numbered name rather than an overwrite flag: a take is cheap to rename and
+    expensive to lose, and the user is told the name at start and at exit.
+    """
+    if not os.path.lexists(path):
+        return path
+    n = 2
+    while os.path.lexists(path.with_name(f"{path.stem}-{n}{path.suffix}")):
+        n += 1
+    return path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def check_record_path(record: str) -> Path:
+    """The file ``--record`` will write, checked before the performance starts.
+
+    Everything that would make the write fail at exit is refused now, so a take
+    is never played and then lost: an empty name, a folder, a missing or
+    unwritable parent, a parent that is a file, a target that is not a regular
+    file (a FIFO or device node: the atomic rename would replace it). An
+    existing file is kept: the take goes to a numbered name beside it.
+    """
+    if not record.strip():
+        raise LiveError("--record needs a file name, like take1.mid")
+    p = Path(record).expanduser()
+    if p.is_dir():
+        raise LiveError(f"--record {p} is a folder; give a file name like take1.mid")
+    paths.check_file(record, "--record")  # a file in the way, a read-only folder
+    if not p.parent.is_dir():
+        raise LiveError(f"--record {p}: folder {p.parent} does not exist")
+    if os.path.lexists(p) and not (p.is_file() and not p.is_symlink()):
+        raise LiveError(f"--record {p} exists and is not a regular file; give a new file name")
+    return free_path(p)
+
+
+def fallback_record_path(path: Path) -> Path:
+    """Where a take goes when its own path cannot be written at exit: the temp folder."""
+    import tempfile
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return free_path(Path(tempfile.gettempdir()) / f"drum-performer-{stamp}-{path.name or 'take.mid'}")

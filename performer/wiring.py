@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from performer.clock import STOP, TICKS_PER_BAR, ClockSource, InternalClock, MidiClock, Transport
-from performer.options import LiveError, LiveOptions
+from performer.options import LiveError, LiveOptions, fallback_record_path, free_path
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,12 @@ class PortSink:
 
 
 class RecordSink:
-    """``--record FILE``: keeps what was played on the clock's timeline and writes it on close."""
+    """``--record FILE``: keeps what was played on the clock's timeline and writes it on close
+    (to the temp folder if FILE cannot be written then; ``opts.record`` says where it went)."""
 
-    def __init__(self, path: str | Path, channel: int, clock: ClockSource) -> None:
-        self.recorder = Recorder(path, channel)
+    def __init__(self, opts: LiveOptions, clock: ClockSource) -> None:
+        self.opts = opts
+        self.recorder = Recorder(opts.record, opts.channel - 1)
         self.clock = clock
 
     def send(self, msg: list[int], pos: float | None) -> None:
@@ -107,10 +109,14 @@ class RecordSink:
         pass
 
     def close(self) -> None:
+        wanted = self.recorder.path
         try:
-            path = self.recorder.write()
-        except Exception as e:
-            raise LiveError(f"cannot write the recording {self.recorder.path}: {e}") from None
+            path, why = self.recorder.write_somewhere()
+        except OSError as e:
+            raise LiveError(f"cannot write the recording {wanted} nor a copy in the temp folder: {e}") from None
+        self.opts.record = str(path)
+        if why:
+            raise LiveError(f"{why}; the take is saved in {path}")
         log.info("recorded %d events to %s", len(self.recorder.events), path)
 
 
@@ -118,7 +124,7 @@ def open_sinks(opts: LiveOptions, output, clock: ClockSource) -> list[Sink]:
     """The performance's sinks, in the order each message reaches them."""
     sinks: list[Sink] = [PortSink(output)]
     if opts.record:
-        sinks.append(RecordSink(opts.record, opts.channel - 1, clock))
+        sinks.append(RecordSink(opts, clock))
     return sinks
 
 
@@ -180,13 +186,33 @@ class Recorder:
             tr.append(mido.Message.from_bytes(msg, time=max(0, tick - now)))
             now = max(now, tick)
         tr.append(mido.MetaMessage("end_of_track", time=0))
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        return self.save(mf, self.path)
+
+    def save(self, mf, path: Path) -> Path:
+        """Write atomically to ``path``; never over something that appeared there meanwhile."""
+        if os.path.lexists(path):
+            if path.is_file() and not path.is_symlink():
+                path = free_path(path)
+            else:
+                raise OSError(f"{path} is no longer a regular file")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             mf.save(str(tmp))
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 tmp.unlink()
-        return self.path
+        self.path = path
+        return path
+
+    def write_somewhere(self) -> tuple[Path, str | None]:
+        """Write the take; if its path fails, to the temp folder. Returns (where, why the first failed)."""
+        try:
+            return self.write(), None
+        except OSError as e:
+            why = e.strerror or str(e)
+            wanted = self.path
+        self.path = fallback_record_path(wanted)
+        return self.write(), f"cannot write {wanted}: {why}"
 
 
