@@ -15,6 +15,7 @@ import numpy as np
 
 from model import drums
 from model.errors import DrumPerformerError
+from model.fileio import atomic_write
 
 
 class MidiReadError(DrumPerformerError):
@@ -78,19 +79,6 @@ def read_drum_track(path: str | Path) -> DrumTrack:
     return DrumTrack(pattern, bpm, unknown)
 
 
-def windows(track: drums.Pattern, hop: int = drums.STEPS_PER_BAR * drums.HOP_BARS) -> np.ndarray:
-    """Cut a long pattern into (N, STEPS, 27) arrays of STEPS steps, dropping silent ones."""
-    arr = track.to_array()  # (T, 27)
-    out = []
-    for start in range(0, arr.shape[0] - drums.STEPS + 1, hop):
-        w = arr[start : start + drums.STEPS]
-        if w[:, : drums.NUM_VOICES].any():
-            out.append(w)
-    if not out:
-        return np.zeros((0, drums.STEPS, 3 * drums.NUM_VOICES), dtype=np.float32)
-    return np.stack(out).astype(np.float32)
-
-
 def read_pattern(path: str | Path) -> drums.Pattern:
     """The first STEPS steps (4 bars) of a drum MIDI file, padded with rests."""
     track = read_drum_track(path).pattern
@@ -133,7 +121,4 @@ def write_pattern(
             )
         base += p.steps
     pm.instruments.append(inst)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    pm.write(str(tmp))
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: pm.write(str(tmp)))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from performer.cli import number
+from model import bundle
+from model.ranges import BPM, number
 from performer.ports import API_CHOICES
 
 KEYS_EPILOG = """\
@@ -42,7 +43,7 @@ def add_parsers(sub) -> None:
     g.add_argument("--channel", type=number(int, 1, 16), default=10, metavar="N",
                    help="MIDI channel of the drums, 1..16 (default: 10, General MIDI drums)")
     c = p.add_argument_group("clock")
-    c.add_argument("--bpm", type=number(float, 20, 400, " BPM"), metavar="N",
+    c.add_argument("--bpm", type=BPM.arg(), metavar="N",
                    help="play on an internal clock at N BPM instead of following MIDI clock")
     c.add_argument("--start-on-clock", action="store_true",
                    help="start when clock arrives without a Start (for masters that never send transport)")
@@ -58,7 +59,7 @@ def add_parsers(sub) -> None:
                    help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
     m.add_argument("--seed", type=number(int, 0, 2**32 - 10_001), metavar="N",
                    help="make the performance reproducible (default: random, shown at start)")
-    m.add_argument("--temperature", type=number(float, 0, 10), default=None, metavar="T",
+    m.add_argument("--temperature", type=bundle.TEMPERATURE.arg(), default=None, metavar="T",
                    help="sampling temperature (default: the model's, 0.5; 0 = the most likely groove)")
     m.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
     m.add_argument("--morph-cycles", type=number(int, 1, 16), default=4, metavar="N",

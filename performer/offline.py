@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model import drums, midifile
+from model import bundle, drums, midifile
 from model.errors import DrumPerformerError
+from model.fileio import atomic_write
+from model.ranges import BPM, POSITIVE_INT
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +25,21 @@ class SampleError(DrumPerformerError):
     pass
 
 
-def add_parser(sub, positive_int, nonneg_float, bpm) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser(
         "sample",
         help="write four-bar grooves as MIDI files (or --interpolate A.mid B.mid)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-n", type=positive_int, default=4, help="number of grooves")
+    p.add_argument("-n", type=POSITIVE_INT.arg(), default=4, help="number of grooves")
     p.add_argument("--out", required=True, help="folder to write into (created if needed)")
     p.add_argument("--seed", type=int, help="first seed (file i uses seed+i); default: random, printed")
-    p.add_argument("--temperature", type=nonneg_float, help="sampling temperature (0 = most likely); default: the model's (0.5), 0 for --interpolate")
-    p.add_argument("--bpm", type=bpm, default=120.0, help="tempo written to the files")
+    p.add_argument("--temperature", type=bundle.TEMPERATURE.arg(), help="sampling temperature (0 = most likely); default: the model's (0.5), 0 for --interpolate")
+    p.add_argument("--bpm", type=BPM.arg(), default=120.0, help="tempo written to the files")
     p.add_argument("--model", help="exported model folder (default: the shipped model)")
     p.add_argument("--quantize", action="store_true", help="write on the grid (keep velocities, drop microtiming)")
     p.add_argument("--interpolate", nargs=2, metavar=("A.mid", "B.mid"), help="morph from clip A to clip B")
-    p.add_argument("--steps", type=positive_int, default=5, help="grooves on the morph path, ends included")
+    p.add_argument("--steps", type=POSITIVE_INT.arg(), default=5, help="grooves on the morph path, ends included")
     p.add_argument("--png", action="store_true", help="also draw each groove's grid as a PNG (needs matplotlib)")
     p.set_defaults(func=run)
 
@@ -59,7 +61,7 @@ def draw_png(pattern: drums.Pattern, path: Path, title: str) -> None:
     ax.set_xlabel("sixteenth step")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80))
     plt.close(fig)
 
 

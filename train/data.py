@@ -23,6 +23,7 @@ import numpy as np
 
 from model import drums, midifile
 from model.errors import DrumPerformerError
+from model.fileio import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +199,10 @@ def _concat(patterns: list[drums.Pattern]) -> Tracks:
 def _save_cache(cache: Path, tracks: dict[str, Tracks], summary: Summary) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     for s, t in tracks.items():
-        tmp = cache / f"{s}.tmp.npz"
-        np.savez(tmp, classes=t.classes, velocity=t.velocity, offset=t.offset, starts=t.starts)
-        tmp.replace(cache / f"{s}.npz")
+        atomic_write(
+            cache / f"{s}.npz",
+            lambda tmp, t=t: np.savez(tmp, classes=t.classes, velocity=t.velocity, offset=t.offset, starts=t.starts),
+        )
     manifest = {
         "version": CACHE_VERSION,
         "folder": summary.folder,
@@ -211,9 +213,7 @@ def _save_cache(cache: Path, tracks: dict[str, Tracks], summary: Summary) -> Non
         "windows": summary.windows,
         "unknown_pitches": {str(k): v for k, v in summary.unknown_pitches.items()},
     }
-    tmp = cache / "manifest.tmp.json"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(cache / "manifest.json")  # written last: its presence means the cache is whole
+    atomic_write_text(json.dumps(manifest, indent=1), cache / "manifest.json")  # last: it means the cache is whole
 
 
 def _load_cache(cache: Path, summary: Summary) -> dict[str, Tracks]:

@@ -7,6 +7,10 @@ ONNX model alike. A backend is three functions over arrays:
 * ``decode(z, temperature, noise) -> (classes, velocity, offset)``  free-running
 * ``teacher(z, batch) -> (classes, velocity, offset)`` teacher-forced argmax, or None
 
+:func:`torch_backend` scores a run's weights, :func:`engine_backend` an exported
+model through the runtime engine (evaluation uses the engine, not the other
+way round: the runtime knows nothing of evaluation).
+
 Sample statistics follow Yang & Lerch (2020): for each feature the overlapping
 area (OA) of the smoothed distributions of generated and real examples;
 ``sample_oa`` is the mean OA over the features.
@@ -23,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from model import drums
+from model.fileio import atomic_write, atomic_write_text
+from model.sampling import gumbel, kl_divergence
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +132,7 @@ def evaluate(
         idx = np.arange(a, min(n, a + batch))
         b = windows.batch(idx)
         mu, logvar = backend.encode(b)
-        kls.append(0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar).sum(-1))
+        kls.append(kl_divergence(mu, logvar))
         c, v, o = backend.decode(mu, 0.0, zero_noise[: len(idx)])
         free_c.append(c)
         free_v.append(v)
@@ -167,8 +173,7 @@ def evaluate(
     for a in range(0, samples, batch):
         k = min(batch, samples - a)
         z = rng.standard_normal((k, backend.z_size)).astype(np.float32)
-        u = rng.random((k, drums.STEPS, drums.NUM_CLASSES), dtype=np.float32).clip(1e-9, 1 - 1e-9)
-        noise = -np.log(-np.log(u))
+        noise = gumbel(rng, (k, drums.STEPS, drums.NUM_CLASSES))
         c, _, _ = backend.decode(z, temperature, noise)
         gen.append(drums.index_to_hits(c))
     gf, rf = features(np.concatenate(gen)), features(th)
@@ -211,6 +216,18 @@ def torch_backend(model, name: str = "torch") -> Backend:
         return logits.argmax(-1).numpy(), v.numpy(), o.numpy()
 
     return Backend(name, model.config.z, encode, decode, teacher)
+
+
+def engine_backend(engine) -> Backend:
+    """Backend over an exported model: a :class:`performer.engine.Engine` (numpy and ONNX Runtime)."""
+
+    def encode(b):
+        return engine.encode_arrays(b["classes"], b["velocity"], b["offset"])
+
+    def decode(z, temperature, noise):
+        return engine.decode(z, float(temperature), np.ascontiguousarray(noise, np.float32))
+
+    return Backend(f"exported {engine.folder}", engine.z_size, encode, decode, None)
 
 
 # --- report -----------------------------------------------------------------
@@ -286,7 +303,7 @@ def training_curve(metrics_path: Path, out_png: Path) -> bool:
         a_.set_xlabel("step")
         a_.legend()
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
     return True
 
@@ -294,9 +311,9 @@ def training_curve(metrics_path: Path, out_png: Path) -> bool:
 def write_report(rep: dict, json_path: Path, metrics_path: Path | None = None) -> list[Path]:
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(rep, indent=2))
+    atomic_write_text(json.dumps(rep, indent=2), json_path)
     md = json_path.with_suffix(".md")
-    md.write_text(markdown(rep))
+    atomic_write_text(markdown(rep), md)
     out = [json_path, md]
     if metrics_path is not None:
         png = json_path.with_suffix(".png")
