@@ -81,6 +81,7 @@ HOP_BARS = 1  # training windows start every bar
 
 OFFSET_MIN, OFFSET_MAX = -0.5, 0.5  # offset range in steps, [min, max)
 LOUD = 0.6  # velocity from which a text grid shows a hit as X rather than x
+GATE_STEPS = 0.5  # note length in steps, in files and live (drums ignore it; DAWs show it)
 
 _BITS = (1 << np.arange(NUM_VOICES)).astype(np.int64)  # (9,)
 

@@ -88,9 +88,6 @@ def read_pattern(path: str | Path) -> drums.Pattern:
     return drums.Pattern.from_array(arr)
 
 
-GATE_STEPS = 0.5  # note length written to files, in steps (drums ignore it; DAWs show it)
-
-
 def write_pattern(
     patterns: drums.Pattern | list[drums.Pattern],
     path: str | Path,
@@ -116,7 +113,7 @@ def write_pattern(
                     velocity=drums.velocity_to_midi(vel),
                     pitch=drums.OUTPUT_PITCHES[v],
                     start=start,
-                    end=start + GATE_STEPS * step_s,
+                    end=start + drums.GATE_STEPS * step_s,
                 )
             )
         base += p.steps

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 def number(kind: type = float, lo: float | None = None, hi: float | None = None, what: str = "") -> Callable[[str], float]:
     """An argparse type: a finite int/float within [lo, hi], with a one-line message otherwise."""
 
+    def show(x: float) -> str:
+        return str(int(x)) if kind is int else f"{x:g}"  # 4294957295, not 4.29496e+09
+
     def conv(s: str):
         try:
             v = kind(s)
@@ -25,9 +28,9 @@ def number(kind: type = float, lo: float | None = None, hi: float | None = None,
         if v != v or v in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
         if lo is not None and hi is not None and not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{s} is outside {lo:g}..{hi:g}{what}")
+            raise argparse.ArgumentTypeError(f"{s} is outside {show(lo)}..{show(hi)}{what}")
         if lo is not None and v < lo:
-            raise argparse.ArgumentTypeError(f"{s} must be at least {lo:g}{what}")
+            raise argparse.ArgumentTypeError(f"{s} must be at least {show(lo)}{what}")
         return v
 
     return conv
@@ -55,3 +58,6 @@ class Range:
 POSITIVE_INT = Range(1, kind=int)  # counts: -n, --steps, --samples, --limit, --batch-size
 NONNEGATIVE = Range(0.0)  # rates and temperatures where no model bounds them (--lr, eval --temperature)
 BPM = Range(20.0, 400.0, unit=" BPM")  # tempo written to files and played live
+# Seeds of sample, eval, train and live. numpy refuses negative seeds; the top keeps the seeds a
+# long performance or ``sample -n`` takes after S (S+1, S+2, ...) below 2**32.
+SEED = Range(0, 2**32 - 10_001, kind=int)

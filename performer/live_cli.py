@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from model import bundle
-from model.ranges import BPM, number
+from model.ranges import BPM, SEED, number
 from performer.ports import API_CHOICES
 
 KEYS_EPILOG = """\
@@ -57,7 +57,7 @@ def add_parsers(sub) -> None:
                       help="play on the 16th grid, keeping the model's velocities")
     m.add_argument("--swing", type=number(float, 0, 75, " percent"), default=0.0, metavar="PCT",
                    help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
-    m.add_argument("--seed", type=number(int, 0, 2**32 - 10_001), metavar="N",
+    m.add_argument("--seed", type=SEED.arg(), metavar="N",
                    help="make the performance reproducible (default: random, shown at start)")
     m.add_argument("--temperature", type=bundle.TEMPERATURE.arg(), default=None, metavar="T",
                    help="sampling temperature (default: the model's, 0.5; 0 = the most likely groove)")

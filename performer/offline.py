@@ -16,7 +16,7 @@ import numpy as np
 from model import bundle, drums, midifile
 from model.errors import DrumPerformerError
 from model.fileio import atomic_write
-from model.ranges import BPM, POSITIVE_INT
+from model.ranges import BPM, POSITIVE_INT, SEED
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("-n", type=POSITIVE_INT.arg(), default=4, help="number of grooves")
     p.add_argument("--out", required=True, help="folder to write into (created if needed)")
-    p.add_argument("--seed", type=int, help="first seed (file i uses seed+i); default: random, printed")
+    p.add_argument("--seed", type=SEED.arg(), help="first seed (file i uses seed+i); default: random, printed")
     p.add_argument("--temperature", type=bundle.TEMPERATURE.arg(), help="sampling temperature (0 = most likely); default: the model's (0.5), 0 for --interpolate")
     p.add_argument("--bpm", type=BPM.arg(), default=120.0, help="tempo written to the files")
     p.add_argument("--model", help="exported model folder (default: the shipped model)")

@@ -100,7 +100,7 @@ class Scheduler:
         quantize: bool = False,
         swing: float = 0.0,
         lead: float = 0.0,
-        gate_steps: float = 0.5,
+        gate_steps: float = drums.GATE_STEPS,
     ) -> None:
         if not 0 <= channel <= 15:
             raise ValueError(f"channel {channel} outside 0..15")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from model.errors import UserError, need_torch
-from model.ranges import NONNEGATIVE, POSITIVE_INT
+from model.ranges import NONNEGATIVE, POSITIVE_INT, SEED
 
 
 def add_parsers(sub) -> None:
@@ -31,7 +31,7 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=POSITIVE_INT.arg(), help="optimiser steps (default: the preset's)")
     p.add_argument("--batch-size", type=POSITIVE_INT.arg(), help="windows per step (default: the preset's)")
     p.add_argument("--lr", type=NONNEGATIVE.arg(), help="Adam learning rate (default 1e-4, the original design)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=SEED.arg(), help="random seed (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     p.add_argument("--cache", help="preprocessing cache folder (default: the user cache dir)")
@@ -100,7 +100,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--samples", type=POSITIVE_INT.arg(), default=1000, help="prior samples for the statistics")
     p.add_argument("--temperature", type=NONNEGATIVE.arg(), help="sampling temperature of the prior samples (default 0.5, the product's)")
     p.add_argument("--limit", type=POSITIVE_INT.arg(), help="score only the first N windows (quick checks)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED.arg(), default=0)
     p.add_argument("--cache", help="preprocessing cache folder")
     p.set_defaults(func=run_eval)
 
