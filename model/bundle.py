@@ -159,7 +159,7 @@ def _parse_attributes(v, meta: dict) -> dict[str, np.ndarray]:
 def _parse_files(v, meta: dict) -> dict[str, str]:
     v = _obj(v, "an object of file name -> sha256")
     for name, digest in v.items():
-        if not isinstance(name, str) or name != Path(name).name or name.startswith("."):
+        if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
             raise _Bad(f"names {name!r}, which is not a file of the model folder")
         if not isinstance(digest, str) or len(digest) != 64:
             raise _Bad(f"gives {name} the checksum {_short(digest)}, not a sha256 hex digest")
