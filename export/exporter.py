@@ -30,7 +30,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export.graphs import EncoderGraph, Sampler
+from export.graphs import EncoderGraph, Sampler, condition_inputs
 from model import bundle, drums
 from model.bundle import ENCODER, SAMPLER
 from model.errors import DrumPerformerError
@@ -133,9 +133,15 @@ def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> 
     mask = torch.from_numpy(rng.random((n, c.steps, c.num_classes)) < 0.3)
     mask[..., 0] = True  # a rest is always allowed, so no step is empty
     report = {"samples": n, "class_mismatches": 0, "max_velocity_diff": 0.0, "max_offset_diff": 0.0}
+    cond = {}
+    if c.style_embed:
+        cond["style"] = torch.from_numpy(rng.integers(0, len(c.styles) + 1, n))
+    if c.fills:
+        cond["fill"] = torch.from_numpy((rng.random((n, c.bars)) < 0.5).astype(np.float32))
     for temp, m in ((1.0, None), (0.0, None), (1.0, mask)):
-        tc, tv, to = model.sample(z, temp, noise, m)
+        tc, tv, to = model.sample(z, temp, noise, m, **cond)
         feed = {"z": z.numpy(), "temperature": np.array([temp], np.float32), "noise": noise.numpy()}
+        feed.update({k: v.numpy() for k, v in cond.items()})
         if m is not None:
             feed["mask"] = m.numpy()
         oc, ov, oo = sess_s.run(None, feed)
@@ -176,10 +182,13 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
         B = 1
         z = torch.zeros(B, c.z)
         args = (z, torch.ones(1), torch.zeros(B, c.steps, c.num_classes), torch.ones(B, c.steps, c.num_classes, dtype=torch.bool))
+        conds = condition_inputs(c)
+        cond_args = {"style": torch.zeros(B, dtype=torch.long), "fill": torch.zeros(B, c.bars)}
         _trace(
-            Sampler(model).eval(), args, tmp / SAMPLER,
-            ["z", "temperature", "noise", "mask"], ["classes", "velocity", "offset"],
-            {"z": {0: "B"}, "noise": {0: "B"}, "mask": {0: "Bm"}, "classes": {0: "B"}, "velocity": {0: "B"}, "offset": {0: "B"}},
+            Sampler(model).eval(), args + tuple(cond_args[k] for k in conds), tmp / SAMPLER,
+            ["z", "temperature", "noise", "mask", *conds], ["classes", "velocity", "offset"],
+            {"z": {0: "B"}, "noise": {0: "B"}, "mask": {0: "Bm"}, "classes": {0: "B"}, "velocity": {0: "B"}, "offset": {0: "B"},
+             **{k: {0: "B"} for k in conds}},
         )
         enc_args = (torch.zeros(B, c.steps, dtype=torch.long), torch.zeros(B, c.steps, c.num_voices), torch.zeros(B, c.steps, c.num_voices))
         _trace(
@@ -226,6 +235,8 @@ def _metadata(run: Path, cfg, attrs: dict, parity: dict, eval_json) -> dict:
         "name": run.name,
         "vocabulary": bundle.vocabulary(),
         "z_size": cfg.model.z,
+        "styles": list(cfg.model.styles),  # style input i+1 = styles[i]; 0 = "any"
+        "fills": bool(cfg.model.fills),  # the sampler has a per-bar fill input
         "temperature": bundle.temperature(),
         "preset": cfg.preset,
         "model_config": runcfg.get("model", {}),

@@ -24,8 +24,14 @@ from torch import nn
 from model.vae import GrooveVAE
 
 
+def condition_inputs(c) -> list[str]:
+    """The sampler's inputs after z, temperature, noise and mask, for this model config:
+    ``style`` (B,) int64 when the model knows styles, ``fill`` (B, N) float when it plays fills."""
+    return (["style"] if c.style_embed else []) + (["fill"] if c.fills else [])
+
+
 class Sampler(nn.Module):
-    """z, temperature, Gumbel noise, allowed-class mask -> classes, velocity, offset."""
+    """z, temperature, Gumbel noise, allowed-class mask[, style][, fill] -> classes, velocity, offset."""
 
     def __init__(self, vae: GrooveVAE):
         super().__init__()
@@ -33,9 +39,11 @@ class Sampler(nn.Module):
         self.conductor = vae.conductor
         self.dec = vae.decoder
 
-    def forward(self, z, temperature, noise, mask):
-        # z (B, Z); temperature (1,); noise (B, T, C) float; mask (B|1, T, C) bool
+    def forward(self, z, temperature, noise, mask, *cond):
+        # z (B, Z); temperature (1,); noise (B, T, C) float; mask (B|1, T, C) bool;
+        # cond: style (B,) int64 and/or fill (B, N) float, as condition_inputs(config) names them
         c, dec = self.c, self.dec
+        named = dict(zip(condition_inputs(c), cond, strict=True))
         H, L, E = c.dec_hidden, c.dec_layers, c.embed
         B = z.shape[0]
         lstm = dec.lstm
@@ -51,7 +59,7 @@ class Sampler(nn.Module):
         # everything added to the logits, for all steps at once: bias, temperature x noise, mask
         score_add = (dec.logits.bias + temperature * noise).masked_fill(~mask, float("-inf"))  # (B, T, C)
 
-        bars = self.conductor(z)  # (B, N, Eb)
+        bars = self.conductor(z, named.get("style"), named.get("fill"))  # (B, N, Eb)
         prev = torch.full((B,), dec.start, dtype=torch.long)  # (B,)
         hs, choices = [], []
         for n in range(c.bars):

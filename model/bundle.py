@@ -46,8 +46,10 @@ from model.ranges import Range
 
 FORMAT = 1  # bump when a reader of the old format would misread the new one
 SAMPLER, ENCODER, META = "sampler.onnx", "encoder.onnx", "model.json"
+PRIOR = "prior.npz"  # the learned latent prior: weights (S, K), means and scales (S, K, Z)
 FILES: tuple[str, ...] = (SAMPLER, ENCODER)  # files every model folder has, checksummed in ``files``
-OPTIONAL_FILES: tuple[str, ...] = ()  # files a folder may have; checksummed when present
+OPTIONAL_FILES: tuple[str, ...] = (PRIOR,)  # files a folder may have; checksummed when present
+ANY_STYLE = "any"  # the name of style input 0: no particular style (every style's mix)
 
 # The sampling temperature a model folder may declare, and what export writes: 0 is the argmax
 # groove; above 2 the Gumbel noise drowns the model's logits (patterns turn to random hits).
@@ -156,6 +158,20 @@ def _parse_attributes(v, meta: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def _parse_styles(v, meta: dict) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise _Bad(f"must be a list of style names, not {_short(v)}")
+    if ANY_STYLE in v or len(set(v)) != len(v):
+        raise _Bad(f"must name each style once and not {ANY_STYLE!r} (style input 0), got {_short(v)}")
+    return v
+
+
+def _parse_flag(v, meta: dict) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(f"must be true or false, not {_short(v)}")
+    return v
+
+
 def _parse_files(v, meta: dict) -> dict[str, str]:
     v = _obj(v, "an object of file name -> sha256")
     for name, digest in v.items():
@@ -185,6 +201,8 @@ FIELDS: tuple[Field, ...] = (
     Field("z_size", _parse_z_size),
     Field("temperature", _parse_temperature, default=temperature),
     Field("attributes", _parse_attributes, default=dict),
+    Field("styles", _parse_styles, default=list),  # style input i + 1 = styles[i]; 0 = ANY_STYLE
+    Field("fills", _parse_flag, default=lambda: False),  # the sampler has a per-bar fill input
     Field("files", _parse_files, default=dict),
 )
 
@@ -267,6 +285,7 @@ class Tensor:
     dtype: str  # ONNX Runtime's type name without "tensor(...)": float, int64, bool
     shape: tuple  # int (fixed), "B" (any batch) or "Z" (the model's z_size)
     optional: bool = False  # an input the graph may lack, or carry with a default
+    needed_by: str = ""  # a model.json field that, when true/non-empty, makes an optional input required
 
 
 @dataclass(frozen=True)
@@ -278,8 +297,8 @@ class Graph:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
 
-    def check(self, folder: Path, inputs: Iterable, outputs: Iterable, z_size: int) -> frozenset[str]:
-        """Compare what a session declares with the contract.
+    def check(self, folder: Path, inputs: Iterable, outputs: Iterable, meta: dict) -> frozenset[str]:
+        """Compare what a session declares with the contract and the checked metadata.
 
         ``inputs``/``outputs``: objects with ``name``, ``type`` and ``shape`` (ONNX
         Runtime's ``NodeArg``: ``session.get_inputs()`` plus the overridable
@@ -288,11 +307,16 @@ class Graph:
         when it is there. Raises BundleError naming the first mismatch.
         """
         path = folder / self.file
+        z_size = meta["z_size"]
         have_in = {a.name: a for a in inputs}
         have_out = {a.name: a for a in outputs}
         for kind, specs, have in (("input", self.inputs, have_in), ("output", self.outputs, have_out)):
             for spec in specs:
                 if spec.name not in have:
+                    if spec.needed_by and meta.get(spec.needed_by):
+                        raise BundleError(
+                            f"{path} has no {kind} {spec.name!r}, but model.json's {spec.needed_by} says the model has one"
+                        )
                     if spec.optional:
                         continue
                     names = ", ".join(have) or "none"
@@ -335,6 +359,8 @@ SAMPLER_GRAPH = Graph(
         Tensor("temperature", "float", (1,)),
         Tensor("noise", "float", ("B", T, C)),  # standard Gumbel noise (model.sampling.gumbel)
         Tensor("mask", "bool", ("B", T, C), optional=True),  # allowed classes; default: all
+        Tensor("style", "int64", ("B",), optional=True, needed_by="styles"),  # 0 = ANY_STYLE
+        Tensor("fill", "float", ("B", drums.BARS), optional=True, needed_by="fills"),  # 1 = that bar is a fill
     ),
     outputs=(
         Tensor("classes", "int64", ("B", T)),

@@ -25,6 +25,11 @@ class ModelConfig:
     enc_hidden: int = 256  # BiLSTM units per direction
     enc_layers: int = 1  # BiLSTM layers
     z: int = 256  # latent size
+    # conditioning (fed to the conductor at every bar, beside z)
+    styles: list[str] = field(default_factory=list)  # genre words the model knows; style index i+1 = styles[i],
+    #                                                   0 = "any" (unknown genre, or no genre in the data)
+    style_embed: int = 0  # style embedding size (0 = no style input: the model of stop 5)
+    fills: bool = False  # a per-bar "this bar is a fill" input (GMD fill clips after 3 beat bars)
     # conductor
     conductor_hidden: int = 256  # LSTM units; one output per bar
     bar_embed: int = 128  # bar embedding fed to every decoder step of that bar
@@ -39,6 +44,10 @@ class ModelConfig:
     @property
     def steps(self) -> int:
         return self.steps_per_bar * self.bars
+
+    @property
+    def conductor_input(self) -> int:
+        return self.z + self.style_embed + (1 if self.fills else 0)
 
 
 @dataclass
@@ -62,6 +71,11 @@ class TrainConfig:
     log_every: int = 20  # metrics line every N steps
     seed: int = 0  # weights, data order and noise all follow from it
     threads: int = 0  # torch intra-op threads (0 = torch default)
+    init: str = ""  # run folder whose model.pt starts the weights (a warm start; new inputs start at zero)
+    min_style_windows: int = 250  # a genre becomes a style of the model with this many training windows
+    #                               (GMD: rock ... soul, 10 genres; the rest train as "any")
+    style_dropout: float = 0.15  # chance an example is shown as style "any", so "any" is every style's mix
+    fill_share: float = 0.0  # share of each batch drawn from the fill windows (GMD: ~11 % of windows are fills)
 
 
 @dataclass
@@ -121,10 +135,21 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     # dropout, word dropout and augmentation: without them validation loss rose again after
     # 2,000 steps while training accuracy kept climbing (memorising 15.7k windows).
     "default": (
-        dict(dropout=0.3, input_dropout=0.3),
+        dict(dropout=0.3, input_dropout=0.3, style_embed=16, fills=True),
         dict(
             lr=1e-3, free_bits=256.0, steps=20000, mix_groups=0.5, drop_voice=0.3, select="val_recon",
             eval_every=1000, ckpt_every=500, log_every=50,  # validation (~5 s) every ~4 epochs
+            fill_share=0.2,
+        ),
+    ),
+    # the shipped model: "default" with styles and fills, warm-started from a trained "default"
+    # run (``--init runs/default``): the new conductor inputs start at zero, so it begins as
+    # that model and learns the conditions; no KL warm-up again, a lower peak learning rate.
+    "groove": (
+        dict(dropout=0.3, input_dropout=0.3, style_embed=16, fills=True),
+        dict(
+            lr=3e-4, free_bits=256.0, steps=6000, beta_anneal_steps=1, mix_groups=0.5, drop_voice=0.3,
+            select="val_recon", eval_every=1000, ckpt_every=500, log_every=50, fill_share=0.2,
         ),
     ),
 }

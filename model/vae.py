@@ -45,19 +45,37 @@ class Encoder(nn.Module):
 
 
 class Conductor(nn.Module):
-    """LSTM that turns z into one embedding per bar."""
+    """LSTM that turns z (and the style, and which bars are fills) into one embedding per bar.
+
+    The conditions enter as inputs beside z at every bar, not as the initial
+    state: the LSTM is causal, so a fill flag on bar 4 leaves bars 1-3 exactly
+    as they were (same z, same noise -> the same groove, then a fill).
+    """
 
     def __init__(self, c: ModelConfig):
         super().__init__()
         self.c = c
         self.init = nn.Linear(c.z, 2 * c.conductor_hidden)
-        self.lstm = nn.LSTM(c.z, c.conductor_hidden, 1, batch_first=True)
+        self.style = nn.Embedding(len(c.styles) + 1, c.style_embed) if c.style_embed else None
+        self.lstm = nn.LSTM(c.conductor_input, c.conductor_hidden, 1, batch_first=True)
         self.out = nn.Linear(c.conductor_hidden, c.bar_embed)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def inputs(self, z: torch.Tensor, style: torch.Tensor | None, fill: torch.Tensor | None) -> torch.Tensor:
+        """(B, N, Z + Es + F): z, the style embedding and the bar's fill flag, per bar."""
+        c = self.c
+        B = z.shape[0]
+        parts = [z.unsqueeze(1).expand(-1, c.bars, -1)]  # (B, N, Z)
+        if self.style is not None:
+            s = style if style is not None else torch.zeros(B, dtype=torch.long, device=z.device)
+            parts.append(self.style(s).unsqueeze(1).expand(-1, c.bars, -1))  # (B, N, Es)
+        if c.fills:
+            f = fill if fill is not None else z.new_zeros(B, c.bars)
+            parts.append(f.to(z.dtype).unsqueeze(-1))  # (B, N, 1)
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, z: torch.Tensor, style: torch.Tensor | None = None, fill: torch.Tensor | None = None):
         h0, c0 = _init_state(self.init, z, 1, self.c.conductor_hidden)  # (1, B, Hc)
-        x = z.unsqueeze(1).expand(-1, self.c.bars, -1)  # (B, N, Z)
-        out, _ = self.lstm(x, (h0, c0))  # (B, N, Hc)
+        out, _ = self.lstm(self.inputs(z, style, fill), (h0, c0))  # (B, N, Hc)
         return torch.tanh(self.out(out))  # (B, N, Eb)
 
 
@@ -158,7 +176,8 @@ class GrooveVAE(nn.Module):
         self.conductor = Conductor(c)
         self.decoder = Decoder(c)
 
-    def forward(self, classes, velocity, offset, sample_z: bool = True, sched_sampling: float = 0.0):
+    def forward(self, classes, velocity, offset, sample_z: bool = True, sched_sampling: float = 0.0,
+                style=None, fill=None):
         """-> logits (B, T, C), velocity (B, T, V), offset (B, T, V), mu, logvar (B, Z).
 
         sched_sampling: the chance that a step is fed the model's own sampled class
@@ -167,7 +186,7 @@ class GrooveVAE(nn.Module):
         """
         mu, logvar = self.encoder(classes, velocity, offset)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample_z else mu  # (B, Z)
-        bars = self.conductor(z)  # (B, N, Eb)
+        bars = self.conductor(z, style, fill)  # (B, N, Eb)
         fed = None
         if sched_sampling > 0:
             with torch.no_grad():
@@ -178,12 +197,12 @@ class GrooveVAE(nn.Module):
         return logits, vel, off, mu, logvar
 
     @torch.no_grad()
-    def sample(self, z, temperature=1.0, noise=None, mask=None, generator=None):
-        """z (B, Z) -> classes (B, T), velocity (B, T, V), offset (B, T, V)."""
+    def sample(self, z, temperature=1.0, noise=None, mask=None, generator=None, style=None, fill=None):
+        """z (B, Z) [style (B,) long, fill (B, N)] -> classes (B, T), velocity (B, T, V), offset (B, T, V)."""
         c = self.config
         if noise is None:
             noise = gumbel((z.shape[0], c.steps, c.num_classes), generator=generator)
-        return self.decoder.sample(self.conductor(z), temperature, noise, mask)
+        return self.decoder.sample(self.conductor(z, style, fill), temperature, noise, mask)
 
 
 def gumbel(shape, generator=None) -> torch.Tensor:
@@ -201,7 +220,9 @@ def losses(model: GrooveVAE, batch: dict, beta: float, tc) -> tuple[torch.Tensor
     """Training objective. Sums over steps (per example), means over the batch."""
     classes, vel, off, hits = batch["classes"], batch["velocity"], batch["offset"], batch["hits"]
     ss = tc.sched_sampling if model.training else 0.0
-    logits, pv, po, mu, logvar = model(classes, vel, off, sched_sampling=ss)
+    logits, pv, po, mu, logvar = model(
+        classes, vel, off, sched_sampling=ss, style=batch.get("style"), fill=batch.get("fill")
+    )
     ce = F.cross_entropy(logits.transpose(1, 2), classes, reduction="none").sum(1)  # (B,)
     kl = kl_divergence(mu, logvar)  # (B,)
     kl_cost = torch.clamp(kl - tc.free_bits, min=0.0)

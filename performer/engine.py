@@ -59,13 +59,13 @@ def session(path: Path):
         raise EngineError(f"cannot load {path}: {str(e).splitlines()[0][:200]}") from None
 
 
-def _checked_session(folder: Path, graph: bundle.Graph, z_size: int):
+def _checked_session(folder: Path, graph: bundle.Graph, meta: dict):
     """A session of one of the folder's graphs, and the names of the inputs it has."""
     sess = session(folder / graph.file)
     try:
         # inputs with a default (the sampler's mask) are overridable initializers, not inputs
         inputs = [*sess.get_inputs(), *sess.get_overridable_initializers()]
-        names = graph.check(folder, inputs, sess.get_outputs(), z_size)
+        names = graph.check(folder, inputs, sess.get_outputs(), meta)
     except bundle.BundleError as e:
         raise EngineError(str(e)) from None
     return sess, names
@@ -82,7 +82,7 @@ def verify(folder: str | Path) -> None:
     except bundle.BundleError as e:
         raise EngineError(str(e)) from None
     for graph in (bundle.SAMPLER_GRAPH, bundle.ENCODER_GRAPH):
-        _checked_session(folder, graph, meta["z_size"])
+        _checked_session(folder, graph, meta)
 
 
 def _release_freed_heap() -> None:
@@ -98,6 +98,32 @@ def _release_freed_heap() -> None:
 
 
 Lock = tuple[drums.Pattern, np.ndarray]  # (source pattern, (9,) bool voices to keep)
+
+ANY_STYLE = bundle.ANY_STYLE
+PRIOR = bundle.PRIOR
+
+
+def _read_prior(folder: Path, meta: dict, z_size: int, n_styles: int):
+    """The learned latent prior (a diagonal Gaussian mixture per style, index 0 = "any"), or None.
+
+    Arrays: weights (S, K), means (S, K, Z), scales (S, K, Z). Why a mixture and not
+    N(0, I): the posteriors of this model sit far from N(0, I) (KL ~250 nats), so
+    prior draws land where the decoder never trained (see runs/groove/eval).
+    """
+    if PRIOR not in meta["files"]:
+        return None
+    try:
+        with np.load(folder / PRIOR) as f:
+            w, m, sc = (np.asarray(f[k], np.float64) for k in ("weights", "means", "scales"))
+    except Exception as e:
+        raise EngineError(f"cannot read {folder / PRIOR}: {e}") from None
+    if not (w.ndim == 2 and m.shape == (*w.shape, z_size) and sc.shape == m.shape and w.shape[0] == n_styles):
+        raise EngineError(f"{folder / PRIOR} does not fit the model (z {z_size}, {n_styles} styles)")
+    if not (np.isfinite(w).all() and np.isfinite(m).all() and np.isfinite(sc).all()
+            and (w >= 0).all() and (w.sum(1) > 0).all() and (sc >= 0).all()):
+        raise EngineError(f"{folder / PRIOR} holds non-finite or negative weights or scales")
+    w = w / w.sum(1, keepdims=True)
+    return w, m.astype(np.float32), sc.astype(np.float32)
 
 
 class Engine:
@@ -115,6 +141,11 @@ class Engine:
         self.temperature_range = (t["min"], t["max"])
         self.default_temperature = t["default"]
         self._zero_noise = np.zeros((1, drums.STEPS, drums.NUM_CLASSES), np.float32)
+        self.styles: tuple[str, ...] = tuple(meta["styles"])  # style i+1; 0 = "any"
+        self.has_fills: bool = meta["fills"]
+        self._feeds_style = "style" in self._sampler_inputs
+        self._feeds_fill = "fill" in self._sampler_inputs
+        self.prior_mixture = _read_prior(folder, meta, self.z_size, len(self.styles) + 1)
 
     # --- loading -------------------------------------------------------------
 
@@ -126,11 +157,10 @@ class Engine:
             meta = bundle.read(folder)
         except bundle.BundleError as e:
             raise EngineError(str(e)) from None
-        z = meta["z_size"]
-        sampler, inputs = _checked_session(folder, bundle.SAMPLER_GRAPH, z)
+        sampler, inputs = _checked_session(folder, bundle.SAMPLER_GRAPH, meta)
 
         def encoder():  # loaded (and checked) on first use: the live loop never encodes
-            return _checked_session(folder, bundle.ENCODER_GRAPH, z)[0]
+            return _checked_session(folder, bundle.ENCODER_GRAPH, meta)[0]
 
         engine = cls(folder, meta, sampler, encoder, inputs)
         if warm:
@@ -146,9 +176,26 @@ class Engine:
 
     # --- latents -------------------------------------------------------------
 
-    def prior(self, seed: int | None = None) -> np.ndarray:
-        """z ~ N(0, I), (Z,) float32; the same draw sample(seed=...) uses."""
-        return np.random.default_rng(seed).standard_normal(self.z_size).astype(np.float32)
+    def style_index(self, style: str | None) -> int:
+        """A style name -> the model's style input (0 = "any")."""
+        if style is None or style == ANY_STYLE:
+            return 0
+        if style in self.styles:
+            return self.styles.index(style) + 1
+        known = ", ".join(self.styles) or "none: it was trained without genres"
+        raise EngineError(f"unknown style {style!r} (this model knows: {known})")
+
+    def _draw_z(self, rng: np.random.Generator, style: int) -> np.ndarray:
+        if self.prior_mixture is None:
+            return rng.standard_normal(self.z_size).astype(np.float32)
+        w, m, sc = self.prior_mixture
+        k = rng.choice(w.shape[1], p=w[style])
+        return (m[style, k] + sc[style, k] * rng.standard_normal(self.z_size).astype(np.float32)).astype(np.float32)
+
+    def prior(self, seed: int | None = None, style: str | None = None) -> np.ndarray:
+        """z from the model's prior (the learned mixture of the style, else N(0, I)), (Z,)
+        float32; the same draw sample(seed=..., style=...) uses."""
+        return self._draw_z(np.random.default_rng(seed), self.style_index(style))
 
     def attribute(self, name: str = "density") -> np.ndarray:
         if name not in self.attributes:
@@ -172,8 +219,10 @@ class Engine:
 
     # --- decoding ------------------------------------------------------------
 
-    def decode(self, z: np.ndarray, temperature: float, noise: np.ndarray | None = None, mask: np.ndarray | None = None):
-        """Batch decode. z (B, Z); noise (B, T, C) Gumbel or None (argmax); mask (B|1, T, C) bool.
+    def decode(self, z: np.ndarray, temperature: float, noise: np.ndarray | None = None, mask: np.ndarray | None = None,
+               style: np.ndarray | int = 0, fill: np.ndarray | None = None):
+        """Batch decode. z (B, Z); noise (B, T, C) Gumbel or None (argmax); mask (B|1, T, C) bool;
+        style (B,) int or one int for all (0 = "any"); fill (B, N) 0/1 per bar or None (no fills).
 
         -> classes (B, T) int64, velocity (B, T, V), offset (B, T, V).
         """
@@ -185,6 +234,13 @@ class Engine:
             if "mask" not in self._sampler_inputs:
                 raise EngineError(f"{self.folder / bundle.SAMPLER} has no mask input: this model cannot lock voices")
             feed["mask"] = np.ascontiguousarray(mask, dtype=bool)
+        if self._feeds_style:
+            feed["style"] = np.broadcast_to(np.asarray(style, np.int64), (len(z),)).copy()
+        if self._feeds_fill:
+            f = np.zeros((len(z), drums.BARS), np.float32) if fill is None else np.asarray(fill, np.float32)
+            feed["fill"] = np.ascontiguousarray(np.broadcast_to(f, (len(z), drums.BARS)))
+        elif fill is not None and np.any(fill):
+            raise EngineError(f"the model in {self.folder} has no fills (export a model trained with fills)")
         classes, vel, off = self._sampler.run(None, feed)
         return classes, vel, off
 
@@ -194,17 +250,22 @@ class Engine:
         temperature: float | None = None,
         seed: int | None = None,
         lock: Lock | None = None,
+        style: str | None = None,
+        fill: bool = False,
     ) -> drums.Pattern:
-        """One 4-bar Pattern. z None: drawn from the seed; temperature None: the model's default;
-        lock: keep those voices of a pattern."""
+        """One 4-bar Pattern. z None: drawn from the seed (the style's prior); temperature None:
+        the model's default; lock: keep those voices of a pattern; style: a name of
+        ``self.styles`` (None = "any"); fill: bar 4 is a fill (bars 1-3 are exactly the
+        pattern the same call without ``fill`` gives)."""
         if temperature is None:
             temperature = self.default_temperature
         lo, hi = self.temperature_range
         if not lo <= temperature <= hi:
             raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
+        s_idx = self.style_index(style)
         rng = np.random.default_rng(seed)
         # z is always drawn first, so a seed gives the same noise with or without an explicit z
-        z_prior = rng.standard_normal(self.z_size).astype(np.float32)
+        z_prior = self._draw_z(rng, s_idx)
         if z is None:
             z = z_prior
         noise = gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None
@@ -212,7 +273,11 @@ class Engine:
         if lock is not None:
             src, keep = lock
             mask = drums.class_mask_for_lock(src.hits, keep)[None]  # (1, T, C)
-        c, v, o = self.decode(z, temperature, noise, mask)
+        fills = None
+        if fill:
+            fills = np.zeros((1, drums.BARS), np.float32)
+            fills[0, -1] = 1.0
+        c, v, o = self.decode(z, temperature, noise, mask, s_idx, fills)
         pattern = drums.Pattern.from_classes(c[0], v[0], o[0])
         if lock is not None:
             # the kept voices keep their own groove too, not just their hits

@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from model import bundle
@@ -30,6 +31,19 @@ def _swap_graphs(folder) -> None:
     s.write_bytes(b)
     e.write_bytes(a)
     _edit(folder, lambda m: m.update(files={n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in m["files"]}))
+
+
+def _prior(weights, z=8):
+    """A prior.npz (one style: "any") with the given mixture weights, listed in model.json."""
+
+    def make(folder):
+        k = len(weights)
+        np.savez(folder / "prior.npz", weights=np.array([weights], np.float32),
+                 means=np.zeros((1, k, z), np.float32), scales=np.ones((1, k, z), np.float32))
+        digest = hashlib.sha256((folder / "prior.npz").read_bytes()).hexdigest()
+        _edit(folder, lambda m: m["files"].update({"prior.npz": digest}))
+
+    return make
 
 
 def _set(path, value):
@@ -65,6 +79,15 @@ CASES = [
     ("json-array", lambda f: (f / "model.json").write_text("[1, 2]"), ["corrupt"]),
     ("graphs-swapped", _swap_graphs, ["sampler.onnx", "no input 'z'", "swapped"]),
     ("sampler-missing", lambda f: (f / "sampler.onnx").unlink(), ["sampler.onnx", "missing"]),
+    ("styles-without-style-input", lambda f: _edit(f, _set(["styles"], ["rock"])), ["no input 'style'", "styles"]),
+    ("fills-without-fill-input", lambda f: _edit(f, _set(["fills"], True)), ["no input 'fill'", "fills"]),
+    ("styles-as-string", lambda f: _edit(f, _set(["styles"], "rock")), ["styles", "list"]),
+    ("styles-naming-any", lambda f: _edit(f, _set(["styles"], ["any"])), ["styles", "'any'"]),
+    ("fills-as-string", lambda f: _edit(f, _set(["fills"], "yes")), ["fills", "true or false"]),
+    ("prior-listed-but-missing", lambda f: _edit(f, lambda m: m["files"].update({"prior.npz": "0" * 64})),
+     ["prior.npz", "missing"]),
+    ("prior-nan-weights", _prior([float("nan"), 1.0]), ["prior.npz", "non-finite"]),
+    ("prior-other-z", _prior([0.5, 0.5], z=3), ["prior.npz", "does not fit"]),
 ]
 
 
@@ -112,10 +135,10 @@ def test_the_shipped_and_the_exported_folders_pass_the_contract(tiny_model):
 def test_an_optional_graph_input_is_fed_only_when_the_graph_has_it(tiny_engine):
     """What a new optional input (a style, a fill flag) relies on: the check reports which inputs exist."""
     sess = tiny_engine._sampler
-    names = bundle.SAMPLER_GRAPH.check(tiny_engine.folder, [*sess.get_inputs(), *sess.get_overridable_initializers()],
-                                       sess.get_outputs(), tiny_engine.z_size)
-    assert names == {"z", "temperature", "noise", "mask"}
-    extra = bundle.Graph(bundle.SAMPLER, "sampler", bundle.SAMPLER_GRAPH.inputs + (bundle.Tensor("style", "int64", ("B",), optional=True),),
-                         bundle.SAMPLER_GRAPH.outputs)
-    assert "style" not in extra.check(tiny_engine.folder, [*sess.get_inputs(), *sess.get_overridable_initializers()],
-                                      sess.get_outputs(), tiny_engine.z_size)
+    io = ([*sess.get_inputs(), *sess.get_overridable_initializers()], sess.get_outputs())
+    names = bundle.SAMPLER_GRAPH.check(tiny_engine.folder, *io, tiny_engine.meta)
+    new = bundle.Tensor("swing", "float", ("B",), optional=True, needed_by="swings")
+    extra = bundle.Graph(bundle.SAMPLER, "sampler", bundle.SAMPLER_GRAPH.inputs + (new,), bundle.SAMPLER_GRAPH.outputs)
+    assert extra.check(tiny_engine.folder, *io, tiny_engine.meta) == names  # absent, not needed: fine
+    with pytest.raises(bundle.BundleError, match="no input 'swing'.*swings"):
+        extra.check(tiny_engine.folder, *io, {**tiny_engine.meta, "swings": True})

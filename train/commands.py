@@ -34,6 +34,7 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=SEED.arg(), help="random seed (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    p.add_argument("--init", help="start from the weights of this finished run folder (a warm start)")
     p.add_argument("--cache", help="preprocessing cache folder (default: the user cache dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=run_train)
@@ -54,7 +55,7 @@ def run_train(a) -> int:
             cfg = preset(a.preset)
         except KeyError as e:
             raise UserError(e.args[0]) from None
-    for name, val in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr), ("seed", a.seed), ("threads", a.threads)):
+    for name, val in (("steps", a.steps), ("batch_size", a.batch_size), ("lr", a.lr), ("seed", a.seed), ("threads", a.threads), ("init", a.init)):
         if val is not None:
             setattr(cfg.train, name, val)
 

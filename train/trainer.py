@@ -177,7 +177,7 @@ def augment(batch: dict, pool, rng: np.random.Generator, mix: float, drop: float
         for arr, src in ((hits, batch["hits"]), (vel, batch["velocity"]), (off, batch["offset"])):
             arr[~keep] = src[~keep]
         classes = drums.hits_to_index(hits > 0.5)
-    return {"classes": classes, "velocity": vel, "offset": off, "hits": hits}
+    return {**batch, "classes": classes, "velocity": vel, "offset": off, "hits": hits}
 
 
 def _batch_to(batch: dict, dev: torch.device) -> dict:
@@ -193,6 +193,51 @@ def _batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
     per_epoch = max(1, n // batch)
     epoch, i = divmod(step, per_epoch)
     return _epoch_order(seed, epoch, n)[i * batch : (i + 1) * batch]
+
+
+def _mixed_indices(seed: int, step: int, ws: WindowSet, batch: int, fill_share: float) -> np.ndarray:
+    """Batch `step`: beat windows in shuffled epochs, plus ``fill_share`` of the batch drawn
+    from the fill windows (they are ~11 % of GMD's windows and the only place fills are seen)."""
+    beats, fills = np.flatnonzero(~ws.is_fill), np.flatnonzero(ws.is_fill)
+    nf = int(round(fill_share * batch)) if len(fills) else 0
+    idx = beats[_batch_indices(seed, step, len(beats), batch - nf)]
+    if nf:
+        idx = np.concatenate([idx, np.random.default_rng((seed, step, 7)).choice(fills, nf)])
+    return idx
+
+
+def choose_styles(tracks, min_windows: int) -> list[str]:
+    """The genres with at least ``min_windows`` training windows, alphabetical (index order)."""
+    from train.data import ANY_STYLE, style_counts
+
+    counts = style_counts(tracks)
+    return sorted(s for s, n in counts.items() if n >= min_windows and s != ANY_STYLE)
+
+
+@torch.no_grad()
+def warm_start(model: GrooveVAE, run: Path) -> int:
+    """Copy another run's weights into ``model``. A tensor that grew (an input added to the
+    conductor) keeps the old values in its leading slice and zeros elsewhere, so the new
+    inputs start with no effect and the warm model plays exactly like the old one.
+    Returns the number of tensors copied."""
+    path = Path(run) / WEIGHTS
+    if not path.exists():
+        raise TrainError(f"cannot start from {run}: it has no {WEIGHTS}")
+    old = torch.load(path, map_location="cpu", weights_only=True)
+    n = 0
+    for k, t in model.state_dict().items():
+        if k not in old:
+            continue
+        o = old[k].float()
+        if o.shape == t.shape:
+            t.copy_(o)
+        elif o.dim() == t.dim() and all(a <= b for a, b in zip(o.shape, t.shape, strict=True)):
+            t.zero_()
+            t[tuple(slice(0, a) for a in o.shape)] = o
+        else:
+            raise TrainError(f"cannot start from {run}: {k} has shape {tuple(o.shape)}, this model {tuple(t.shape)}")
+        n += 1
+    return n
 
 
 @torch.no_grad()
@@ -214,7 +259,7 @@ def validate(model: GrooveVAE, ws: WindowSet, cfg: RunConfig, dev: torch.device,
         b = _batch_to(ws.batch(np.arange(a, min(m, a + bs))), dev)
         mu, _ = model.encoder(b["classes"], b["velocity"], b["offset"])
         noise = torch.zeros(len(mu), cfg.model.steps, cfg.model.num_classes, device=dev)
-        pred, _, _ = model.sample(mu, 0.0, noise)
+        pred, _, _ = model.sample(mu, 0.0, noise, style=b["style"], fill=b["fill"])
         correct += int((pred == b["classes"]).sum())
     model.train()
     out = {f"val_{k}": v / n for k, v in tot.items()}
@@ -247,7 +292,10 @@ def train(
     tracks, summary = preprocess(data, cache_dir)
     if on_summary and dist.main:
         on_summary(summary.lines())
-    train_ws, val_ws = WindowSet(tracks["train"]), WindowSet(tracks["validation"])
+    if cfg.model.style_embed and not cfg.model.styles and not resume:
+        cfg.model.styles = choose_styles(tracks["train"], tc.min_style_windows)
+    train_ws = WindowSet(tracks["train"], cfg.model.styles, fills=cfg.model.fills)
+    val_ws = WindowSet(tracks["validation"], cfg.model.styles, fills=cfg.model.fills)
     if len(train_ws) < tc.batch_size:
         raise TrainError(f"only {len(train_ws)} training windows, fewer than one batch of {tc.batch_size}")
     if tc.batch_size % dist.world:
@@ -255,6 +303,8 @@ def train(
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     model = GrooveVAE(cfg.model).to(dist.device)
+    if tc.init and not resume:
+        warm_start(model, Path(tc.init))
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.steps, eta_min=tc.lr_min)
     step, best = 0, math.inf
@@ -301,11 +351,14 @@ def train(
     try:
         model.train()
         while step < tc.steps:
-            idx = _batch_indices(tc.seed, step, len(train_ws), tc.batch_size)
+            idx = _mixed_indices(tc.seed, step, train_ws, tc.batch_size, tc.fill_share)
             idx = idx[dist.rank * per_rank : (dist.rank + 1) * per_rank]
             nb = train_ws.batch(idx)
+            rng = np.random.default_rng((tc.seed, step, dist.rank))
             if tc.mix_groups > 0 or tc.drop_voice > 0:
-                nb = augment(nb, train_ws, np.random.default_rng((tc.seed, step, dist.rank)), tc.mix_groups, tc.drop_voice)
+                nb = augment(nb, train_ws, rng, tc.mix_groups, tc.drop_voice)
+            if tc.style_dropout > 0:
+                nb["style"] = np.where(rng.random(len(idx)) < tc.style_dropout, 0, nb["style"])
             batch = _batch_to(nb, dist.device)
             torch.manual_seed(hash((tc.seed, step, dist.rank)) & 0x7FFFFFFF)
             beta = tc.beta * min(1.0, step / max(1, tc.beta_anneal_steps))
