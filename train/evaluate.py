@@ -153,10 +153,7 @@ def overlap_area(a: np.ndarray, b: np.ndarray, points: int = 512) -> float:
     return float(np.trapezoid(np.minimum(kde(a), kde(b)), xs))
 
 
-def gumbel_noise(rng: np.random.Generator, shape) -> np.ndarray:
-    """Standard Gumbel noise, float32 (Gumbel-max sampling: argmax(logits + T * noise))."""
-    u = rng.random(shape, dtype=np.float32).clip(1e-9, 1 - 1e-9)
-    return -np.log(-np.log(u))
+gumbel_noise = gumbel  # standard Gumbel noise; the one numpy definition is model.sampling.gumbel
 
 
 # --- metrics ----------------------------------------------------------------

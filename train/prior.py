@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-PRIOR = "prior.npz"
+from model.bundle import PRIOR as PRIOR  # the same file name in the run and in the model folder
+
 COMPONENTS = 16  # per style; chosen on validation by benchmarks/prior_choice.py
 MIN_PER_COMPONENT = 40  # a style with few windows gets fewer components (at least 1)
 VAR_FLOOR = 1e-2  # smallest per-dimension variance of a component (keeps it a density)
