@@ -33,8 +33,8 @@ from onnx import TensorProto, helper, numpy_helper
 from export.graphs import EncoderGraph, Sampler, condition_inputs
 from model import bundle, drums
 from model.bundle import ENCODER, SAMPLER
+from model.bundle import META as META  # noqa: I001 (exporter.META, like .SAMPLER/.ENCODER, for callers)
 from model.errors import DrumPerformerError
-from model.fileio import atomic_write_text
 from model.vae import GrooveVAE, gumbel
 from performer import engine as runtime
 from train import trainer
@@ -73,7 +73,7 @@ def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
 
     tracks, _ = preprocess(data)
     attrs = trainer.compute_attributes(model, WindowSet(tracks["train"]))
-    atomic_write_text(json.dumps(attrs), p)
+    trainer.atomic_write_text(json.dumps(attrs), p)
     return attrs
 
 
