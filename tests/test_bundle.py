@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -34,12 +35,13 @@ def _swap_graphs(folder) -> None:
 
 
 def _prior(weights, z=8):
-    """A prior.npz (one style: "any") with the given mixture weights, listed in model.json."""
+    """A prior.npz (every style of the model gets ``weights``), listed in model.json."""
 
     def make(folder):
+        n = len(json.loads((folder / "model.json").read_text()).get("styles", [])) + 1
         k = len(weights)
-        np.savez(folder / "prior.npz", weights=np.array([weights], np.float32),
-                 means=np.zeros((1, k, z), np.float32), scales=np.ones((1, k, z), np.float32))
+        np.savez(folder / "prior.npz", weights=np.tile(np.array(weights, np.float32), (n, 1)),
+                 means=np.zeros((n, k, z), np.float32), scales=np.ones((n, k, z), np.float32))
         digest = hashlib.sha256((folder / "prior.npz").read_bytes()).hexdigest()
         _edit(folder, lambda m: m["files"].update({"prior.npz": digest}))
 
@@ -79,8 +81,6 @@ CASES = [
     ("json-array", lambda f: (f / "model.json").write_text("[1, 2]"), ["corrupt"]),
     ("graphs-swapped", _swap_graphs, ["sampler.onnx", "no input 'z'", "swapped"]),
     ("sampler-missing", lambda f: (f / "sampler.onnx").unlink(), ["sampler.onnx", "missing"]),
-    ("styles-without-style-input", lambda f: _edit(f, _set(["styles"], ["rock"])), ["no input 'style'", "styles"]),
-    ("fills-without-fill-input", lambda f: _edit(f, _set(["fills"], True)), ["no input 'fill'", "fills"]),
     ("styles-as-string", lambda f: _edit(f, _set(["styles"], "rock")), ["styles", "list"]),
     ("styles-naming-any", lambda f: _edit(f, _set(["styles"], ["any"])), ["styles", "'any'"]),
     ("fills-as-string", lambda f: _edit(f, _set(["fills"], "yes")), ["fills", "true or false"]),
@@ -142,3 +142,30 @@ def test_an_optional_graph_input_is_fed_only_when_the_graph_has_it(tiny_engine):
     assert extra.check(tiny_engine.folder, *io, tiny_engine.meta) == names  # absent, not needed: fine
     with pytest.raises(bundle.BundleError, match="no input 'swing'.*swings"):
         extra.check(tiny_engine.folder, *io, {**tiny_engine.meta, "swings": True})
+
+
+def _arg(name, type_, shape):
+    return SimpleNamespace(name=name, type=f"tensor({type_})", shape=list(shape))
+
+
+SAMPLER_IO = (
+    [_arg("z", "float", ["B", 8]), _arg("temperature", "float", [1]), _arg("noise", "float", ["B", 64, 512]),
+     _arg("mask", "bool", ["Bm", 64, 512])],
+    [_arg("classes", "int64", ["B", 64]), _arg("velocity", "float", ["B", 64, 9]), _arg("offset", "float", ["B", 64, 9])],
+)
+
+
+def test_a_condition_the_metadata_promises_must_be_a_graph_input(tmp_path):
+    """styles / fills in model.json make the style / fill inputs required (a graph without them
+    would silently play every groove as "any" and never fill)."""
+    meta = {"z_size": 8, "styles": [], "fills": False}
+    assert bundle.SAMPLER_GRAPH.check(tmp_path, *SAMPLER_IO, meta) == {"z", "temperature", "noise", "mask"}
+    with pytest.raises(bundle.BundleError, match="no input 'style', but model.json's styles"):
+        bundle.SAMPLER_GRAPH.check(tmp_path, *SAMPLER_IO, {**meta, "styles": ["rock"]})
+    with pytest.raises(bundle.BundleError, match="no input 'fill', but model.json's fills"):
+        bundle.SAMPLER_GRAPH.check(tmp_path, *SAMPLER_IO, {**meta, "fills": True})
+    both = ([*SAMPLER_IO[0], _arg("style", "int64", ["B"]), _arg("fill", "float", ["B", 4])], SAMPLER_IO[1])
+    assert {"style", "fill"} <= bundle.SAMPLER_GRAPH.check(tmp_path, *both, {**meta, "styles": ["rock"], "fills": True})
+    wrong = ([*SAMPLER_IO[0], _arg("fill", "float", ["B", 16])], SAMPLER_IO[1])
+    with pytest.raises(bundle.BundleError, match=r"input 'fill' is float \(B, 16\), expected float \(B, 4\)"):
+        bundle.SAMPLER_GRAPH.check(tmp_path, *wrong, meta)
