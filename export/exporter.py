@@ -77,6 +77,27 @@ def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
     return attrs
 
 
+def run_prior(run: Path, model: GrooveVAE, data: str | None) -> dict:
+    """The run's learned latent prior, refitted when it is missing or belongs to other weights."""
+    from train import prior
+
+    p = run / prior.PRIOR
+    if p.exists():
+        arrays = prior.load(p)
+        if arrays.get("weights_sha256") == trainer.weights_digest(run):
+            return arrays
+        log.info("%s belongs to other weights: refitting", p)
+    cfg = json.loads((run / trainer.CONFIG).read_text())
+    data = data or cfg.get("data", {}).get("folder")
+    if not data or not Path(data).exists():
+        raise ExportError(f"{run} has no current {prior.PRIOR} and its training data is not at {data!r}: pass --data DIR")
+    from train.data import WindowSet, preprocess
+
+    tracks, _ = preprocess(data)
+    ws = WindowSet(tracks["train"], model.config.styles, fills=model.config.fills)
+    return trainer.write_prior(run, model, ws)
+
+
 # --- ONNX -------------------------------------------------------------------
 
 
@@ -175,6 +196,7 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
     if (c.num_classes, c.num_voices, c.steps) != (drums.NUM_CLASSES, drums.NUM_VOICES, drums.STEPS):
         raise ExportError(f"{run} was trained with another vocabulary (classes {c.num_classes}, steps {c.steps})")
     attrs = run_attributes(run, model, data)
+    latent_prior = run_prior(run, model, data)
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -206,7 +228,11 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
         parity = check_parity(model, tmp)
         if not parity["ok"]:
             raise ExportError(f"torch vs ONNX Runtime parity failed, nothing written: {parity}")
-        try:
+        if latent_prior is not None:
+            from train import prior
+
+            prior.save({k: latent_prior[k] for k in prior.ARRAYS}, tmp / bundle.PRIOR)
+        try:  # checksums of every file present (the prior too), then the engine's own checks
             meta = bundle.write(tmp, _metadata(run, cfg, attrs, parity, eval_json))
             runtime.verify(tmp)
         except (bundle.BundleError, runtime.EngineError) as e:

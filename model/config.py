@@ -125,8 +125,10 @@ SAMPLE_TEMPERATURE = 0.5
 PRESETS: dict[str, tuple[dict, dict]] = {
     # a few thousand parameters: builds, trains and exports in seconds (tests)
     "tiny": (
-        dict(embed=8, enc_hidden=16, z=8, conductor_hidden=16, bar_embed=8, dec_hidden=16, head_hidden=8),
-        dict(batch_size=8, steps=20, beta_anneal_steps=10, free_bits=4.0, eval_every=10, ckpt_every=10, log_every=5),
+        dict(embed=8, enc_hidden=16, z=8, conductor_hidden=16, bar_embed=8, dec_hidden=16, head_hidden=8,
+             style_embed=4, fills=True),
+        dict(batch_size=8, steps=20, beta_anneal_steps=10, free_bits=4.0, eval_every=10, ckpt_every=10, log_every=5,
+             min_style_windows=1, fill_share=0.25),
     ),
     # sized so full GMD training fits in about 90 minutes on 2 CPU cores (~2.4 M parameters).
     # lr 1e-3: at the original 1e-4 the model learns too slowly for a 90-minute CPU budget

@@ -185,7 +185,8 @@ class Engine:
         known = ", ".join(self.styles) or "none: it was trained without genres"
         raise EngineError(f"unknown style {style!r} (this model knows: {known})")
 
-    def _draw_z(self, rng: np.random.Generator, style: int) -> np.ndarray:
+    def draw_z(self, rng: np.random.Generator, style: int = 0) -> np.ndarray:
+        """One z from the prior of style index ``style`` (the learned mixture, else N(0, I))."""
         if self.prior_mixture is None:
             return rng.standard_normal(self.z_size).astype(np.float32)
         w, m, sc = self.prior_mixture
@@ -195,7 +196,7 @@ class Engine:
     def prior(self, seed: int | None = None, style: str | None = None) -> np.ndarray:
         """z from the model's prior (the learned mixture of the style, else N(0, I)), (Z,)
         float32; the same draw sample(seed=..., style=...) uses."""
-        return self._draw_z(np.random.default_rng(seed), self.style_index(style))
+        return self.draw_z(np.random.default_rng(seed), self.style_index(style))
 
     def attribute(self, name: str = "density") -> np.ndarray:
         if name not in self.attributes:
@@ -265,7 +266,7 @@ class Engine:
         s_idx = self.style_index(style)
         rng = np.random.default_rng(seed)
         # z is always drawn first, so a seed gives the same noise with or without an explicit z
-        z_prior = self._draw_z(rng, s_idx)
+        z_prior = self.draw_z(rng, s_idx)
         if z is None:
             z = z_prior
         noise = gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None

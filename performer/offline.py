@@ -17,6 +17,7 @@ from model import bundle, drums, midifile
 from model.errors import DrumPerformerError
 from model.fileio import atomic_write
 from model.ranges import BPM, POSITIVE_INT, SEED
+from performer import sound
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--interpolate", nargs=2, metavar=("A.mid", "B.mid"), help="morph from clip A to clip B")
     p.add_argument("--steps", type=POSITIVE_INT.arg(), default=5, help="grooves on the morph path, ends included")
     p.add_argument("--png", action="store_true", help="also draw each groove's grid as a PNG (needs matplotlib)")
+    p.add_argument("--wav", action="store_true", help="also render each groove to a 16-bit 44.1 kHz WAV (built-in kit)")
+    p.add_argument("--soundfont", metavar="FILE.sf2", type=sound.soundfont_arg, help="render the WAVs with this General MIDI SoundFont (implies --wav; needs the audio extra)")
     p.set_defaults(func=run)
 
 
@@ -94,6 +97,8 @@ def run(a) -> int:
         print(f"{a.n} grooves, seeds {seed}..{seed + a.n - 1}, temperature {temp}, {a.bpm:g} BPM")
     for w in written:
         print(f"  {w}")
+        if a.wav or a.soundfont:
+            print(f"  {w.with_suffix('.wav')}")
     return 0
 
 
@@ -101,4 +106,6 @@ def _write(p: drums.Pattern, path: Path, a, title: str) -> Path:
     midifile.write_pattern(p, path, bpm=a.bpm, quantize=a.quantize)
     if a.png:
         draw_png(p, path.with_suffix(".png"), title)
+    if a.wav or a.soundfont:  # rendered from the file just written, so audio and MIDI agree
+        sound.midi_to_wav(path, path.with_suffix(".wav"), p.steps * 60 / a.bpm / drums.STEPS_PER_BEAT, a.soundfont)
     return path

@@ -11,7 +11,7 @@ from train import data
 def test_gmd_fixture_uses_official_splits_and_skips_non_44(gmd_fixture, tmp_path):
     tracks, s = data.preprocess(gmd_fixture, tmp_path)
     assert s.source == "info.csv"
-    assert s.files_seen == 6 and s.files_used == 5
+    assert s.files_seen == 7 and s.files_used == 6
     assert s.skipped == {"time signature 3/4 is not 4/4": 1}
     assert all(s.windows[k] > 0 for k in data.SPLITS)
     # the one test-split fixture file is in test, not in train
@@ -21,6 +21,35 @@ def test_gmd_fixture_uses_official_splits_and_skips_non_44(gmd_fixture, tmp_path
     assert ws.velocity.shape == ws.offset.shape == (len(ws), drums.STEPS, drums.NUM_VOICES)
     assert (ws.classes != 0).any(axis=1).all()  # no silent windows
     assert np.array_equal(ws.hits > 0.5, drums.index_to_hits(ws.classes))
+
+
+def test_windows_carry_the_genre_word_and_fills_follow_three_bars_of_their_sessions_beat(gmd_fixture, tmp_path):
+    tracks, s = data.preprocess(gmd_fixture, tmp_path)
+    tr = tracks["train"]
+    assert s.fill_windows["train"] == 4  # one fill clip, four different 3-bar grooves before it
+    ws = data.WindowSet(tr, ["rock", "soul"])
+    assert set(ws.style_names) == {"rock", "soul"}
+    assert ws.is_fill.sum() == 4 and not ws.is_fill[: len(ws) - 4].any()  # beats first, then fills
+    assert (ws.fill[ws.is_fill] == [0, 0, 0, 1]).all() and not ws.fill[~ws.is_fill].any()
+    S = drums.STEPS_PER_BAR
+    fill_track = [i for i in range(len(tr.starts) - 1) if tr.info(i).kind == "fill"]
+    beat_track = [i for i in range(len(tr.starts) - 1) if tr.info(i).session == tr.info(fill_track[0]).session
+                  and tr.info(i).kind == "beat"]
+    assert len(fill_track) == 1 and len(beat_track) == 1
+    a = tr.starts[fill_track[0]]
+    beat = tr.classes[tr.starts[beat_track[0]] : tr.starts[beat_track[0] + 1]]
+    for w in np.flatnonzero(ws.is_fill):
+        assert np.array_equal(ws.classes[w, 3 * S :], tr.classes[a : a + S])  # bar 4: the clip's first bar
+        ctx = ws.classes[w, : 3 * S]
+        # bars 1-3: a bar-aligned stretch of the same session's beat recording
+        assert any(np.array_equal(ctx, beat[k : k + 3 * S]) for k in range(0, len(beat) - 3 * S + 1, S))
+        assert ws.style_names[w] == "soul" and ws.style[w] == 2
+    # a style the model does not know is "any" (0); without info.csv every file is "any"
+    assert (data.WindowSet(tr, ["rock"]).style[ws.style == 2] == 0).all()
+
+
+def test_genre_is_the_first_word_of_gmds_style():
+    assert data.genre("funk/groove1") == "funk" and data.genre("Jazz/Funk") == "jazz" and data.genre("") == "any"
 
 
 def test_cache_is_reused_and_identical(gmd_fixture, tmp_path):
@@ -40,7 +69,7 @@ def test_folder_without_info_csv_uses_a_stable_hash_split(gmd_fixture, tmp_path)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, dst)
     tracks, s = data.preprocess(folder, tmp_path / "cache")
-    assert s.source == "hash split" and s.files_used == 5
+    assert s.source == "hash split" and s.files_used == 6
     assert data.hash_split("a/b.mid") == data.hash_split("a/b.mid")
     splits = [data.hash_split(f"f{i}.mid") for i in range(1000)]
     assert 700 < splits.count("train") < 900

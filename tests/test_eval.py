@@ -64,7 +64,9 @@ def test_onnx_and_torch_eval_agree(tiny_run, tiny_model, gmd_fixture):
 
     ws = data.WindowSet(data.preprocess(gmd_fixture)[0]["test"])
     model, _ = trainer.load_model(tiny_run)
-    a = evaluate.evaluate(evaluate.torch_backend(model), ws, samples=64)
+    from train import prior
+
+    a = evaluate.evaluate(evaluate.torch_backend(model, prior_arrays=prior.load(tiny_run / prior.PRIOR)), ws, samples=64)
     b = evaluate.evaluate(evaluate.engine_backend(Engine.load(tiny_model)), ws, samples=64)
     for k in ("recon_accuracy", "hit_f1", "sample_oa"):
         assert a[k] == pytest.approx(b[k], abs=1e-6), k

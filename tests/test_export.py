@@ -12,8 +12,10 @@ from tests.conftest import assert_one_line_error, run_cli  # noqa: E402
 
 def test_export_writes_graphs_metadata_and_passes_parity(tiny_model):
     names = sorted(p.name for p in tiny_model.iterdir())
-    assert names == ["encoder.onnx", "model.json", "sampler.onnx"]
+    assert names == ["encoder.onnx", "model.json", "prior.npz", "sampler.onnx"]
     meta = json.loads((tiny_model / "model.json").read_text())
+    assert set(meta["files"]) == {"encoder.onnx", "sampler.onnx", "prior.npz"}
+    assert meta["styles"] == ["rock", "soul"] and meta["fills"] is True  # the fixture's training genres
     assert meta["vocabulary"]["output_pitches"] == [36, 38, 42, 46, 43, 47, 50, 49, 51]
     assert meta["vocabulary"]["num_classes"] == 512 and meta["vocabulary"]["steps"] == 64
     assert meta["z_size"] == 8 and meta["preset"] == "tiny"
@@ -27,6 +29,7 @@ def test_sampler_graph_is_lean(tiny_model):
     g = onnx.load(str(tiny_model / "sampler.onnx")).graph
     inputs = [i.name for i in g.input]
     assert inputs[:3] == ["z", "temperature", "noise"] and "mask" in inputs
+    assert "style" in inputs and "fill" in inputs  # the tiny preset has both conditions
     assert "mask" in {i.name for i in g.initializer}  # mask has a default: optional for callers
     assert [o.name for o in g.output] == ["classes", "velocity", "offset"]
     ops = [n.op_type for n in g.node]

@@ -107,7 +107,7 @@ def test_cli_bad_input(tmp_path, gmd_fixture, tiny_run):
 def test_cli_train_shows_progress_and_summary(gmd_fixture, tmp_path):
     p = run_cli("train", "--data", str(gmd_fixture), "--run", str(tmp_path / "cli"), "--preset", "tiny", "--steps", "6", "--threads", "1")
     assert p.returncode == 0, p.stderr
-    assert "files: 6 seen, 5 used, 1 skipped" in p.stderr
+    assert "files: 7 seen, 6 used, 1 skipped" in p.stderr
     assert "6/6" in p.stderr and "loss=" in p.stderr and "acc=" in p.stderr  # tqdm bar with metrics
     assert p.stdout.startswith("done: step 6")
 
@@ -127,7 +127,7 @@ def test_torchrun_two_processes_agree_and_only_rank0_writes(gmd_fixture, tmp_pat
     assert p.returncode == 0, p.stderr[-3000:]
     h0, h1 = (out / "rank0.sha256").read_text(), (out / "rank1.sha256").read_text()
     assert h0 == h1  # DDP kept both replicas identical
-    assert sorted(x.name for x in run.iterdir()) == ["attributes.json", "checkpoint.pt", "config.json", "metrics.jsonl", "model.pt"]
+    assert sorted(x.name for x in run.iterdir()) == ["attributes.json", "checkpoint.pt", "config.json", "metrics.jsonl", "model.pt", "prior.npz"]
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if "loss" in x and "val_loss" not in x]
     assert steps == sorted(set(steps))  # one writer: no line logged twice
 

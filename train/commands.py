@@ -112,25 +112,28 @@ def run_eval(a) -> int:
     from train import data, evaluate
 
     tracks, summary = data.preprocess(a.data, a.cache)
-    ws = data.WindowSet(tracks[a.split])
-    if len(ws) == 0:
-        raise UserError(f"split {a.split!r} of {a.data} has no windows")
     metrics = None
     if a.run:
         need_torch("eval --run")
-        from train import trainer
+        from train import prior, trainer
 
         model, _ = trainer.load_model(Path(a.run))
-        backend = evaluate.torch_backend(model, name=f"run {a.run}")
+        pp = Path(a.run) / prior.PRIOR
+        backend = evaluate.torch_backend(model, name=f"run {a.run}", prior_arrays=prior.load(pp) if pp.exists() else None)
         metrics = Path(a.run) / trainer.METRICS
     else:
         from performer.engine import Engine
 
         backend = evaluate.engine_backend(Engine.load(a.model))
+    ws = data.WindowSet(tracks[a.split], backend.styles, fills=backend.fills)
+    if len(ws) == 0:
+        raise UserError(f"split {a.split!r} of {a.data} has no windows")
+    train_ws = data.WindowSet(tracks["train"], backend.styles, fills=backend.fills) if a.split != "train" else ws
     from model.config import SAMPLE_TEMPERATURE
 
     temperature = SAMPLE_TEMPERATURE if a.temperature is None else a.temperature
-    rep = evaluate.evaluate(backend, ws, samples=a.samples, temperature=temperature, seed=a.seed, limit=a.limit)
+    rep = evaluate.evaluate(backend, ws, samples=a.samples, temperature=temperature, seed=a.seed, limit=a.limit,
+                            train_windows=train_ws if len(train_ws) else None)
     rep.update(split=a.split, data=summary.folder)
     paths = evaluate.write_report(rep, Path(a.json), metrics)
     print(

@@ -37,9 +37,17 @@ log = logging.getLogger(__name__)
 class Backend:
     name: str
     z_size: int
-    encode: Callable
-    decode: Callable
-    teacher: Callable | None = None
+    encode: Callable  # batch -> mu, logvar
+    decode: Callable  # (z, temperature, noise, style, fill) -> classes, velocity, offset
+    teacher: Callable | None = None  # (z, batch) -> teacher-forced argmax classes, velocity, offset
+    prior: Callable | None = None  # (n, rng, style) -> (n, Z) latents the product samples from
+    styles: tuple = ()  # style input i+1 = styles[i]; 0 = "any"
+    fills: bool = False  # decode takes a per-bar fill flag
+
+    def draw(self, n: int, rng: np.random.Generator, style: int = 0) -> np.ndarray:
+        if self.prior is None:
+            return rng.standard_normal((n, self.z_size)).astype(np.float32)
+        return self.prior(n, rng, style)
 
 
 # --- features ---------------------------------------------------------------
@@ -177,8 +185,12 @@ def evaluate(
     seed: int = 0,
     batch: int = 128,
     limit: int | None = None,
+    train_windows=None,
 ) -> dict:
-    """Score a backend on a WindowSet. Returns a JSON-ready dict."""
+    """Score a backend on a WindowSet. Returns a JSON-ready dict.
+
+    With ``train_windows`` (the training split's WindowSet) also: novelty against the
+    training set, and, for a model with styles / fills, the style and fill checks."""
     n = len(windows) if limit is None else min(limit, len(windows))
     if n == 0:
         raise ValueError("no windows to evaluate")
@@ -190,7 +202,7 @@ def evaluate(
         b = windows.batch(idx)
         mu, logvar = backend.encode(b)
         kls.append(kl_divergence(mu, logvar))
-        c, v, o = backend.decode(mu, 0.0, zero_noise[: len(idx)])
+        c, v, o = backend.decode(mu, 0.0, zero_noise[: len(idx)], b["style"], b["fill"])
         free_c.append(c)
         free_v.append(v)
         free_o.append(o)
@@ -199,17 +211,24 @@ def evaluate(
             tf_c.append(c)
             tf_v.append(v)
             tf_o.append(o)
-    true = windows.batch(np.arange(n))
+    # reconstruction figures on the beat windows (comparable across models); fill windows apart
+    beats = ~np.asarray(windows.is_fill[:n])
+    true = windows.batch(np.flatnonzero(beats))
     tc, th = true["classes"], true["hits"] > 0.5
-    fc = np.concatenate(free_c)
+    fc_all = np.concatenate(free_c)
+    fc = fc_all[beats]
     fh = drums.index_to_hits(fc)
+    free_v, free_o = [np.concatenate(x)[beats] for x in (free_v, free_o)]
     rep: dict = {
         "model": backend.name,
-        "windows": int(n),
+        "windows": int(beats.sum()),
+        "fill_windows": int((~beats).sum()),
         "recon_accuracy": float((fc == tc).mean()),
         "recon_accuracy_nonrest": float((fc == tc)[tc != 0].mean()),
-        "kl": float(np.concatenate(kls).mean()),
+        "kl": float(np.concatenate(kls)[beats].mean()),
     }
+    if (~beats).any():
+        rep["recon_accuracy_fill_windows"] = float((fc_all[~beats] == windows.classes[:n][~beats]).mean())
     per_voice = {v: _prf(fh[..., i], th[..., i]) for i, v in enumerate(drums.VOICES)}
     micro = _prf(fh, th)
     rep["hit_f1"] = micro["f1"]
@@ -217,74 +236,201 @@ def evaluate(
     rep["hit_recall"] = micro["recall"]
     rep["hits_per_voice"] = per_voice
     both = fh & th  # groove errors where the reconstruction hits a true hit
-    rep["velocity_mae_free"] = float(np.abs(np.concatenate(free_v) - true["velocity"])[both].mean())
-    rep["offset_mae_free"] = float(np.abs(np.concatenate(free_o) - true["offset"])[both].mean())
+    rep["velocity_mae_free"] = float(np.abs(free_v - true["velocity"])[both].mean())
+    rep["offset_mae_free"] = float(np.abs(free_o - true["offset"])[both].mean())
     if tf_c:
-        tfc = np.concatenate(tf_c)
+        tfc = np.concatenate(tf_c)[beats]
         rep["teacher_forced_accuracy"] = float((tfc == tc).mean())
-        rep["velocity_mae"] = float(np.abs(np.concatenate(tf_v) - true["velocity"])[th].mean())
-        rep["offset_mae"] = float(np.abs(np.concatenate(tf_o) - true["offset"])[th].mean())
+        rep["velocity_mae"] = float(np.abs(np.concatenate(tf_v)[beats] - true["velocity"])[th].mean())
+        rep["offset_mae"] = float(np.abs(np.concatenate(tf_o)[beats] - true["offset"])[th].mean())
 
-    # prior samples against the real windows
-    gen = []
-    for a in range(0, samples, batch):
-        k = min(batch, samples - a)
-        z = rng.standard_normal((k, backend.z_size)).astype(np.float32)
-        noise = gumbel(rng, (k, drums.STEPS, drums.NUM_CLASSES))
-        c, _, _ = backend.decode(z, temperature, noise)
-        gen.append(drums.index_to_hits(c))
-    gf, rf = features(np.concatenate(gen)), features(th)
+    # prior samples (style "any", no fill: what the product plays by default) against the real beat windows
+    gen = sample_hits(backend, samples, temperature, rng, batch=batch)
+    gf, rf = features(gen), features(th)
     oa = {k: overlap_area(gf[k], rf[k]) for k in rf}
     rep["sample_oa"] = float(np.mean(list(oa.values())))
+    rep["sample_oa_min"] = float(min(oa.values()))
     rep["sample_oa_per_feature"] = oa
     rep["sample_stats"] = {
         k: {"samples_mean": float(gf[k].mean()), "test_mean": float(rf[k].mean())} for k in rf
     }
     rep["samples"] = samples
     rep["temperature"] = temperature
+    if train_windows is not None:
+        rep.update(novelty(gen, th, train_windows))
+        if backend.styles:
+            rep["style"] = style_check(backend, windows, train_windows, temperature, seed, batch)
+        if backend.fills:
+            rep["fill"] = fill_check(backend, windows, train_windows, temperature, seed, batch)
     return rep
+
+
+def sample_hits(backend: Backend, n: int, temperature: float, rng: np.random.Generator, style: int = 0,
+                fill: np.ndarray | None = None, batch: int = 128) -> np.ndarray:
+    """(n, T, V) hits of prior samples of one style (with a per-bar fill flag, or none)."""
+    out = []
+    for a in range(0, n, batch):
+        k = min(batch, n - a)
+        z = backend.draw(k, rng, style)
+        noise = gumbel(rng, (k, drums.STEPS, drums.NUM_CLASSES))
+        f = None if fill is None else np.broadcast_to(np.asarray(fill, np.float32), (k, drums.BARS))
+        c, _, _ = backend.decode(z, temperature, noise, np.full(k, style, np.int64), f)
+        out.append(drums.index_to_hits(c))
+    return np.concatenate(out)
+
+
+def novelty(gen_hits: np.ndarray, real_hits: np.ndarray, train_windows) -> dict:
+    """How new the samples are: Jaccard similarity of each one's hits to the nearest training
+    window, against the same figure for real unseen windows of the split."""
+    train_hits = train_windows.hits[~train_windows.is_fill] > 0.5
+    g = nearest_similarity(gen_hits, train_hits)
+    r = nearest_similarity(real_hits, train_hits)
+    return {
+        "novelty": {
+            "samples_near_copies": float((g >= 0.9).mean()),  # share at 0.9 or more
+            "samples_nearest_median": float(np.median(g)),
+            "real_near_copies": float((r >= 0.9).mean()),
+            "real_nearest_median": float(np.median(r)),
+        }
+    }
+
+
+def style_check(backend: Backend, windows, train_windows, temperature: float, seed: int, batch: int,
+                per_style: int = 200) -> dict:
+    """A style classifier trained on real training windows, scored on real windows of the split
+    and on samples of each style; ``ratio`` is samples / real accuracy, averaged over styles."""
+    from train import judges
+
+    names = backend.styles
+    tw = train_windows
+    m = (~tw.is_fill) & (tw.style > 0)
+    judge = judges.Softmax.fit(judges.window_features(tw.hits[m], tw.velocity[m], tw.offset[m]), tw.style[m] - 1, names)
+    rng = np.random.default_rng((seed, 2))
+    real_m = (~windows.is_fill) & (windows.style > 0)
+    xr = judges.window_features(windows.hits[real_m], windows.velocity[real_m], windows.offset[real_m])
+    pr, yr = judge.predict(xr), windows.style[real_m] - 1
+    per, confusion = {}, {}
+    for k, name in enumerate(names):
+        c, v, o = [], [], []
+        for a in range(0, per_style, batch):
+            n = min(batch, per_style - a)
+            z = backend.draw(n, rng, k + 1)
+            cc, vv, oo = backend.decode(z, temperature, gumbel(rng, (n, drums.STEPS, drums.NUM_CLASSES)),
+                                        np.full(n, k + 1, np.int64), None)
+            c.append(cc)
+            v.append(vv)
+            o.append(oo)
+        hits = drums.index_to_hits(np.concatenate(c))
+        ps = judge.predict(judges.window_features(hits, np.concatenate(v), np.concatenate(o)))
+        confusion[name] = {names[j]: int((ps == j).sum()) for j in range(len(names))}
+        real_n = int((yr == k).sum())
+        per[name] = {
+            "real_windows": real_n,
+            "real_accuracy": float((pr[yr == k] == k).mean()) if real_n else None,
+            "sample_accuracy": float((ps == k).mean()),
+        }
+    scored = [p for p in per.values() if p["real_accuracy"]]
+    ratio = float(np.mean([p["sample_accuracy"] / p["real_accuracy"] for p in scored])) if scored else None
+    return {"per_style": per, "confusion_samples": confusion, "ratio": ratio,
+            "real_accuracy_mean": float(np.mean([p["real_accuracy"] for p in scored])) if scored else None,
+            "sample_accuracy_mean": float(np.mean([p["sample_accuracy"] for p in scored])) if scored else None}
+
+
+def fill_check(backend: Backend, windows, train_windows, temperature: float, seed: int, batch: int,
+               n: int = 500) -> dict:
+    """A fill/beat bar classifier trained on GMD's fill and beat bars, asked about samples drawn
+    with the fill flag on bar 4 and the same latents and noise without it."""
+    from train import judges
+
+    judge = judges.Softmax.fit(*judges.fill_training_bars(train_windows, np.random.default_rng(seed)), ("beat", "fill"))
+    fill = np.zeros(drums.BARS, np.float32)
+    fill[-1] = 1.0
+    out = {}
+    for name, f in (("with_fill", fill), ("without_fill", None)):
+        rng = np.random.default_rng((seed, 3))  # the same z and noise for both
+        c, v = [], []
+        for a in range(0, n, batch):
+            k = min(batch, n - a)
+            z = backend.draw(k, rng, 0)
+            cc, vv, _ = backend.decode(z, temperature, gumbel(rng, (k, drums.STEPS, drums.NUM_CLASSES)),
+                                       np.zeros(k, np.int64), None if f is None else np.broadcast_to(f, (k, drums.BARS)))
+            c.append(cc)
+            v.append(vv)
+        verdict = judges.bars_are_fills(judge, drums.index_to_hits(np.concatenate(c)), np.concatenate(v))  # (n, 3): bars 2-4
+        out[name] = {"bar4_fill": float(verdict[:, -1].mean()), "bars2_3_fill": float(verdict[:, :-1].mean())}
+    real = judges.bars_are_fills(judge, windows.hits > 0.5, windows.velocity)
+    out["real"] = {
+        "fill_bar4_fill": float(real[windows.is_fill, -1].mean()) if windows.is_fill.any() else None,
+        "beat_bars_fill": float(real[~windows.is_fill].mean()),
+    }
+    return out
 
 
 # --- backends ---------------------------------------------------------------
 
 
-def torch_backend(model, name: str = "torch") -> Backend:
-    """Backend over a GrooveVAE (imports torch)."""
+def torch_backend(model, name: str = "torch", prior_arrays: dict | None = None) -> Backend:
+    """Backend over a GrooveVAE (imports torch); ``prior_arrays``: the run's learned prior."""
     import torch
 
     model.eval()
 
     def t(x, dtype=torch.float32):
-        return torch.as_tensor(np.asarray(x), dtype=dtype)
+        return torch.as_tensor(np.array(x), dtype=dtype)
 
     @torch.no_grad()
     def encode(b):
         mu, logvar = model.encoder(t(b["classes"], torch.long), t(b["velocity"]), t(b["offset"]))
         return mu.numpy(), logvar.numpy()
 
+    cfg = model.config
+
+    def cond(style, fill, n):
+        s = t(np.broadcast_to(np.asarray(style), (n,)), torch.long) if cfg.style_embed else None
+        f = t(fill) if cfg.fills and fill is not None else None
+        return s, f
+
     @torch.no_grad()
-    def decode(z, temperature, noise):
-        c, v, o = model.sample(t(z), float(temperature), t(noise))
+    def decode(z, temperature, noise, style=0, fill=None):
+        s, f = cond(style, fill, len(z))
+        c, v, o = model.sample(t(z), float(temperature), t(noise), style=s, fill=f)
         return c.numpy(), v.numpy(), o.numpy()
 
     @torch.no_grad()
     def teacher(z, b):
-        logits, v, o = model.decoder(model.conductor(t(z)), t(b["classes"], torch.long))
+        s, f = cond(b.get("style", 0), b.get("fill"), len(z))
+        logits, v, o = model.decoder(model.conductor(t(z), s, f), t(b["classes"], torch.long))
         return logits.argmax(-1).numpy(), v.numpy(), o.numpy()
 
-    return Backend(name, model.config.z, encode, decode, teacher)
+    draw = None
+    if prior_arrays is not None:
+        from train import prior as prior_mod
+
+        def draw(n, rng, style):
+            return prior_mod.draw(prior_arrays, style, rng, n)
+
+    return Backend(name, cfg.z, encode, decode, teacher, draw, tuple(cfg.styles), bool(cfg.fills))
 
 
 def engine_backend(engine) -> Backend:
-    """Backend over an exported model: a :class:`performer.engine.Engine` (numpy and ONNX Runtime)."""
+    """Backend over an exported model through the runtime engine (no torch)."""
 
     def encode(b):
         return engine.encode_arrays(b["classes"], b["velocity"], b["offset"])
 
-    def decode(z, temperature, noise):
-        return engine.decode(z, float(temperature), np.ascontiguousarray(noise, np.float32))
+    def decode(z, temperature, noise, style=0, fill=None):
+        return engine.decode(z, float(temperature), np.ascontiguousarray(noise, np.float32), style=style, fill=fill)
 
-    return Backend(f"exported {engine.folder}", engine.z_size, encode, decode, None)
+    draw = None
+    if engine.prior_mixture is not None:
+        from train import prior as prior_mod
+
+        arrays = dict(zip(("weights", "means", "scales"), engine.prior_mixture, strict=True))
+
+        def draw(n, rng, style):  # the same draws as a torch backend over the run's prior
+            return prior_mod.draw(arrays, style, rng, n)
+
+    return Backend(f"exported {engine.folder}", engine.z_size, encode, decode, None, draw, engine.styles, engine.has_fills)
 
 
 # --- report -----------------------------------------------------------------

@@ -63,12 +63,18 @@ def draw(prior: dict, style: int, rng: np.random.Generator, n: int) -> np.ndarra
 def save(prior: dict, path: Path) -> None:
     """Atomic .npz write (temp file + rename)."""
     buf = io.BytesIO()
-    np.savez(buf, **prior)
+    np.savez(buf, **{k: np.asarray(v) for k, v in prior.items()})
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
 
 
+ARRAYS = ("weights", "means", "scales")
+
+
 def load(path: Path) -> dict:
     with np.load(path) as f:
-        return {k: f[k] for k in ("weights", "means", "scales")}
+        out = {k: f[k] for k in ARRAYS}
+        if "weights_sha256" in f:
+            out["weights_sha256"] = str(f["weights_sha256"])
+    return out

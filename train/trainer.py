@@ -141,6 +141,39 @@ def compute_attributes(model: GrooveVAE, windows, batch: int = 512) -> dict[str,
     return out
 
 
+@torch.no_grad()
+def compute_prior(model: GrooveVAE, windows, batch: int = 512) -> dict:
+    """The learned latent prior (train/prior.py) from the posterior means of the training beat
+    windows, one mixture per style (row 0: all of them), stamped with the weights it belongs to."""
+    from train import prior
+
+    beats = np.flatnonzero(~windows.is_fill)
+    mus = []
+    for a in range(0, len(beats), batch):
+        b = windows.batch(beats[a : a + batch])
+        mu, _ = model.encoder(
+            torch.from_numpy(b["classes"]), torch.from_numpy(b["velocity"]), torch.from_numpy(b["offset"])
+        )
+        mus.append(mu.numpy())
+    return prior.fit(np.concatenate(mus), windows.style[beats], len(model.config.styles) + 1)
+
+
+def weights_digest(run: Path) -> str:
+    """SHA-256 of the run's model.pt: what its prior and attributes were computed from."""
+    import hashlib
+
+    return hashlib.sha256((Path(run) / WEIGHTS).read_bytes()).hexdigest()
+
+
+def write_prior(run: Path, model: GrooveVAE, windows) -> dict:
+    from train import prior
+
+    p = compute_prior(model, windows)
+    p["weights_sha256"] = np.array(weights_digest(run))
+    prior.save(p, Path(run) / prior.PRIOR)
+    return p
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
     if not path.exists():
@@ -411,4 +444,7 @@ def train(
         best_model, _ = load_model(run)
         attrs = compute_attributes(best_model, train_ws)
         atomic_write_text(json.dumps(attrs), run / ATTRIBUTES)
+    if dist.main and (run / WEIGHTS).exists():
+        best_model, _ = load_model(run)
+        write_prior(run, best_model, train_ws)
     return TrainResult(last, model, dist.rank)
