@@ -38,16 +38,11 @@ import wave
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from model.errors import DrumPerformerError
 from model.fileio import atomic_write
-
-SAMPLE_RATE = 44100
-CHANNELS = 2
-BLOCK = 512  # frames per block when rendering offline: a typical audio callback size
+from performer.audio import BLOCK, CHANNELS, CLEAR, SAMPLE_RATE, AudioError, BlockRenderer, Event
 
 # Master gain before the soft clipper: the model's typical velocities (40-90) peak near -6 dBFS;
 # a loud unison (kick, snare and crash at 127) goes over the knee and is bent, not wrapped.
@@ -55,34 +50,6 @@ MASTER_GAIN = 1.0
 _KNEE = 0.8  # above this |level| the clipper bends smoothly towards 1.0
 CHOKE_S = 0.010  # a closed hat stops an open hat over 10 ms, as a real foot does
 MAX_VOICES = 48  # oldest voice dropped beyond this; a dense groove uses fewer than 20
-
-
-class AudioError(DrumPerformerError):
-    pass
-
-
-class Event(NamedTuple):
-    """A MIDI note event at an absolute frame. velocity 0 = note-off."""
-
-    frame: int
-    pitch: int
-    velocity: int
-
-
-CLEAR = Event(-1, -1, -1)  # queued by clear(): the audio thread drops what came before it
-
-
-class BlockRenderer(Protocol):
-    """What the offline writer and the live sink need from a sound source."""
-
-    frame: int  # first frame of the next block
-
-    def schedule(self, event: Event) -> None: ...
-
-    def clear(self) -> None: ...
-
-    def render(self, frames: int) -> np.ndarray:  # (frames, CHANNELS) float32 in [-1, 1]
-        ...
 
 
 # --- the synthesised kit -----------------------------------------------------------

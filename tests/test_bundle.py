@@ -84,8 +84,8 @@ CASES = [
     ("styles-as-string", lambda f: _edit(f, _set(["styles"], "rock")), ["styles", "list"]),
     ("styles-naming-any", lambda f: _edit(f, _set(["styles"], ["any"])), ["styles", "'any'"]),
     ("fills-as-string", lambda f: _edit(f, _set(["fills"], "yes")), ["fills", "true or false"]),
-    ("prior-listed-but-missing", lambda f: _edit(f, lambda m: m["files"].update({"prior.npz": "0" * 64})),
-     ["prior.npz", "missing"]),
+    ("prior-listed-but-missing", lambda f: (_edit(f, lambda m: m["files"].setdefault("prior.npz", "0" * 64)),
+                                            (f / "prior.npz").unlink(missing_ok=True)), ["prior.npz", "missing"]),
     ("prior-nan-weights", _prior([float("nan"), 1.0]), ["prior.npz", "non-finite"]),
     ("prior-other-z", _prior([0.5, 0.5], z=3), ["prior.npz", "does not fit"]),
 ]
