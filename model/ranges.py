@@ -18,7 +18,8 @@ def number(kind: type = float, lo: float | None = None, hi: float | None = None,
     """An argparse type: a finite int/float within [lo, hi], with a one-line message otherwise."""
 
     def show(x: float) -> str:
-        return str(int(x)) if kind is int else f"{x:g}"  # 4294957295, not 4.29496e+09
+        # whole-number limits in full: 4294957295, not 4.29496e+09
+        return str(int(x)) if kind is int or float(x).is_integer() else f"{x:g}"
 
     def conv(s: str):
         try:

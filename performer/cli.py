@@ -1,8 +1,8 @@
 """The ``drum-performer`` command: one thin entry point over the packages' own subcommands.
 
-``drum-performer [live options]`` plays live; subcommands: ``sample``, ``train``,
-``export``, ``eval``, ``ports``. Each package owns its commands, parser and
-runner together (:data:`COMMANDS`): ``performer.offline`` (sample),
+``drum-performer [live options]`` plays live; subcommands: ``sample``, ``styles``,
+``train``, ``export``, ``eval``, ``ports``. Each package owns its commands, parser and
+runner together (:data:`COMMANDS`): ``performer.offline`` (sample, styles),
 ``train.commands`` (train, eval), ``export.commands`` (export) and
 ``performer.live_cli`` (live, ports). Those modules import nothing heavy at
 import time; a runner imports what its command needs, so the live and sample
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from model.errors import DrumPerformerError
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Without a subcommand it plays live (see 'drum-performer live --help').",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = p.add_subparsers(dest="command", metavar="{live,sample,train,export,eval,ports}")
+    sub = p.add_subparsers(dest="command", metavar="{live,sample,styles,train,export,eval,ports}")
     for name in COMMANDS:
         importlib.import_module(name).add_parsers(sub)
     p.set_defaults(subcommands=tuple(sub.choices))
@@ -56,9 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # No subcommand (or only options) means the live performer.
-    if not argv or (argv[0] not in parser.get_default("subcommands") and argv[0] not in ("-h", "--help", "-v", "--verbose", "-vv")):
-        argv = ["live", *argv]
+    # No subcommand (or only options) means the live performer; -v before the live
+    # options (``-v --bpm 120``) is still the top-level flag, so "live" goes after it.
+    i = 0
+    while i < len(argv) and (argv[i] == "--verbose" or re.fullmatch(r"-v+", argv[i])):
+        i += 1
+    if i == len(argv) or (argv[i] not in parser.get_default("subcommands") and argv[i] not in ("-h", "--help")):
+        argv = [*argv[:i], "live", *argv[i:]]
     a = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(a.verbose, 2),

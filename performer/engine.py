@@ -220,6 +220,12 @@ class Engine:
 
     # --- decoding ------------------------------------------------------------
 
+    def check_temperature(self, temperature: float) -> None:
+        """EngineError unless ``temperature`` is within the model's range (model.json)."""
+        lo, hi = self.temperature_range
+        if not lo <= temperature <= hi:
+            raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
+
     def decode(self, z: np.ndarray, temperature: float, noise: np.ndarray | None = None, mask: np.ndarray | None = None,
                style: np.ndarray | int = 0, fill: np.ndarray | None = None):
         """Batch decode. z (B, Z); noise (B, T, C) Gumbel or None (argmax); mask (B|1, T, C) bool;
@@ -260,9 +266,7 @@ class Engine:
         pattern the same call without ``fill`` gives)."""
         if temperature is None:
             temperature = self.default_temperature
-        lo, hi = self.temperature_range
-        if not lo <= temperature <= hi:
-            raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
+        self.check_temperature(temperature)
         s_idx = self.style_index(style)
         rng = np.random.default_rng(seed)
         # z is always drawn first, so a seed gives the same noise with or without an explicit z

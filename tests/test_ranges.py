@@ -18,11 +18,15 @@ def _parse_error(capsys, *argv) -> str:
     return capsys.readouterr().err.strip()
 
 
-def test_live_and_sample_take_the_temperature_range_of_the_model_folder(capsys):
+def test_temperature_is_checked_against_the_model_folders_range(capsys, tmp_path):
+    """The command line asks only for >= 0; the range is the model's (model.json, written from
+    bundle.TEMPERATURE), so a folder with another range is honoured, and the error names it."""
     assert (bundle.TEMPERATURE.lo, bundle.TEMPERATURE.hi) == (bundle.temperature()["min"], bundle.temperature()["max"])
     for cmd in (["live"], ["sample", "--out", "x"]):
-        assert "outside 0..2" in _parse_error(capsys, *cmd, "--temperature", "5")
-        assert build_parser().parse_args([*cmd, "--temperature", "2"]).temperature == 2.0
+        assert "at least 0" in _parse_error(capsys, *cmd, "--temperature", "-1")
+        assert build_parser().parse_args([*cmd, "--temperature", "5"]).temperature == 5.0
+    assert_one_line_error(run_cli("sample", "--temperature", "5", "--out", str(tmp_path / "o")), "temperature", "0.0..2.0")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("cmd", [["sample", "--out", "x"], ["eval", "--data", "d", "--json", "j"],
