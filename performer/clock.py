@@ -752,3 +752,7 @@ class MidiClock:
     def bpm(self) -> float | None:
         p = self.est.period
         return period_to_bpm(p) if p else None
+
+    @property
+    def cue(self) -> int:
+        return self._cue
