@@ -254,6 +254,29 @@ def read(folder: str | Path) -> dict:
     return out
 
 
+def is_model_folder(folder: str | Path) -> bool:
+    """A folder export wrote: our model.json and nothing but the folder's files.
+
+    Only such a folder may be replaced by an export: ``--out`` pointed at a
+    user's folder, a run folder or ``.`` must never be emptied (issue 11).
+    Its model.json need not pass :func:`read` (a vector of the wrong length, a
+    stale checksum), so a broken export can be replaced by a good one.
+    """
+    folder = Path(folder)
+    try:
+        names = {p.name for p in folder.iterdir()}
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        names <= {META, *FILES, *OPTIONAL_FILES}
+        and isinstance(meta, dict)
+        and meta.get("format") == FORMAT
+        and isinstance(meta.get("files"), dict)
+        and "vocabulary" in meta
+    )
+
+
 def write(folder: str | Path, meta: dict) -> dict:
     """Add the checksums of the folder's files to ``meta``, write model.json, read it back.
 

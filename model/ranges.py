@@ -59,6 +59,6 @@ class Range:
 POSITIVE_INT = Range(1, kind=int)  # counts: -n, --steps, --samples, --limit, --batch-size
 NONNEGATIVE = Range(0.0)  # rates and temperatures where no model bounds them (--lr, eval --temperature)
 BPM = Range(20.0, 400.0, unit=" BPM")  # tempo written to files and played live
-# Seeds of sample, eval, train and live. numpy refuses negative seeds; the top keeps the seeds a
-# long performance or ``sample -n`` takes after S (S+1, S+2, ...) below 2**32.
-SEED = Range(0, 2**32 - 10_001, kind=int)
+# Seeds of sample, eval and train: numpy refuses negative ones. (The live performer also keeps
+# the seeds it takes after S, S+1, S+2 ..., below 2**32; that limit is its own.)
+SEED = Range(0, kind=int)

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a.func(a)
     except DrumPerformerError as e:
-        return _die(str(e))
+        return _die(str(e), getattr(e, "exit_code", 1))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from model.ranges import BPM, NONNEGATIVE, SEED, number
+from model.ranges import BPM, NONNEGATIVE, number
 from performer.clock import SPP_UNITS
 from performer.ports import API_CHOICES
 
@@ -60,7 +61,7 @@ def add_parsers(sub) -> None:
                       help="play on the 16th grid, keeping the model's velocities")
     m.add_argument("--swing", type=number(float, 0, 75, " percent"), default=0.0, metavar="PCT",
                    help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
-    m.add_argument("--seed", type=SEED.arg(), metavar="N",
+    m.add_argument("--seed", type=number(int, 0, 2**32 - 10_001), metavar="N",
                    help="make the performance reproducible (default: random, shown at start)")
     m.add_argument("--temperature", type=NONNEGATIVE.arg(), default=None, metavar="T",
                    help="sampling temperature within the model's range (the shipped model: 0..2; "
@@ -105,6 +106,10 @@ def run_live(a) -> int:
         latency_ms=a.latency_ms,
         spp_units=a.spp_units,
     )
+    if a.record is not None:
+        opts.validate()  # the --record check, before anything plays: one line if it fails
+        if Path(opts.record) != Path(a.record).expanduser():
+            print(f"drum-performer: {a.record} exists; this take will go to {opts.record}", file=sys.stderr)
     app = LiveApp(opts)
 
     def ready(info: dict) -> None:
