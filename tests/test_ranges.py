@@ -6,7 +6,7 @@ import pytest
 
 from model import bundle
 from model.config import RunConfig, preset
-from model.ranges import BPM, SEED, Range
+from model.ranges import BPM, Range
 from performer.cli import build_parser
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -30,11 +30,15 @@ def test_temperature_is_checked_against_the_model_folders_range(capsys, tmp_path
 
 
 @pytest.mark.parametrize("cmd", [["sample", "--out", "x"], ["eval", "--data", "d", "--json", "j"],
-                                 ["train", "--data", "d", "--run", "r"], ["live"]])
+                                 ["train", "--data", "d", "--run", "r"]])
 def test_every_seed_is_checked_against_one_range(capsys, cmd):
-    err = _parse_error(capsys, *cmd, "--seed", "-1")
-    assert f"outside 0..{SEED.hi}" in err and "e+" not in err  # a whole number, not 4.29496e+09
-    assert build_parser().parse_args([*cmd, "--seed", str(SEED.hi)]).seed == SEED.hi
+    assert "--seed: -1 must be at least 0" in _parse_error(capsys, *cmd, "--seed", "-1")
+    assert build_parser().parse_args([*cmd, "--seed", "0"]).seed == 0
+
+
+def test_live_seed_limit_prints_as_a_whole_number(capsys):
+    err = _parse_error(capsys, "live", "--seed", "99999999999")
+    assert "outside 0..4294957295" in err and "e+" not in err  # not 4.29496e+09
 
 
 def test_negative_sample_seed_is_one_line(tmp_path):
