@@ -1,12 +1,13 @@
 """Writing a file so that a reader never sees half of it: write beside it, then rename over it.
 
-Every file the project writes for a user (MIDI, reports, checkpoints, caches,
-model metadata) goes through :func:`atomic_write`, so a crash, a full disk or
-Ctrl-C leaves either the old file or the new one, never a torn one, and never
-a stray temporary file. The temporary file is hidden (a leading dot), carries
-the process id (two writers never share it) and keeps the target's suffix,
-because some writers choose the format from it (``np.savez`` appends
-``.npz`` to any other name, matplotlib picks the image format by suffix).
+Every file the project writes for a user (MIDI, WAV, reports, checkpoints,
+caches, model metadata) goes through :func:`atomic_write`, so a crash, a full
+disk or Ctrl-C leaves either the old file or the new one, never a torn one,
+and never a stray temporary file. The temporary file is ``NAME.tmp`` beside
+the target, the project's one convention (tests look for leftover ``*.tmp``).
+Writers that pick a format from the file name must be told the format
+(matplotlib's ``format="png"``) or given an open file (``np.savez`` appends
+``.npz`` to any other name).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 
 
 def temp_path(path: Path) -> Path:
-    """The temporary file a write of ``path`` goes through: ``.NAME.tmp-PID.SUFFIX`` beside it."""
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    """The temporary file a write of ``path`` goes through: ``NAME.tmp`` beside it."""
+    return path.with_name(path.name + ".tmp")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -37,6 +38,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return path
+
+
+def atomic_savez(path: str | Path, **arrays) -> Path:
+    """``np.savez`` into ``path`` atomically (through an open file, so no ``.npz`` is appended)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:

@@ -25,7 +25,7 @@ import numpy as np
 
 from model import bundle, drums, midifile
 from model.errors import DrumPerformerError
-from model.fileio import atomic_write, atomic_write_text
+from model.fileio import atomic_savez, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -296,10 +296,7 @@ def _concat(patterns: list[drums.Pattern], infos: list[FileInfo]) -> Tracks:
 def _save_cache(cache: Path, tracks: dict[str, Tracks], summary: Summary) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     for s, t in tracks.items():
-        atomic_write(
-            cache / f"{s}.npz",
-            lambda tmp, t=t: np.savez(tmp, classes=t.classes, velocity=t.velocity, offset=t.offset, starts=t.starts),
-        )
+        atomic_savez(cache / f"{s}.npz", classes=t.classes, velocity=t.velocity, offset=t.offset, starts=t.starts)
     manifest = {
         "version": CACHE_VERSION,
         "folder": summary.folder,

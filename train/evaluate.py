@@ -507,7 +507,7 @@ def training_curve(metrics_path: Path, out_png: Path) -> bool:
         a_.set_xlabel("step")
         a_.legend()
     fig.tight_layout()
-    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=90))
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
     return True
 

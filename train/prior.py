@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import PRIOR as PRIOR  # the same file name in the run and in the model folder
-from model.fileio import atomic_write
+from model.fileio import atomic_savez
 
 COMPONENTS = 64  # at most, per style; chosen on validation by benchmarks/prior_choice.py (runs/default:
 #                 mean feature overlap 0.71 with N(0, I), 0.82 at K=16, 0.86 at K=64; near copies 0 %, 1.3 %, 3.5 %)
@@ -67,7 +67,7 @@ def draw(prior: dict, style: int, rng: np.random.Generator, n: int) -> np.ndarra
 
 def save(prior: dict, path: Path) -> None:
     """Atomic .npz write (model.fileio)."""
-    atomic_write(path, lambda tmp: np.savez(tmp, **{k: np.asarray(v) for k, v in prior.items()}))
+    atomic_savez(path, **{k: np.asarray(v) for k, v in prior.items()})
 
 
 ARRAYS = ("weights", "means", "scales")
