@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from model import drums
+from performer.clock import TICKS_PER_STEP
 from performer.controls import help_lines
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def render(s: dict, width: int = 100) -> list[str]:
     d = s.get("director", {})
     if pos is not None and transport != "stopped":
         ipos = int(pos) if pos >= 0 else 0
-        bar, in_bar = divmod(ipos // 6, drums.STEPS_PER_BAR)
+        bar, in_bar = divmod(ipos // TICKS_PER_STEP, drums.STEPS_PER_BAR)
         where = f"bar {bar + 1:3d}.{in_bar // drums.STEPS_PER_BEAT + 1}.{in_bar % drums.STEPS_PER_BEAT + 1}"
     else:
         where = "bar   -.-.-"
