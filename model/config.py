@@ -158,7 +158,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     "groove": (
         dict(dropout=0.3, input_dropout=0.3, style_embed=16, fills=True),
         dict(
-            lr=3e-4, free_bits=256.0, steps=6000, beta_anneal_steps=1, mix_groups=0.5, drop_voice=0.3,
+            lr=3e-4, free_bits=256.0, steps=3500, beta_anneal_steps=1, mix_groups=0.5, drop_voice=0.3,
             select="val_recon", eval_every=1000, ckpt_every=500, log_every=50, fill_share=0.2,
         ),
     ),

@@ -148,7 +148,12 @@ class LiveApp:
         lo, hi = getattr(self.engine, "temperature_range", (0.0, math.inf))
         if not lo <= temperature <= hi:
             raise LiveError(f"--temperature {temperature:g} is outside this model's range {lo:g}..{hi:g}")
-        self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles)
+        if opts.style not in (None, "any") and hasattr(self.engine, "style_index"):
+            self.engine.style_index(opts.style)  # an unknown style: one line naming the known ones
+        if opts.fills_every and not getattr(self.engine, "has_fills", False):
+            raise LiveError("--fills: this model has no fills (it was trained without GMD's fill clips)")
+        self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles,
+                                 style=opts.style, fills_every=opts.fills_every)
         headless = opts.headless
         if headless is None:
             headless = self.term is None and not (sys.stdin.isatty() and sys.stdout.isatty())

@@ -101,6 +101,13 @@ def _morph_cycles_from_cc(c: Controller, n: int | None, value: int) -> None:
     c.director.set_morph_cycles(MORPH_MIN + value * (MORPH_MAX - MORPH_MIN) // 127)
 
 
+def _style_from_cc(c: Controller, n: int | None, value: int) -> str:
+    names = c.director.styles
+    name = names[min(len(names) - 1, value * len(names) // 128)]
+    c.director.request("set_style", name)
+    return f"style {name}"
+
+
 def _mute_from_cc(c: Controller, n: int | None, value: int) -> str:
     on = value >= PRESS_THRESHOLD
     c.director.set_mute(n - 1, on)
@@ -153,12 +160,20 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
            numbers=drums.NUM_VOICES, defaults=drums.NUM_VOICES),
     Action("help", "show / hide help", NOW, "help", ("h", "?"), press=_call("on_help")),
     Action("quit", "quit (note-offs and panic first)", NOW, "quit", ("q",), press=_call("on_quit")),
+    Action("fill", "a learned fill in bar 4 of this cycle (of the next when bar 4 has begun); then the groove returns",
+           "bar 4", "fill", ("f",), 81, 29, press=_request("fill")),
+    Action("style_prev", "previous style (a new groove in it)", NEXT_CYCLE, "style -", (",",), 82,
+           press=_request("style", -1)),
+    Action("style_next", "next style (a new groove in it)", NEXT_CYCLE, "style +", (".",), 83,
+           press=_request("style", +1)),
     # continuous: a CC's value, no key, no note
     Action("temperature", "temperature from the value (0..127 over the model's range)", NEXT_CYCLE,
            cc=26, turn=_temperature_from_cc),
     Action("density", "density from the value (64 neutral)", NEXT_CYCLE, cc=27, turn=_density_from_cc),
     Action("morph_cycles", f"morph length N from the value ({MORPH_MIN}..{MORPH_MAX})", "next morph",
            cc=28, turn=_morph_cycles_from_cc),
+    Action("style", "style from the value (0..127 over any + the model's styles)", NEXT_CYCLE, cc=30,
+           turn=_style_from_cc),
 )}
 
 

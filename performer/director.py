@@ -60,6 +60,8 @@ class Groove:
     lock_src: drums.Pattern | None = None
     pattern: drums.Pattern | None = None
     label: str = ""
+    style: str | None = None  # the model's style (None: "any"); a style's grooves come from its own prior
+    fill: bool = False  # bar 4 is a fill (bars 1-3 are the same groove as without it)
 
 
 @dataclass
@@ -75,8 +77,12 @@ class _Plan:
 class Director:
     """Thread-safe. Controls call the request methods from any thread."""
 
-    def __init__(self, engine, seed: int, temperature: float = 1.0, morph_cycles: int = 4) -> None:
+    def __init__(self, engine, seed: int, temperature: float = 1.0, morph_cycles: int = 4,
+                 style: str | None = None, fills_every: int = 0) -> None:
         self.engine = engine
+        self.styles: tuple[str, ...] = ("any", *getattr(engine, "styles", ()))
+        self.has_fills = bool(getattr(engine, "has_fills", False))
+        self.fills_every = int(fills_every) if self.has_fills else 0  # a fill at the end of every N-th cycle
         self.seed0 = int(seed)
         lo, hi = getattr(engine, "temperature_range", (0.0, 2.0))
         self.temperature_range = (float(lo), float(hi))
@@ -100,7 +106,9 @@ class Director:
         self.late = 0  # requests that missed their boundary
         self.last_error: str | None = None
         self._density_dir: np.ndarray | None = None
-        first = Groove(seed=self.seed0, z=None, temperature=float(temperature), label=f"groove seed {self.seed0}")
+        style = None if style in (None, "any") else style
+        first = Groove(seed=self.seed0, z=None, temperature=float(temperature), style=style,
+                       label=_label(style, f"groove seed {self.seed0}"))
         self.current = replace(first, pattern=self._decode(first))
         self._playing = self.current.pattern  # what the scheduler plays in this cycle
         self._worker = threading.Thread(target=self._work, name="drum-performer-decoder", daemon=True)
@@ -125,6 +133,10 @@ class Director:
         density (+1/-1), set_density (arg: value), lock (arg: (9,) voices to keep; None = the
         unmuted ones), recall (arg: slot)."""
         if action in BAR_PLANNERS:
+            if action == "fill" and not self.has_fills:
+                self.last_error = "this model has no fills (it was trained without GMD's fill clips)"
+                log.info(self.last_error)
+                return
             with self._cond:
                 self._bar_pending = (action, arg)
                 self._bar_version += 1
@@ -213,6 +225,11 @@ class Director:
                     self._bar_ready = None
                     self._cond.notify_all()
                 log.info("cycle %d: %s", cycle + 1, self.current.label)  # counted from 1, like bars
+            if self.fills_every and (cycle + 1) % self.fills_every == 0 and self._bar_pending is None:
+                self._bar_pending = ("fill", None)  # decoded during bars 1-3, lands at bar 4
+                self._bar_version += 1
+                self._bar_ready = None
+                self._cond.notify_all()
             elif self._pending or self._morph:
                 self.late += 1
                 log.warning("cycle %d: the next groove is not decoded yet; it lands a cycle later", cycle + 1)
@@ -250,6 +267,9 @@ class Director:
             "morph": (self._morph_total - len(self._morph), self._morph_total) if self._morph_total else None,
             "morph_cycles": self.morph_cycles,
             "slots": sorted(self.slots),
+            "style": c.style or "any",
+            "fill": self._bar_pending is not None and self._bar_pending[0] == "fill",  # a fill is on its way
+            "fills_every": self.fills_every,
         }
 
     def _requested(self, c: Groove) -> dict:
@@ -328,8 +348,11 @@ class Director:
                 self._bar_ready = (version, bar, pattern)
                 self._cond.notify_all()
 
+    def _prior(self, seed: int, style: str | None) -> np.ndarray:
+        return self.engine.prior(seed) if style is None else self.engine.prior(seed, style=style)
+
     def _resolved_z(self, g: Groove) -> np.ndarray:
-        return self.engine.prior(g.seed) if g.z is None else np.asarray(g.z, np.float32)
+        return self._prior(g.seed, g.style) if g.z is None else np.asarray(g.z, np.float32)
 
     def _plan(self, p: _Draft, pending: list[tuple[str, object]]) -> _Plan:
         """Fold the pending requests, in order, into the next cycle's groove."""
@@ -348,11 +371,12 @@ class Director:
         if g.density:
             if self._density_dir is None:
                 self._density_dir = np.asarray(self.engine.attribute("density"), np.float32)
-            z = (self.engine.prior(g.seed) if z is None else z) + g.density * self._density_dir
+            z = (self._prior(g.seed, g.style) if z is None else z) + g.density * self._density_dir
         lock = (g.lock_src, g.keep) if g.keep is not None and g.lock_src is not None else None
+        cond = {k: v for k, v in (("style", g.style), ("fill", g.fill)) if v}  # only what is asked for
         if z is None:
-            return self.engine.sample(temperature=g.temperature, seed=g.seed, lock=lock)
-        return self.engine.sample(z=np.asarray(z, np.float32), temperature=g.temperature, seed=g.seed, lock=lock)
+            return self.engine.sample(temperature=g.temperature, seed=g.seed, lock=lock, **cond)
+        return self.engine.sample(z=np.asarray(z, np.float32), temperature=g.temperature, seed=g.seed, lock=lock, **cond)
 
 
 def _clamp(x: float, lo: float, hi: float) -> float:
@@ -385,10 +409,30 @@ class _Draft:
 # --- one planning function per request kind: (director, draft, arg) -> None -------------------
 
 
+def _label(style: str | None, text: str) -> str:
+    return f"{style} {text}" if style else text
+
+
 def _plan_new(d: Director, p: _Draft, arg: object) -> None:
     s = p.take_seed()
-    p.g = Groove(seed=s, z=None, temperature=p.g.temperature, density=p.g.density, label=f"groove seed {s}")
+    p.g = Groove(seed=s, z=None, temperature=p.g.temperature, density=p.g.density, style=p.g.style,
+                 label=_label(p.g.style, f"groove seed {s}"))
     p.end_morph()
+
+
+def _plan_style(d: Director, p: _Draft, steps: object) -> None:
+    """Step through the model's styles ("any" first): a new groove of that style next cycle."""
+    now = p.g.style or "any"
+    i = d.styles.index(now) if now in d.styles else 0
+    _plan_set_style(d, p, d.styles[(i + int(steps)) % len(d.styles)])
+
+
+def _plan_set_style(d: Director, p: _Draft, name: object) -> None:
+    style = None if name in (None, "any") else str(name)
+    if style is not None and style not in d.styles:
+        raise ValueError(f"unknown style {name!r}")
+    p.g = replace(p.g, style=style)
+    _plan_new(d, p, None)
 
 
 def _plan_variation(d: Director, p: _Draft, arg: object) -> None:
@@ -400,13 +444,13 @@ def _plan_variation(d: Director, p: _Draft, arg: object) -> None:
 def _plan_morph(d: Director, p: _Draft, arg: object) -> None:
     s = p.take_seed()
     n = p.morph_cycles
-    path = d.engine.slerp(d._resolved_z(p.g), d.engine.prior(s), n + 1)[1:]
+    path = d.engine.slerp(d._resolved_z(p.g), d._prior(s, p.g.style), n + 1)[1:]
     points = [(np.asarray(path[i], np.float32), s) for i in range(n - 1)] + [(None, s)]
     (z, seed), p.morph = points[0], points[1:]
     p.morph_total = n
     label = f"morph 1/{n} to seed {s}" if n > 1 else f"groove seed {s}"
     p.g = Groove(seed=seed, z=z, temperature=p.g.temperature, density=p.g.density, keep=None, lock_src=None,
-                 label=label)
+                 style=p.g.style, label=_label(p.g.style, label))
 
 
 def _plan_temperature(d: Director, p: _Draft, steps: object) -> None:
@@ -456,6 +500,8 @@ PLANNERS: dict[str, Callable[[Director, _Draft, object], None]] = {
     "set_density": _plan_set_density,
     "lock": _plan_lock,
     "recall": _plan_recall,
+    "style": _plan_style,
+    "set_style": _plan_set_style,
 }
 
 
@@ -464,7 +510,13 @@ PLANNERS: dict[str, Callable[[Director, _Draft, object], None]] = {
 # the groove to decode for it; its pattern from that bar on plays to the end of the cycle). It lands
 # at that bar line of the current cycle if decoded in time, else at the next cycle's (decoded again
 # if the groove changed at the boundary); a newer request of these kinds replaces an older one.
-BAR_PLANNERS: dict[str, Callable[[Director, Groove, object], tuple[int, Groove]]] = {}
+def _bar_fill(d: Director, playing: Groove, arg: object) -> tuple[int, Groove]:
+    """A learned fill in bar 4: the playing groove decoded again with the fill input on bar 4.
+    Same latent, same noise, so bars 1-3 are the same notes and only bar 4 changes."""
+    return drums.BARS - 1, replace(playing, fill=True, pattern=None, label=playing.label + " + fill")
+
+
+BAR_PLANNERS: dict[str, Callable[[Director, Groove, object], tuple[int, Groove]]] = {"fill": _bar_fill}
 
 
 # What a request needs from the moment it is made (called under the director's lock); None drops it.

@@ -14,7 +14,7 @@ from pathlib import Path
 from model.ranges import number
 from performer.clock import SPP_UNITS
 from performer.controls import epilog
-from performer.options import LiveOptions
+from performer.options import LiveOptions, fills_arg
 from performer.ports import API_CHOICES
 
 SEED_EPILOG = """\
@@ -73,6 +73,9 @@ def add_parsers(sub) -> None:
                    help="sampling temperature within the model's range (the shipped model: 0..2; "
                    "default: the model's, 0.5; 0 = the most likely groove)")
     m.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
+    m.add_argument("--style", metavar="NAME", help="start in this style (see 'drum-performer styles'; default: any)")
+    m.add_argument("--fills", type=fills_arg, default=0, metavar="every:N|off",
+                   help="a learned fill in bar 4 of every N-th cycle (default: off; the f key asks for one)")
     m.add_argument("--morph-cycles", type=_ranged("morph_cycles"), default=LiveOptions.morph_cycles, metavar="N",
                    help=f"cycles a morph (m) takes, {_R['morph_cycles'].text()} (default 4)")
     o = p.add_argument_group("other")
@@ -111,6 +114,8 @@ def run_live(a) -> int:
         headless=True if a.headless else None,
         latency_ms=a.latency_ms,
         spp_units=a.spp_units,
+        style=a.style,
+        fills_every=a.fills,
     )
     if a.record is not None:
         opts.validate()  # the --record check, before anything plays: one line if it fails

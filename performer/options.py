@@ -62,6 +62,8 @@ class LiveOptions:
     headless: bool | None = None  # None: headless when there is no terminal
     latency_ms: float = 0.0
     spp_units: str = "16ths"  # what the master's Song Position Pointer counts: "16ths" (the spec) or "clocks" (Ardour)
+    style: str | None = None  # the model's style to start in (None: "any"); checked against the model at load
+    fills_every: int = 0  # a learned fill in bar 4 of every N-th cycle (0: only when asked)
 
     RANGES: ClassVar[dict[str, Range]] = {
         "channel": Range(int, 1, 16),
@@ -72,6 +74,7 @@ class LiveOptions:
         "seed": Range(int, 0, 2**32 - 1 - SEED_HEADROOM),
         "temperature": Range(float, 0, math.inf),  # the model's own range is checked once it is loaded
         "morph_cycles": Range(int, MORPH_MIN, MORPH_MAX),
+        "fills_every": Range(int, 0, 64),
     }
 
     @staticmethod
@@ -94,6 +97,24 @@ class LiveOptions:
 
 
 # --- where --record writes ------------------------------------------------------------------------
+
+
+def fills_arg(text: str) -> int:
+    """``--fills every:N`` (a fill in bar 4 of every N-th cycle) or ``off`` -> N (0 = off)."""
+    import argparse
+
+    t = text.strip().lower()
+    if t == "off":
+        return 0
+    r = LiveOptions.RANGES["fills_every"]
+    if t.startswith("every:"):
+        try:
+            n = int(t[len("every:"):])
+        except ValueError:
+            n = -1
+        if 1 <= n <= r.hi:
+            return n
+    raise argparse.ArgumentTypeError(f"{text!r}: use every:N (N = 1..{r.hi:g} cycles) or off")
 
 
 def free_path(path: Path) -> Path:

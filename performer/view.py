@@ -33,9 +33,10 @@ ACTION_WORDS = {
     "density_up": "density up", "density_down": "density down",
     "set_temperature": "temperature knob", "set_density": "density knob", "morph_cycles": "morph length knob",
     "save": "save to slot", "recall": "recall slot", "help": "help", "quit": "quit", "mute": "mute voice",
+    "fill": "fill in bar 4", "style_prev": "previous style", "style_next": "next style", "style": "style knob",
 }
 PENDING_WORDS = {"new": "new groove", "variation": "variation", "morph": "morph", "lock": "lock",
-                 "recall": "recall"}
+                 "recall": "recall", "style": "style change", "set_style": "style change"}
 
 
 def action_words(last: str) -> str:
@@ -94,7 +95,10 @@ def render(s: dict, width: int = 100) -> list[str]:
         f"{d.get('label', '')}  T {temp:.2f}  density {dens:+.2f}  {morph_s} (m: {d.get('morph_cycles', '-')} cycles)"
         f"{pending}" if temp is not None else d.get("label", "")
     )
+    fills = d.get("fills_every")
+    fill_s = "fill coming in bar 4" if d.get("fill") else (f"fills every {fills} cycles" if fills else "fills: f")
     lines.append(f"out {s.get('out', '-')}   clock {s.get('clock', '-')}   {s.get('mode', '')}")
+    lines.append(f"style {d.get('style', 'any')}   {fill_s}")
     lines.append("")
     header = [" "] * (_column(drums.STEPS - 1) + 1)
     for b in range(drums.BARS):

@@ -28,6 +28,9 @@ class FakeEngine:
     z_size = 8
     temperature_range = (0.0, 2.0)
     default_temperature = 0.5
+    styles = ("funk", "rock")
+    has_fills = True
+    FILL_VOICE = drums.VOICES.index("high_tom")  # a fill bar: the high tom on every 16th, nothing else
 
     def __init__(self, density: float = 0.18, hold: threading.Event | None = None) -> None:
         self.hold = hold  # while clear, every decode waits for it: a decode that is "not done yet"
@@ -36,8 +39,9 @@ class FakeEngine:
         self.fail = False
         self._lock = threading.Lock()
 
-    def prior(self, seed=None) -> np.ndarray:
-        return np.random.default_rng(seed).standard_normal(self.z_size).astype(np.float32)
+    def prior(self, seed=None, style=None) -> np.ndarray:
+        z = np.random.default_rng(seed).standard_normal(self.z_size).astype(np.float32)
+        return z + (self.styles.index(style) + 1 if style else 0)  # each style its own region
 
     def attribute(self, name: str = "density") -> np.ndarray:
         return np.full(self.z_size, 0.5, np.float32)
@@ -47,23 +51,26 @@ class FakeEngine:
         ts = np.linspace(0, 1, n)[:, None]
         return ((1 - ts) * np.asarray(z_a) + ts * np.asarray(z_b)).astype(np.float32)
 
-    def sample(self, z=None, temperature=1.0, seed=None, lock=None) -> drums.Pattern:
+    def sample(self, z=None, temperature=1.0, seed=None, lock=None, style=None, fill=False) -> drums.Pattern:
         with self._lock:
             self.calls.append({"z": None if z is None else np.array(z), "temperature": temperature,
-                               "seed": seed, "lock": lock})
+                               "seed": seed, "lock": lock, "style": style, "fill": fill})
         if self.fail:
             raise RuntimeError("fake decode failure")
         if self.hold is not None:
             self.hold.wait(10.0)
         rng = np.random.default_rng(seed)
         if z is None:
-            z = rng.standard_normal(self.z_size).astype(np.float32)
+            z = rng.standard_normal(self.z_size).astype(np.float32) + (self.styles.index(style) + 1 if style else 0)
         h = hashlib.sha256(np.asarray(z, np.float32).tobytes() + repr(round(temperature, 6)).encode())
         h.update(rng.random(4).tobytes())  # the "noise": a different seed, a different decode
         r = np.random.default_rng(int.from_bytes(h.digest()[:8], "little"))
         dens = self.density * (1 + 0.2 * float(np.tanh(np.mean(z))))
         hits = r.random((drums.STEPS, drums.NUM_VOICES)) < dens
         hits[0, 0] = True  # a kick on the one, always: an easy anchor for tests
+        if fill:  # like the real model: the same bars 1-3, a different bar 4
+            hits[3 * drums.STEPS_PER_BAR :] = False
+            hits[3 * drums.STEPS_PER_BAR :, self.FILL_VOICE] = True
         vel = 0.3 + 0.7 * r.random(hits.shape)
         off = (r.random(hits.shape) - 0.5) * 0.6
         p = drums.Pattern(hits, vel.astype(np.float32), off.astype(np.float32))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model import drums
 from performer import controls, director
 from performer.clock import CC, NOTE_ON
 from performer.controls import (
@@ -98,6 +99,7 @@ def test_every_action_is_reachable_and_every_request_has_a_planner():
 
     class Asks:
         temperature_range = (0.0, 2.0)
+        styles = ("any", "rock", "funk")
 
         def __getattr__(self, name):
             return lambda *a: asked.append((name, *a))
@@ -110,25 +112,33 @@ def test_every_action_is_reachable_and_every_request_has_a_planner():
         if a.turn is not None:
             a.turn(c, a.default_arg(0), 100)
     kinds = {e[1] for e in asked if e[0] == "request"}
-    assert kinds and kinds <= set(director.PLANNERS)
+    assert kinds and kinds <= set(director.PLANNERS) | set(director.BAR_PLANNERS)
 
 
 def test_a_new_action_is_one_registry_entry(monkeypatch):
     """Keys, default notes, --map names, help and the docs table all follow one new Action."""
-    extra = Action("fill", "a fill in bar 4", "bar 4", "fill", ("f",), 90, 29,
+    extra = Action("accent", "an accent", "bar 4", "accent", ("a",), 90, 31,
                    press=lambda c, n: c.director.request("new"))
-    monkeypatch.setitem(ACTIONS, "fill", extra)
+    monkeypatch.setitem(ACTIONS, "accent", extra)
     monkeypatch.setattr(controls, "KEYS", controls._defaults("keys"))
     monkeypatch.setattr(controls, "DEFAULT_NOTES", controls._defaults("note"))
     monkeypatch.setattr(controls, "DEFAULT_CC", controls._defaults("cc"))
     c = Controller(Recording())
-    assert c.key("f") and c.director.log == [("request", "new", None)]
-    c.midi((CC, 0, 29, 127))
+    assert c.key("a") and c.director.log == [("request", "new", None)]
+    c.midi((CC, 0, 31, 127))
     c.midi((NOTE_ON, 0, 90, 100))
     assert len(c.director.log) == 3
-    assert parse_action("fill") == ("fill", None)
-    assert "f fill" in "\n".join(help_lines()) and "f fill" in controls.epilog()
-    assert "| `f` | `fill` | a fill in bar 4 | 90 | 29 | bar 4 |" in controls.docs_table()
+    assert parse_action("accent") == ("accent", None)
+    assert "a accent" in "\n".join(help_lines()) and "a accent" in controls.epilog()
+    assert "| `a` | `accent` | an accent | 90 | 31 | bar 4 |" in controls.docs_table()
+
+
+def test_the_fill_and_style_keys_ask_the_director():
+    c = Controller(Recording())
+    assert c.key("f") and c.key(".") and c.key(",")
+    assert c.director.log == [("request", "fill", None), ("request", "style", 1), ("request", "style", -1)]
+    c.midi((NOTE_ON, 0, 81, 100))  # the fill's default note
+    assert c.director.log[-1] == ("request", "fill", None)
 
 
 def test_cc_trigger_fires_on_the_rising_edge_only(ctl):
@@ -222,25 +232,95 @@ def test_help_lines_mention_every_key_group():
         assert word in text
 
 
-def test_a_fill_is_one_action_plus_one_bar_planner(monkeypatch):
-    """The shape of the "fill" control: an Action whose press requests "fill", and a planner in
-    director.BAR_PLANNERS that says which bar line it lands on and what to decode there."""
-    from dataclasses import replace
-
+def _fill_bar(p) -> bool:
     from tests.live_fakes import FakeEngine
 
-    monkeypatch.setitem(ACTIONS, "fill", Action("fill", "a fill in bar 4", "bar 4", "fill", ("f",),
-                                                press=controls._request("fill")))
-    monkeypatch.setattr(controls, "KEYS", controls._defaults("keys"))
-    monkeypatch.setitem(director.BAR_PLANNERS, "fill",
-                        lambda d, g, arg: (3, replace(g, temperature=g.temperature + 0.5, pattern=None)))
+    bar4 = p.hits[3 * drums.STEPS_PER_BAR :]
+    return bool(bar4[:, FakeEngine.FILL_VOICE].all() and bar4.sum() == drums.STEPS_PER_BAR)
+
+
+def test_a_fill_asked_before_bar_4_plays_in_bar_4_of_this_cycle_then_the_groove_returns():
+    from tests.live_fakes import FakeEngine
+
     d = director.Director(FakeEngine(), seed=7, temperature=0.5)
     d.start()
     try:
         groove = d.pattern_for(0)
+        assert d.pattern_at_bar(0, 1) is None  # bar 2 starts: nothing asked yet
         assert Controller(d).key("f")
+        assert d.status()["fill"]  # the view says a fill is coming
         assert d.wait_decoded(5)
-        assert d.pattern_at_bar(0, 3).equals(FakeEngine().sample(seed=7, temperature=1.0))
-        assert d.pattern_for(1).equals(groove)
+        assert d.pattern_at_bar(0, 2) is None  # not at bar 3
+        fill = d.pattern_at_bar(0, 3)
+        assert fill is not None and _fill_bar(fill) and not _fill_bar(groove)
+        # bars 1-3 of the fill decode are the playing groove's: only bar 4 changes
+        S = 3 * drums.STEPS_PER_BAR
+        assert np.array_equal(fill.hits[:S], groove.hits[:S]) and np.allclose(fill.velocity[:S], groove.velocity[:S])
+        again = d.pattern_for(1)
+        assert again.equals(groove) and d.pattern_at_bar(1, 3) is None  # the groove returns, no second fill
+    finally:
+        d.close()
+
+
+def test_a_fill_asked_in_bar_4_plays_in_bar_4_of_the_next_cycle():
+    from tests.live_fakes import FakeEngine
+
+    d = director.Director(FakeEngine(), seed=7, temperature=0.5)
+    d.start()
+    try:
+        d.pattern_for(0)
+        assert d.pattern_at_bar(0, 3) is None  # bar 4 has begun
+        d.request("fill")
+        assert d.wait_decoded(5)
+        assert d.pattern_for(1) is not None and d.pattern_at_bar(1, 3) is not None
+    finally:
+        d.close()
+
+
+def test_automatic_fills_every_two_cycles_and_none_from_a_model_without_fills():
+    from tests.live_fakes import FakeEngine
+
+    d = director.Director(FakeEngine(), seed=7, temperature=0.5, fills_every=2)
+    d.start()
+    try:
+        got = []
+        for cycle in range(4):
+            d.pattern_for(cycle)
+            assert d.wait_decoded(5)
+            p = d.pattern_at_bar(cycle, 3)
+            got.append(p is not None and _fill_bar(p))
+        assert got == [False, True, False, True]  # cycles 2 and 4 (counted from 1) end with a fill
+    finally:
+        d.close()
+    eng = FakeEngine()
+    eng.has_fills = False
+    d = director.Director(eng, seed=7, temperature=0.5, fills_every=2)
+    d.start()
+    try:
+        d.pattern_for(0)
+        d.request("fill")
+        assert "no fills" in d.last_error and d.pattern_at_bar(0, 3) is None and d.fills_every == 0
+    finally:
+        d.close()
+
+
+def test_style_keys_step_through_any_and_the_models_styles_with_a_new_groove_in_each():
+    from tests.live_fakes import FakeEngine
+
+    eng = FakeEngine()
+    d = director.Director(eng, seed=7, temperature=0.5, style="rock")
+    d.start()
+    try:
+        assert d.pattern_for(0) is not None and d.status()["style"] == "rock"
+        ctl = Controller(d)
+        ctl.key(".")  # rock -> any (wraps around: any, funk, rock)
+        assert d.wait_decoded(5)
+        d.pattern_for(1)
+        assert d.status()["style"] == "any" and eng.calls[-1]["style"] is None
+        ctl.key(".")
+        assert d.wait_decoded(5)
+        d.pattern_for(2)
+        assert d.status()["style"] == "funk" and eng.calls[-1]["style"] == "funk"
+        assert eng.calls[-1]["seed"] != eng.calls[-2]["seed"]  # a new groove, not the old one restyled
     finally:
         d.close()
