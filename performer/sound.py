@@ -255,12 +255,12 @@ class Renderer:
         if start < t0:
             self.late += 1
             start = t0
+        if voice is None or ev.velocity <= 0:
+            return  # a note-off never chokes: only a struck closed or pedal hat closes the open hat
         for choked in _CHOKES.get(ev.pitch, ()):
             for p in self._playing:
                 if p.pitch == choked and p.start < start and (p.stop_at is None or p.stop_at > start):
                     p.stop_at = start
-        if voice is None or ev.velocity <= 0:
-            return
         self._playing.append(_Playing(voice, start, ev.velocity, pitch))
         if len(self._playing) > MAX_VOICES:
             self._playing.pop(0)
