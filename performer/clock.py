@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from model import drums
+from model.ranges import BPM
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ TICKS_PER_STEP = PPQN // drums.STEPS_PER_BEAT  # 6: one 16th
 TICKS_PER_BAR = TICKS_PER_STEP * drums.STEPS_PER_BAR  # 96
 TICKS_PER_CYCLE = TICKS_PER_STEP * drums.STEPS  # 384: four bars, one Pattern
 
-MIN_BPM, MAX_BPM = 20.0, 400.0
+MIN_BPM, MAX_BPM = BPM.lo, BPM.hi  # 20..400, the tempo range files and the live clock share
 _MIN_PERIOD = 60.0 / (PPQN * MAX_BPM)  # seconds per clock at the fastest tempo we follow
 _MAX_PERIOD = 60.0 / (PPQN * MIN_BPM)
 PHASE_TICKS = 4  # ticks a constant offset must last to count as a phase shift, not a transient

@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from performer.cli import number
+from model.ranges import number
 from performer.clock import SPP_UNITS
 from performer.controls import epilog
 from performer.options import LiveOptions, fills_arg

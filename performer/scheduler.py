@@ -62,7 +62,7 @@ LOOKAHEAD_TICKS = 2 * TICKS_PER_STEP
 MAX_SWING = 0.75  # of a step: beyond it the swung 16th would pass the next one's earliest note
 # A note-on's note-off comes this many 16ths later (wall time, within GATE_MIN_S..GATE_MAX_S): short
 # enough that a retrigger rarely cuts a note, long enough for any drum sampler to catch it.
-GATE_STEPS = 0.5
+GATE_STEPS = drums.GATE_STEPS  # 0.5, as in the MIDI files written (model.drums)
 GATE_MIN_S, GATE_MAX_S = 0.01, 0.1
 EARLIEST = -0.5 * TICKS_PER_STEP  # the earliest a step's note can be, relative to its grid tick
 

@@ -52,23 +52,6 @@ def action_words(last: str) -> str:
     return f"{words} {rest}".strip()
 
 
-def _cells(pattern: drums.Pattern, v: int) -> list[str]:
-    out = []
-    for t in range(pattern.steps):
-        if pattern.hits[t, v]:
-            out.append("X" if pattern.velocity[t, v] >= 0.6 else "x")
-        else:
-            out.append("-" if t % drums.STEPS_PER_BEAT == 0 else ".")
-    return out
-
-
-def _with_bars(cells: list[str]) -> str:
-    parts = []
-    for i in range(0, len(cells), drums.STEPS_PER_BAR):
-        parts.append("".join(cells[i : i + drums.STEPS_PER_BAR]))
-    return "|".join(parts)
-
-
 def _column(step: int) -> int:
     """Screen column of a step inside the grid (bar separators included)."""
     return LABEL_W + step + step // drums.STEPS_PER_BAR
@@ -130,7 +113,7 @@ def render(s: dict, width: int = 100) -> list[str]:
         m = "M" if mutes is not None and mutes[v] else " "
         lk = "L" if locks is not None and locks[v] else " "
         label = f"{v + 1} {drums.VOICE_LABELS[v]} {m}{lk}"
-        row = _with_bars(_cells(pattern, v)) if pattern is not None else ""
+        row = pattern.row(v) if pattern is not None else ""
         lines.append(f"{label:<{LABEL_W}}{row}")
     step = s.get("step")
     marker = ""
