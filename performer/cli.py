@@ -18,7 +18,7 @@ import sys
 from model.errors import DrumPerformerError
 
 PROG = "drum-performer"
-SUBCOMMANDS = ("sample", "train", "export", "eval", "ports", "live")
+SUBCOMMANDS = ("sample", "train", "export", "eval", "ports", "live", "humanize", "drumify", "train-tap")
 
 
 class UserError(DrumPerformerError):
@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     from performer import live_cli
 
     live_cli.add_parsers(sub)
+    from performer import band_cli  # humanize, drumify, train-tap (issue 9)
+
+    band_cli.add_parsers(sub, _positive_int, _nonneg_float, _bpm)
     for hook in _EXTRA_PARSERS:
         hook(sub)
     return p

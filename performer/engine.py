@@ -61,6 +61,18 @@ def _release_freed_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _session_options(ort):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
 Lock = tuple[drums.Pattern, np.ndarray]  # (source pattern, (9,) bool voices to keep)
 
 ANY_STYLE = "any"
@@ -117,14 +129,7 @@ class Engine:
             import onnxruntime as ort
         except ImportError:
             raise EngineError("onnxruntime is not installed: pip install onnxruntime") from None
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        so.log_severity_level = 3
+        so = _session_options(ort)
         try:
             sampler = ort.InferenceSession(str(folder / SAMPLER), so, providers=["CPUExecutionProvider"])
         except Exception as e:
@@ -174,6 +179,18 @@ class Engine:
         if "z_size" not in meta:
             raise EngineError(f"{p} has no z_size")
         return meta
+
+    def extra_session(self, name: str):
+        """A session (same options as the sampler's) for another graph listed in model.json's
+        files, e.g. the tap encoder that ``performer.band`` loads on first use."""
+        import onnxruntime as ort
+
+        if name not in self.meta.get("files", {}):
+            raise EngineError(f"the model in {self.folder} has no {name}")
+        try:
+            return ort.InferenceSession(str(self.folder / name), _session_options(ort), providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise EngineError(f"cannot load {self.folder / name}: {str(e).splitlines()[0][:200]}") from None
 
     @property
     def _encoder(self):

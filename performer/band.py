@@ -1,0 +1,145 @@
+"""Playing with the band: humanize a programmed beat, drumify a played rhythm.
+
+Both are GrooVAE's transformations (Gillick et al. 2019) done with the
+exported graphs and numpy only:
+
+* **humanize**: the quantised clip is encoded to z, then decoded with the
+  sampler's allowed-class mask set to exactly the clip's class at every step.
+  The decoder can only choose the clip's hits, so every hit is kept, and its
+  velocity and offset heads (which see the hidden state and the chosen class)
+  give each hit a drummer's dynamics and microtiming. When the model folder has
+  a humanize encoder (``humanize.onnx``, trained on quantised GMD windows to
+  land where the real performance encodes) z comes from it; otherwise from the
+  full encoder.
+* **drumify**: the onsets of any clip are flattened to one voice (per step: a
+  hit, the loudest velocity and its offset, the same flattening the tap
+  encoder was trained on) and the tap encoder (``tap.onnx``) maps them into
+  the model's latent space; the decoder, untouched, plays the drum part.
+
+Arrays: T = 64 steps, V = 9 voices, taps (T, 3) = hit, velocity 0..1, offset
+in steps [-0.5, 0.5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model import drums
+from model.errors import DrumPerformerError
+
+TAP, HUMANIZE = "tap.onnx", "humanize.onnx"
+QUANTISED_VELOCITY = 100 / 127  # what a programmed beat usually carries, and what the encoders were shown
+
+
+class BandError(DrumPerformerError):
+    pass
+
+
+# --- arrays ---------------------------------------------------------------------------------------
+
+
+def flatten(hits: np.ndarray, velocity: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(..., T, V) drum arrays -> (..., T, 3) taps: per step a hit when any voice plays, with the
+    loudest voice's velocity and offset (what a MIDI clip read onto one voice gives, see
+    :func:`drums.onsets_to_pattern`)."""
+    hits = np.asarray(hits, bool)
+    vel = np.where(hits, velocity, -1.0)
+    loud = vel.argmax(-1)[..., None]  # (..., T, 1)
+    any_hit = hits.any(-1)
+    v = np.where(any_hit, np.take_along_axis(np.asarray(velocity, np.float32), loud, -1)[..., 0], 0.0)
+    o = np.where(any_hit, np.take_along_axis(np.asarray(offset, np.float32), loud, -1)[..., 0], 0.0)
+    return np.stack([any_hit.astype(np.float32), v, o], -1).astype(np.float32)
+
+
+def quantise(hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The programmed version of a beat: (velocity, offset) with every hit at QUANTISED_VELOCITY, on the grid."""
+    hits = np.asarray(hits, bool)
+    return np.where(hits, QUANTISED_VELOCITY, 0.0).astype(np.float32), np.zeros(hits.shape, np.float32)
+
+
+def exact_mask(classes: np.ndarray) -> np.ndarray:
+    """(B, T) classes -> (B, T, C) bool allowing exactly that class at every step."""
+    classes = np.asarray(classes, np.int64)
+    mask = np.zeros((*classes.shape, drums.NUM_CLASSES), bool)
+    np.put_along_axis(mask, classes[..., None], True, -1)
+    return mask
+
+
+# --- the model's side -----------------------------------------------------------------------------
+
+
+def _session(engine, name: str):
+    """An ONNX Runtime session for one of the model folder's extra graphs, None when it has none."""
+    if name not in engine.meta.get("files", {}):
+        return None
+    cache = engine.__dict__.setdefault("_band_sessions", {})
+    if name not in cache:
+        cache[name] = engine.extra_session(name)
+    return cache[name]
+
+
+def has_tap(engine) -> bool:
+    return TAP in engine.meta.get("files", {})
+
+
+def humanize_z(engine, classes: np.ndarray) -> np.ndarray:
+    """(B, T) classes -> (B, Z) z of the quantised beats: the humanize encoder's, else the full encoder's mean."""
+    hits = drums.index_to_hits(classes)
+    vel, off = quantise(hits)
+    sess = _session(engine, HUMANIZE)
+    if sess is not None:
+        return sess.run(None, {"taps": _steps_input(hits, vel, off)})[0]
+    return engine.encode_arrays(classes, vel, off)[0]
+
+
+def _steps_input(hits, vel, off) -> np.ndarray:
+    """(B, T, V) x3 -> (B, T, 3V) float input of the humanize encoder: hits, velocity, offset."""
+    return np.concatenate([np.asarray(hits, np.float32), vel, off], -1).astype(np.float32)
+
+
+def humanize_arrays(engine, classes: np.ndarray, z: np.ndarray | None = None, style: int = 0):
+    """(B, T) classes -> velocity, offset (B, T, V) from the model, hits forced to ``classes``."""
+    classes = np.asarray(classes, np.int64).reshape(-1, drums.STEPS)
+    if z is None:
+        z = humanize_z(engine, classes)
+    c, v, o = engine.decode(z, 0.0, None, exact_mask(classes), style)
+    if not np.array_equal(c, classes):  # the mask allows one class per step: cannot happen
+        raise BandError("the sampler left the forced hits (model graph without a working mask?)")
+    hits = drums.index_to_hits(classes)
+    return np.where(hits, v, 0.0).astype(np.float32), np.where(hits, o, 0.0).astype(np.float32)
+
+
+def humanize_pattern(engine, pattern: drums.Pattern, temperature: float = 0.0, seed: int | None = None,
+                     style: str | None = None) -> drums.Pattern:
+    """Any number of whole 4-bar chunks -> the same hits with the model's velocities and offsets.
+
+    temperature 0 decodes each chunk's z as encoded; above 0 the z is moved by
+    that many posterior-sized steps of seeded noise (``N(0, I) * temperature``,
+    the encoders being trained with posteriors of about unit scale), so seeds
+    give different but related performances of the same hits.
+    """
+    if pattern.steps % drums.STEPS:
+        raise BandError(f"humanize works on whole 4-bar chunks ({drums.STEPS} steps), got {pattern.steps}")
+    n = pattern.steps // drums.STEPS
+    classes = pattern.classes().reshape(n, drums.STEPS)
+    z = humanize_z(engine, classes)
+    if temperature > 0:
+        z = z + temperature * np.random.default_rng(seed).standard_normal(z.shape).astype(np.float32)
+    v, o = humanize_arrays(engine, classes, z, engine.style_index(style))
+    return drums.Pattern(pattern.hits, v.reshape(-1, drums.NUM_VOICES), o.reshape(-1, drums.NUM_VOICES))
+
+
+def tap_z(engine, taps: np.ndarray) -> np.ndarray:
+    """(B, T, 3) taps -> (B, Z) z from the tap encoder."""
+    sess = _session(engine, TAP)
+    if sess is None:
+        raise BandError(f"the model in {engine.folder} has no tap encoder ({TAP}): run drum-performer train-tap")
+    return sess.run(None, {"taps": np.asarray(taps, np.float32).reshape(-1, drums.STEPS, 3)})[0]
+
+
+def drumify(engine, taps: np.ndarray, n: int = 1, seed: int = 0, temperature: float | None = None,
+            style: str | None = None) -> list[drums.Pattern]:
+    """(T, 3) taps -> n drum Patterns that go with them; pattern i uses Gumbel noise from seed + i
+    (temperature 0: all n are the argmax groove)."""
+    z = tap_z(engine, np.asarray(taps, np.float32)[None])[0]
+    return [engine.sample(z=z, temperature=temperature, seed=seed + i, style=style) for i in range(n)]
