@@ -3,14 +3,13 @@
 Both are GrooVAE's transformations (Gillick et al. 2019) done with the
 exported graphs and numpy only:
 
-* **humanize**: the quantised clip is encoded to z, then decoded with the
-  sampler's allowed-class mask set to exactly the clip's class at every step.
-  The decoder can only choose the clip's hits, so every hit is kept, and its
-  velocity and offset heads (which see the hidden state and the chosen class)
-  give each hit a drummer's dynamics and microtiming. When the model folder has
-  a humanize encoder (``humanize.onnx``, trained on quantised GMD windows to
-  land where the real performance encodes) z comes from it; otherwise from the
-  full encoder.
+* **humanize**: when the model folder has a humanizer (``humanize.onnx``,
+  trained on GMD windows quantised -> their real velocities and offsets, see
+  ``train.tap``), it gives each hit its velocity and offset and the hits are
+  taken as they are. Without one, the quantised clip is encoded to z and
+  decoded with the sampler's allowed-class mask set to exactly the clip's class
+  at every step: the decoder can only choose the clip's hits, and its heads
+  give the dynamics and microtiming (weaker: see train/tap.py for figures).
 * **drumify**: the onsets of any clip are flattened to one voice (per step: a
   hit, the loudest velocity and its offset, the same flattening the tap
   encoder was trained on) and the tap encoder (``tap.onnx``) maps them into
@@ -29,6 +28,7 @@ from model.errors import DrumPerformerError
 
 TAP, HUMANIZE = "tap.onnx", "humanize.onnx"
 QUANTISED_VELOCITY = 100 / 127  # what a programmed beat usually carries, and what the encoders were shown
+HUMANIZE_FEATURES = drums.NUM_VOICES + drums.STEPS_PER_BAR  # hits + the step's place in the bar (one-hot)
 
 
 class BandError(DrumPerformerError):
@@ -83,23 +83,30 @@ def has_tap(engine) -> bool:
 
 
 def humanize_z(engine, classes: np.ndarray) -> np.ndarray:
-    """(B, T) classes -> (B, Z) z of the quantised beats: the humanize encoder's, else the full encoder's mean."""
-    hits = drums.index_to_hits(classes)
-    vel, off = quantise(hits)
-    sess = _session(engine, HUMANIZE)
-    if sess is not None:
-        return sess.run(None, {"taps": _steps_input(hits, vel, off)})[0]
+    """(B, T) classes -> (B, Z) the full encoder's mean of the quantised beats."""
+    vel, off = quantise(drums.index_to_hits(classes))
     return engine.encode_arrays(classes, vel, off)[0]
 
 
-def _steps_input(hits, vel, off) -> np.ndarray:
-    """(B, T, V) x3 -> (B, T, 3V) float input of the humanize encoder: hits, velocity, offset."""
-    return np.concatenate([np.asarray(hits, np.float32), vel, off], -1).astype(np.float32)
+def humanize_input(hits: np.ndarray) -> np.ndarray:
+    """(B, T, V) hits -> (B, T, V + 16) humanizer input: the hits and the step's place in the bar
+    (explicit, so swing and accents by position need no counting by the LSTM)."""
+    hits = np.asarray(hits, np.float32)
+    pos = np.eye(drums.STEPS_PER_BAR, dtype=np.float32)[np.arange(hits.shape[-2]) % drums.STEPS_PER_BAR]
+    pos = np.broadcast_to(pos, (*hits.shape[:-1], drums.STEPS_PER_BAR))
+    return np.concatenate([hits, pos], -1)
 
 
 def humanize_arrays(engine, classes: np.ndarray, z: np.ndarray | None = None, style: int = 0):
-    """(B, T) classes -> velocity, offset (B, T, V) from the model, hits forced to ``classes``."""
+    """(B, T) classes -> velocity, offset (B, T, V) from the model, hits exactly ``classes``.
+
+    The humanizer when the model has one (and no z is asked for), else the decoder's heads."""
     classes = np.asarray(classes, np.int64).reshape(-1, drums.STEPS)
+    sess = _session(engine, HUMANIZE)
+    if sess is not None and z is None:
+        hits = drums.index_to_hits(classes)
+        v, o = sess.run(None, {"taps": humanize_input(hits)})
+        return np.where(hits, v, 0.0).astype(np.float32), np.where(hits, o, 0.0).astype(np.float32)
     if z is None:
         z = humanize_z(engine, classes)
     c, v, o = engine.decode(z, 0.0, None, exact_mask(classes), style)
@@ -113,19 +120,29 @@ def humanize_pattern(engine, pattern: drums.Pattern, temperature: float = 0.0, s
                      style: str | None = None) -> drums.Pattern:
     """Any number of whole 4-bar chunks -> the same hits with the model's velocities and offsets.
 
-    temperature 0 decodes each chunk's z as encoded; above 0 the z is moved by
-    that many posterior-sized steps of seeded noise (``N(0, I) * temperature``,
-    the encoders being trained with posteriors of about unit scale), so seeds
-    give different but related performances of the same hits.
+    temperature 0 is the model's most likely performance. Above 0, with the
+    humanizer: seeded Laplace jitter of ``temperature`` x its validation MAE
+    (an L1 regressor's residuals are Laplace-shaped); with the decoder's heads:
+    z moved by ``temperature`` x N(0, I) (posteriors are about unit scale).
+    Either way seeds give different but related performances of the same hits.
     """
     if pattern.steps % drums.STEPS:
         raise BandError(f"humanize works on whole 4-bar chunks ({drums.STEPS} steps), got {pattern.steps}")
     n = pattern.steps // drums.STEPS
     classes = pattern.classes().reshape(n, drums.STEPS)
-    z = humanize_z(engine, classes)
-    if temperature > 0:
-        z = z + temperature * np.random.default_rng(seed).standard_normal(z.shape).astype(np.float32)
-    v, o = humanize_arrays(engine, classes, z, engine.style_index(style))
+    rng = np.random.default_rng(seed)
+    if _session(engine, HUMANIZE) is not None:
+        v, o = humanize_arrays(engine, classes)
+        if temperature > 0:
+            val = engine.meta.get("encoders", {}).get("humanize", {}).get("validation", {})
+            v = v + temperature * rng.laplace(0.0, val.get("vel_mae", 0.1), v.shape).astype(np.float32)
+            o = o + temperature * rng.laplace(0.0, val.get("off_mae", 0.1), o.shape).astype(np.float32)
+            v = np.clip(v, 1 / 127, 1.0)
+    else:
+        z = humanize_z(engine, classes)
+        if temperature > 0:
+            z = z + temperature * rng.standard_normal(z.shape).astype(np.float32)
+        v, o = humanize_arrays(engine, classes, z, engine.style_index(style))
     return drums.Pattern(pattern.hits, v.reshape(-1, drums.NUM_VOICES), o.reshape(-1, drums.NUM_VOICES))
 
 

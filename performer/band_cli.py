@@ -54,9 +54,8 @@ def add_parsers(sub, positive_int, nonneg_float, bpm) -> None:
     p.add_argument("--run", required=True, help="trained run folder (its model stays frozen)")
     p.add_argument("--data", required=True, help="dataset folder (GMD)")
     p.add_argument("--kind", choices=("tap", "humanize"), default="tap",
-                   help="tap: one-voice onsets -> z; humanize: quantised drums -> z")
+                   help="tap: one-voice onsets -> z; humanize: quantised drums -> velocities and offsets")
     p.add_argument("--steps", type=positive_int, help="optimiser steps (default 3000)")
-    p.add_argument("--objective", choices=("mu", "decode"), help="default: mu for tap, decode for humanize")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--cache", help="preprocessing cache folder")
     p.add_argument("--model", help="also add the trained encoder to this exported model folder")
