@@ -142,13 +142,16 @@ def drumify_figures(engine, ws, idx, temperature: float, seed: int = 0) -> dict:
     z = band.tap_z(engine, read)
     rng = np.random.default_rng(seed)
     out = {"windows": int(len(idx)), "temperature": temperature}
-    for name, zs in (("drumify", z), ("unconditioned", np.stack([engine.draw_z(rng) for _ in idx]))):
+    prior_z = np.stack([engine.draw_z(rng) for _ in idx])
+    mask = band.onset_mask(read)
+    for name, zs, m in (("drumify", z, None), ("drumify_on_onsets", z, mask), ("unconditioned", prior_z, None)):
         noise = None
         if temperature > 0:
             noise = band_noise(rng, len(idx))
         preds = []
         for a in range(0, len(idx), 64):
-            c, _, _ = engine.decode(zs[a : a + 64], temperature, None if noise is None else noise[a : a + 64])
+            c, _, _ = engine.decode(zs[a : a + 64], temperature, None if noise is None else noise[a : a + 64],
+                                    None if m is None else m[a : a + 64])
             preds.append(drums.index_to_hits(c))
         P = np.concatenate(preds)
         out[f"{name}_f1_mean"], out[f"{name}_f1_pooled"] = f1(P, H)

@@ -154,9 +154,42 @@ def tap_z(engine, taps: np.ndarray) -> np.ndarray:
     return sess.run(None, {"taps": np.asarray(taps, np.float32).reshape(-1, drums.STEPS, 3)})[0]
 
 
+def onset_mask(taps: np.ndarray) -> np.ndarray:
+    """(..., T, 3) taps -> (..., T, C) allowed classes: some drum on every onset step, a rest elsewhere.
+
+    What the flattened training windows are by construction (every drum hit is
+    an onset), so it costs a drum part nothing it would play on GMD; on a sparse
+    bass line it keeps the drums to the line's rhythm (an option, not the default).
+    """
+    on = np.asarray(taps)[..., 0] > 0.5
+    mask = np.zeros((*on.shape, drums.NUM_CLASSES), bool)
+    mask[..., 1:] = on[..., None]
+    mask[..., 0] = ~on
+    return mask
+
+
 def drumify(engine, taps: np.ndarray, n: int = 1, seed: int = 0, temperature: float | None = None,
-            style: str | None = None) -> list[drums.Pattern]:
+            style: str | None = None, on_onsets: bool = False) -> list[drums.Pattern]:
     """(T, 3) taps -> n drum Patterns that go with them; pattern i uses Gumbel noise from seed + i
-    (temperature 0: all n are the argmax groove)."""
-    z = tap_z(engine, np.asarray(taps, np.float32)[None])[0]
-    return [engine.sample(z=z, temperature=temperature, seed=seed + i, style=style) for i in range(n)]
+    (temperature 0: all n are the argmax groove). on_onsets: drums only where the clip plays."""
+    taps = np.asarray(taps, np.float32)
+    z = tap_z(engine, taps[None])[0]
+    if not on_onsets:
+        return [engine.sample(z=z, temperature=temperature, seed=seed + i, style=style) for i in range(n)]
+    if temperature is None:
+        temperature = engine.default_temperature
+    mask = onset_mask(taps)[None]
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(seed + i)
+        engine.draw_z(rng)  # the same noise as sample(seed=seed + i): z is drawn first there too
+        noise = _gumbel(rng) if temperature > 0 else None
+        c, v, o = engine.decode(z[None], temperature, noise, mask, engine.style_index(style))
+        out.append(drums.Pattern.from_classes(c[0], v[0], o[0]))
+    return out
+
+
+def _gumbel(rng: np.random.Generator) -> np.ndarray:
+    u = rng.random((1, drums.STEPS, drums.NUM_CLASSES), dtype=np.float32)
+    np.clip(u, 1e-9, 1.0 - 1e-7, out=u)
+    return -np.log(-np.log(u))

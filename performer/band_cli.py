@@ -45,6 +45,7 @@ def add_parsers(sub, positive_int, nonneg_float, bpm) -> None:
     p.add_argument("--temperature", type=nonneg_float, help="sampling temperature (default: the model's)")
     p.add_argument("--channel", type=_channel, metavar="C", help="only note-ons on this MIDI channel, 1..16 (default: all)")
     p.add_argument("--quantize", action="store_true", help="write on the grid (keep velocities, drop microtiming)")
+    p.add_argument("--on-onsets", action="store_true", help="drums only on the clip's onsets (some drum on each)")
     p.add_argument("--bpm", type=bpm, help="tempo written to the files (default: the clip's first tempo)")
     p.add_argument("--model", help="exported model folder (default: the shipped model)")
     p.set_defaults(func=run_drumify)
@@ -282,7 +283,7 @@ def run_drumify(a) -> int:
     pos, vel, clip_bpm, length = read_onsets(a.clip, a.channel)
     taps, note = taps_from_onsets(pos, vel, length)
     engine = Engine.load(a.model)
-    pats = band.drumify(engine, taps, a.n, a.seed, a.temperature)
+    pats = band.drumify(engine, taps, a.n, a.seed, a.temperature, on_onsets=a.on_onsets)
     out.mkdir(parents=True, exist_ok=True)
     bpm = a.bpm or clip_bpm
     if note:

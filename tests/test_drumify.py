@@ -161,3 +161,17 @@ def test_cli_drumify_bad_input_one_line_nothing_written(tmp_path, case):
     r = run_cli("drumify", str(clip), "--out", str(out), *args)
     assert_one_line_error(r, needle)
     assert not out.exists()
+
+
+def test_drumify_on_onsets_plays_exactly_on_the_rhythm(tap_model):
+    from performer.engine import Engine
+
+    e = Engine.load(tap_model)
+    taps = np.zeros((drums.STEPS, 3), np.float32)
+    taps[[0, 3, 6, 10, 16, 19, 22, 26, 40, 63], 0] = 1.0
+    taps[:, 1] = taps[:, 0] * 0.8
+    for p in band.drumify(e, taps, n=3, seed=1, on_onsets=True):
+        assert np.array_equal(p.hits.any(1), taps[:, 0] > 0.5)
+    a = band.drumify(e, taps, n=2, seed=1)
+    b = band.drumify(e, taps, n=2, seed=1)
+    assert all(x.equals(y) for x, y in zip(a, b, strict=True))  # seeded

@@ -53,6 +53,7 @@ class TapError(DrumPerformerError):
 class TapConfig:
     kind: str = "tap"
     hidden: int = 128  # BiLSTM units per direction (small: a few thousand CPU steps)
+    layers: int = 1  # humanizer BiLSTM layers
     steps: int = 3000  # optimiser steps
     batch_size: int = 64
     lr: float = 2e-3
@@ -89,10 +90,10 @@ class Humanizer(nn.Module):
     """(B, T, F) quantised steps -> velocity (B, T, V) in 0..1, offset (B, T, V) in [-0.5, 0.5),
     the same ranges as the decoder's heads."""
 
-    def __init__(self, features: int, hidden: int, voices: int = drums.NUM_VOICES):
+    def __init__(self, features: int, hidden: int, layers: int = 1, voices: int = drums.NUM_VOICES):
         super().__init__()
         self.v = voices
-        self.lstm = nn.LSTM(features, hidden, 2, batch_first=True, bidirectional=True)
+        self.lstm = nn.LSTM(features, hidden, layers, batch_first=True, bidirectional=True)
         self.out = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * voices))
 
     def forward(self, steps: torch.Tensor):
@@ -101,8 +102,8 @@ class Humanizer(nn.Module):
         return torch.sigmoid(vel), 0.5 * torch.tanh(off)
 
 
-def build(kind: str, hidden: int, z: int) -> nn.Module:
-    return TapEncoder(input_size(kind), hidden, z) if kind == "tap" else Humanizer(input_size(kind), hidden)
+def build(kind: str, hidden: int, z: int, layers: int = 1) -> nn.Module:
+    return TapEncoder(input_size(kind), hidden, z) if kind == "tap" else Humanizer(input_size(kind), hidden, layers)
 
 
 def weights_path(run: Path, kind: str) -> Path:
@@ -143,7 +144,7 @@ def train(run: str | Path, data_folder: str | Path, cfg: TapConfig, cache_dir=No
     mus = {s: posterior_means(model, ws) if need_mu else None for s, ws in sets.items()}
     feats = {s: inputs(cfg.kind, ws.hits > 0.5, ws.velocity, ws.offset) for s, ws in sets.items()}
     log.info("inputs of %d windows in %.0f s", len(sets["train"]), time.perf_counter() - t0)
-    enc = build(cfg.kind, cfg.hidden, rc.model.z)
+    enc = build(cfg.kind, cfg.hidden, rc.model.z, cfg.layers)
     opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     rng = np.random.default_rng(cfg.seed)
@@ -200,7 +201,7 @@ def load(run: str | Path, kind: str) -> tuple[TapEncoder, dict]:
     blob = torch.load(p, map_location="cpu", weights_only=False)
     s = blob["summary"]
     c = TapConfig(**s["config"])
-    enc = build(kind, c.hidden, s["z"])
+    enc = build(kind, c.hidden, s["z"], c.layers)
     enc.load_state_dict(blob["state"])
     enc.eval()
     return enc, s
