@@ -72,19 +72,38 @@ def test_channel_filter_and_short_clip(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tap_model(tiny_run, tiny_model, tmp_path_factory):
-    """The tiny model with a tiny tap encoder (and humanizer) trained into it and exported beside it."""
+def tap_run(tiny_run, tmp_path_factory):
+    """A copy of the tiny run (the shared one stays as it is) with a tiny tap encoder and humanizer."""
     need_torch()
+    from train import tap
+
+    run = tmp_path_factory.mktemp("runs") / "tiny_tap"
+    shutil.copytree(tiny_run, run)
+    for kind in tap.KINDS:
+        tap.train(run, GMD_FIXTURE, tap.TapConfig(kind=kind, hidden=8, steps=4, batch_size=4))
+    return run
+
+
+@pytest.fixture(scope="module")
+def tap_model(tap_run, tiny_model, tmp_path_factory):
+    """The tiny model with the encoders added beside its graphs (no re-export)."""
     from export.band import add_encoder
     from train import tap
 
-    for kind in tap.KINDS:
-        tap.train(tiny_run, GMD_FIXTURE, tap.TapConfig(kind=kind, hidden=8, steps=4, batch_size=4))
     out = tmp_path_factory.mktemp("models") / "tap"
     shutil.copytree(tiny_model, out)
     for kind in tap.KINDS:
-        add_encoder(tiny_run, out, kind)
+        add_encoder(tap_run, out, kind)
     return out
+
+
+def test_export_of_a_run_with_encoders_ships_them(tap_run, tmp_path):
+    from export import exporter
+    from performer.engine import Engine
+
+    meta = exporter.export(tap_run, tmp_path / "m")
+    assert {"tap.onnx", "humanize.onnx"} <= set(meta["files"])
+    assert band.has_tap(Engine.load(tmp_path / "m"))
 
 
 def test_export_lists_the_encoders_and_the_engine_checks_them(tap_model):
