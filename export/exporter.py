@@ -285,6 +285,7 @@ def _metadata(run: Path, cfg, attrs: dict, parity: dict, eval_json) -> dict:
         "z_size": cfg.model.z,
         "styles": list(cfg.model.styles),  # style input i+1 = styles[i]; 0 = "any"
         "fills": bool(cfg.model.fills),  # the sampler has a per-bar fill input
+        "style_windows": {k: v for k, v in data.get("style_windows", {}).items() if k in cfg.model.styles},
         "temperature": {"default": SAMPLE_TEMPERATURE, "min": 0.0, "max": 2.0},
         "preset": cfg.preset,
         "model_config": runcfg.get("model", {}),

@@ -176,14 +176,14 @@ class GrooveVAE(nn.Module):
         self.decoder = Decoder(c)
 
     def forward(self, classes, velocity, offset, sample_z: bool = True, sched_sampling: float = 0.0,
-                style=None, fill=None):
+                style=None, fill=None, encoder_input=None):
         """-> logits (B, T, C), velocity (B, T, V), offset (B, T, V), mu, logvar (B, Z).
 
         sched_sampling: the chance that a step is fed the model's own sampled class
         instead of the true one. Sampled from a teacher-forced pass first, so every
         bar still runs in parallel (parallel scheduled sampling, Duckworth et al. 2019).
         """
-        mu, logvar = self.encoder(classes, velocity, offset)
+        mu, logvar = self.encoder(*(encoder_input or (classes, velocity, offset)))
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample_z else mu  # (B, Z)
         bars = self.conductor(z, style, fill)  # (B, N, Eb)
         fed = None
@@ -218,8 +218,9 @@ def losses(model: GrooveVAE, batch: dict, beta: float, tc) -> tuple[torch.Tensor
     """Training objective. Sums over steps (per example), means over the batch."""
     classes, vel, off, hits = batch["classes"], batch["velocity"], batch["offset"], batch["hits"]
     ss = tc.sched_sampling if model.training else 0.0
+    enc = (batch["enc_classes"], batch["enc_velocity"], batch["enc_offset"]) if "enc_classes" in batch else None
     logits, pv, po, mu, logvar = model(
-        classes, vel, off, sched_sampling=ss, style=batch.get("style"), fill=batch.get("fill")
+        classes, vel, off, sched_sampling=ss, style=batch.get("style"), fill=batch.get("fill"), encoder_input=enc
     )
     ce = F.cross_entropy(logits.transpose(1, 2), classes, reduction="none").sum(1)  # (B,)
     kl = kl_divergence(mu, logvar)  # (B,)

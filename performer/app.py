@@ -37,7 +37,7 @@ from pathlib import Path
 from model import drums
 from model.errors import DrumPerformerError
 from performer import ports as ports_mod
-from performer.clock import STOP, TICKS_PER_BAR, InternalClock, MidiClock, Transport
+from performer.clock import SPP_UNITS, STOP, TICKS_PER_BAR, InternalClock, MidiClock, Transport
 from performer.controls import Controller, MidiMap
 from performer.director import Director
 from performer.scheduler import Player, Scheduler
@@ -75,6 +75,7 @@ class LiveOptions:
     start_on_clock: bool = False
     headless: bool | None = None  # None: headless when there is no terminal
     latency_ms: float = 0.0
+    spp_units: str = "16ths"  # what the master's Song Position Pointer counts: "16ths" (the spec) or "clocks" (Ardour)
 
     def validate(self) -> None:
         if not 1 <= self.channel <= 16:
@@ -89,6 +90,8 @@ class LiveOptions:
             raise LiveError(f"--morph-cycles {self.morph_cycles} must be 1..16")
         if not -50 <= self.latency_ms <= 50:
             raise LiveError(f"--latency-ms {self.latency_ms:g} must be -50..50")
+        if self.spp_units not in SPP_UNITS:
+            raise LiveError(f"--spp-units {self.spp_units!r} must be one of {', '.join(SPP_UNITS)}")
         if self.api not in ports_mod.API_CHOICES:
             raise LiveError(f"--api {self.api!r} must be one of {', '.join(ports_mod.API_CHOICES)}")
         if self.seed is not None and not 0 <= self.seed < 2**32 - 10_000:
@@ -202,6 +205,7 @@ class LiveApp:
         self.seed: int | None = None
         self.log_buffer = None
         self.ready_s: float | None = None
+        self._told_unconnected = False
 
     # -- control from outside
 
@@ -269,6 +273,9 @@ class LiveApp:
             self.engine = Engine.load(opts.model)
         self.seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
         temperature = self.engine.default_temperature if opts.temperature is None else opts.temperature
+        lo, hi = getattr(self.engine, "temperature_range", (0.0, math.inf))
+        if not lo <= temperature <= hi:
+            raise LiveError(f"--temperature {temperature:g} is outside this model's range {lo:g}..{hi:g}")
         self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles)
         headless = opts.headless
         if headless is None:
@@ -277,7 +284,8 @@ class LiveApp:
         handlers: dict[int, object] = {}
         try:
             self._open_ports()
-            self.clock = InternalClock(opts.bpm) if opts.bpm else MidiClock(start_on_clock=opts.start_on_clock)
+            self.clock = InternalClock(opts.bpm) if opts.bpm else MidiClock(
+                start_on_clock=opts.start_on_clock, spp_units=opts.spp_units)
             self.scheduler = Scheduler(
                 self.director,
                 channel=opts.channel - 1,
@@ -366,9 +374,13 @@ class LiveApp:
         if threading.current_thread() is not threading.main_thread():
             return {}
         old = {}
+        # every signal whose default action would end the process mid-note ends it cleanly
+        # instead (notes released, CC123 and CC120 sent); Ctrl-C and Ctrl-\ keep the shell's codes
         codes = {signal.SIGINT: 130, signal.SIGTERM: 0}
-        if hasattr(signal, "SIGHUP"):
-            codes[signal.SIGHUP] = 0
+        for name, code in (("SIGHUP", 0), ("SIGQUIT", 131), ("SIGUSR1", 0), ("SIGUSR2", 0),
+                           ("SIGALRM", 0)):
+            if hasattr(signal, name):
+                codes[getattr(signal, name)] = code
         for sig, code in codes.items():
             def handler(signum, frame, code=code):
                 log.info("signal %d: stopping", signum)
@@ -396,6 +408,9 @@ class LiveApp:
                     except Exception:
                         log.exception("checking port %s failed", p)
             last_check = now
+            if not self._told_unconnected and self.ready_s is not None:
+                self._told_unconnected = ports_mod.warn_unconnected(
+                    self.output, None if self.opts.bpm else self.input)
         if self.player is not None and not self.player.is_alive() and not self._stop.is_set():
             self.request_stop(1)
         return last_check

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from model.errors import DrumPerformerError
 
 PROG = "drum-performer"
-SUBCOMMANDS = ("sample", "train", "export", "eval", "ports", "live", "humanize", "drumify", "train-tap")
+SUBCOMMANDS = ("sample", "styles", "train", "export", "eval", "ports", "live", "humanize", "drumify", "train-tap")
 
 
 class UserError(DrumPerformerError):
@@ -33,6 +34,10 @@ def _die(msg: str, code: int = 1) -> int:
 def number(kind: type = float, lo: float | None = None, hi: float | None = None, what: str = ""):
     """An argparse type: a finite int/float within [lo, hi], with a one-line message otherwise."""
 
+    def show(x: float) -> str:
+        # whole-number limits in full: 4294957295, not 4.29496e+09
+        return str(int(x)) if kind is int or float(x).is_integer() else f"{x:g}"
+
     def conv(s: str):
         try:
             v = kind(s)
@@ -41,9 +46,9 @@ def number(kind: type = float, lo: float | None = None, hi: float | None = None,
         if v != v or v in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
         if lo is not None and hi is not None and not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{s} is outside {lo:g}..{hi:g}{what}")
+            raise argparse.ArgumentTypeError(f"{s} is outside {show(lo)}..{show(hi)}{what}")
         if lo is not None and v < lo:
-            raise argparse.ArgumentTypeError(f"{s} must be at least {lo:g}{what}")
+            raise argparse.ArgumentTypeError(f"{s} must be at least {show(lo)}{what}")
         return v
 
     return conv
@@ -230,10 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Without a subcommand it plays live (see 'drum-performer live --help').",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = p.add_subparsers(dest="command", metavar="{live,sample,train,export,eval,ports}")
+    sub = p.add_subparsers(dest="command", metavar="{live,sample,styles,train,export,eval,ports}")
     from performer import offline
 
     offline.add_parser(sub, _positive_int, _nonneg_float, _bpm)
+    offline.add_styles_parser(sub)
     _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
@@ -254,9 +260,13 @@ _EXTRA_PARSERS: list = []
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # No subcommand (or only options) means the live performer.
-    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "-v", "--verbose", "-vv")):
-        argv = ["live", *argv]
+    # No subcommand (or only options) means the live performer; -v before the live
+    # options (``-v --bpm 120``) is still the top-level flag, so "live" goes after it.
+    i = 0
+    while i < len(argv) and (argv[i] == "--verbose" or re.fullmatch(r"-v+", argv[i])):
+        i += 1
+    if i == len(argv) or (argv[i] not in SUBCOMMANDS and argv[i] not in ("-h", "--help")):
+        argv = [*argv[:i], "live", *argv[i:]]
     parser = build_parser()
     a = parser.parse_args(argv)
     logging.basicConfig(

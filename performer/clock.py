@@ -44,6 +44,7 @@ PHASE_TICKS = 4  # ticks a constant offset must last to count as a phase shift, 
 GAP_TICKS = 2.5  # a silence this many clocks long is a stall or a dropout, not jitter
 
 NEG_INF = float("-inf")
+SPP_UNITS = ("16ths", "clocks")  # what a master's Song Position Pointer counts (see MidiClock)
 
 
 def bpm_to_period(bpm: float) -> float:
@@ -560,10 +561,18 @@ class MidiClock:
 
     ``start_on_clock``: clocks arriving while stopped (a device that never sends
     Start) start playback from the cue.
+
+    ``spp_units``: what a Song Position Pointer counts. The MIDI spec says 16ths
+    ("16ths", the default); Ardour 7 sends MIDI clocks instead ("clocks": after
+    a locate to bar 3 it sends 192, not 32), and a follower that trusts the spec
+    would land six times too far.
     """
 
     def __init__(self, start_on_clock: bool = False, freewheel_ticks: int = TICKS_PER_BAR,
-                 guard_ticks: float = 1.5, stall_s: float = 0.2) -> None:
+                 guard_ticks: float = 1.5, stall_s: float = 0.2, spp_units: str = "16ths") -> None:
+        if spp_units not in SPP_UNITS:
+            raise ValueError(f"spp_units {spp_units!r} must be one of {', '.join(SPP_UNITS)}")
+        self.spp_scale = TICKS_PER_STEP if spp_units == "16ths" else 1
         self.start_on_clock = start_on_clock
         self.freewheel_ticks = freewheel_ticks
         self.guard_ticks = guard_ticks
@@ -601,7 +610,7 @@ class MidiClock:
         elif kind == STOP:
             self._halt(t, "stop")
         elif kind == SPP and not self.running:
-            self._cue = int(msg[1]) * TICKS_PER_STEP
+            self._cue = int(msg[1]) * self.spp_scale
 
     def _streaming(self, t: float) -> bool:
         p = self.est.period

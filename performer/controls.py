@@ -318,4 +318,6 @@ def help_lines() -> list[str]:
         f"1-9 mute a voice ({voices})",
         "l lock the unmuted voices, regenerate the muted ones   s save   r recall   q quit",
         "grooves and temperature land at the next cycle, mutes at the next bar",
+        "grid: X loud hit, x soft hit, - a beat, . a 16th, | a bar line, ^ the playhead; "
+        "M muted, L locked",
     ]

@@ -172,10 +172,10 @@ class Director:
                 if self._morph:
                     self._version += 1  # decode the next point of the path for the cycle after
                     self._cond.notify_all()
-                log.info("cycle %d: %s", cycle, self.current.label)
+                log.info("cycle %d: %s", cycle + 1, self.current.label)  # counted from 1, like bars
             elif self._pending or self._morph:
                 self.late += 1
-                log.warning("cycle %d: the next groove is not decoded yet; it lands a cycle later", cycle)
+                log.warning("cycle %d: the next groove is not decoded yet; it lands a cycle later", cycle + 1)
             return self.current.pattern
 
     # -- view
@@ -190,10 +190,29 @@ class Director:
             "locks": None if c.keep is None else c.keep.copy(),
             "mutes": self._mutes.copy(),
             "pending": bool(self._pending),
+            **self._requested(c),
             "morph": (self._morph_total - len(self._morph), self._morph_total) if self._morph_total else None,
             "morph_cycles": self.morph_cycles,
             "slots": sorted(self.slots),
         }
+
+    def _requested(self, c: Groove) -> dict:
+        """What the view shows at once: temperature and density as the requests so far leave
+        them (they land at the next cycle), and the other requests waiting, by name."""
+        lo, hi = self.temperature_range
+        t, d, others = c.temperature, c.density, []
+        for action, arg in list(self._pending):
+            if action == "temperature":
+                t = _clamp(round(t + TEMPERATURE_STEP * float(arg), 3), lo, hi)
+            elif action == "set_temperature":
+                t = _clamp(float(arg), lo, hi)
+            elif action == "density":
+                d = _clamp(round(d + DENSITY_STEP * float(arg), 3), -DENSITY_LIMIT, DENSITY_LIMIT)
+            elif action == "set_density":
+                d = _clamp(float(arg), -DENSITY_LIMIT, DENSITY_LIMIT)
+            else:
+                others.append(action)
+        return {"next_temperature": t, "next_density": d, "next_actions": others}
 
     # -- the worker
 

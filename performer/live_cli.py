@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from performer.cli import number
+from performer.clock import SPP_UNITS
 from performer.ports import API_CHOICES
 
 KEYS_EPILOG = """\
@@ -46,6 +47,9 @@ def add_parsers(sub) -> None:
                    help="play on an internal clock at N BPM instead of following MIDI clock")
     c.add_argument("--start-on-clock", action="store_true",
                    help="start when clock arrives without a Start (for masters that never send transport)")
+    c.add_argument("--spp-units", choices=SPP_UNITS, default="16ths",
+                   help="what the master's Song Position Pointer counts: 16ths (the MIDI spec, most DAWs; "
+                   "default) or clocks (Ardour 7: see the README's DAW list)")
     c.add_argument("--latency-ms", type=number(float, -50, 50), default=0.0, metavar="MS",
                    help="send notes MS earlier to make up for output latency (negative: later)")
     m = p.add_argument_group("groove")
@@ -58,8 +62,9 @@ def add_parsers(sub) -> None:
                    help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
     m.add_argument("--seed", type=number(int, 0, 2**32 - 10_001), metavar="N",
                    help="make the performance reproducible (default: random, shown at start)")
-    m.add_argument("--temperature", type=number(float, 0, 10), default=None, metavar="T",
-                   help="sampling temperature (default: the model's, 0.5; 0 = the most likely groove)")
+    m.add_argument("--temperature", type=number(float, 0), default=None, metavar="T",
+                   help="sampling temperature within the model's range (the shipped model: 0..2; "
+                   "default: the model's, 0.5; 0 = the most likely groove)")
     m.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
     m.add_argument("--morph-cycles", type=number(int, 1, 16), default=4, metavar="N",
                    help="cycles a morph (m) takes, 1..16 (default 4)")
@@ -98,6 +103,7 @@ def run_live(a) -> int:
         start_on_clock=a.start_on_clock,
         headless=True if a.headless else None,
         latency_ms=a.latency_ms,
+        spp_units=a.spp_units,
     )
     app = LiveApp(opts)
 

@@ -39,10 +39,29 @@ def add_parser(sub, positive_int, nonneg_float, bpm) -> None:
     p.add_argument("--quantize", action="store_true", help="write on the grid (keep velocities, drop microtiming)")
     p.add_argument("--interpolate", nargs=2, metavar=("A.mid", "B.mid"), help="morph from clip A to clip B")
     p.add_argument("--steps", type=positive_int, default=5, help="grooves on the morph path, ends included")
+    p.add_argument("--style", help="play in this style (see 'drum-performer styles'; default: any)")
+    p.add_argument("--fill", action="store_true", help="bar 4 of each groove is a fill (bars 1-3 stay the groove)")
     p.add_argument("--png", action="store_true", help="also draw each groove's grid as a PNG (needs matplotlib)")
     p.add_argument("--wav", action="store_true", help="also render each groove to a 16-bit 44.1 kHz WAV (built-in kit)")
     p.add_argument("--soundfont", metavar="FILE.sf2", type=sound.soundfont_arg, help="render the WAVs with this General MIDI SoundFont (implies --wav; needs the audio extra)")
     p.set_defaults(func=run)
+
+
+def add_styles_parser(sub) -> None:
+    p = sub.add_parser("styles", help="list the styles of a model, one per line, name first")
+    p.add_argument("--model", help="exported model folder (default: the shipped model)")
+    p.set_defaults(func=run_styles)
+
+
+def run_styles(a) -> int:
+    from performer.engine import Engine
+
+    engine = Engine.load(a.model, warm=False)
+    counts = engine.meta.get("style_windows", {})
+    for name in ("any", *engine.styles):
+        note = "every style mixed" if name == "any" else (f"{counts[name]} training windows" if name in counts else "")
+        print(f"{name}\t{note}" if note else name)
+    return 0
 
 
 def draw_png(pattern: drums.Pattern, path: Path, title: str) -> None:
@@ -73,6 +92,9 @@ def run(a) -> int:
     if out.exists() and not out.is_dir():
         raise SampleError(f"--out {out} exists and is not a folder")
     engine = Engine.load(a.model)
+    engine.style_index(a.style)  # an unknown style fails here, before anything is written
+    if a.fill and not engine.has_fills:
+        raise SampleError(f"the model in {engine.folder} has no fills (it was trained without GMD's fill clips)")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if a.interpolate:
@@ -83,16 +105,19 @@ def run(a) -> int:
         za, zb = (engine.encode(midifile.read_pattern(c)) for c in a.interpolate)
         seed = a.seed if a.seed is not None else 0
         for i, z in enumerate(engine.slerp(za, zb, a.steps)):
-            p = engine.sample(z=z, temperature=temp, seed=seed)
+            p = engine.sample(z=z, temperature=temp, seed=seed, style=a.style, fill=a.fill)
             written.append(_write(p, out / f"morph_{i:02d}.mid", a, f"morph {i + 1}/{a.steps}"))
         print(f"morph {a.interpolate[0]} -> {a.interpolate[1]} in {a.steps} grooves (temperature {temp})")
     else:
         temp = engine.default_temperature if a.temperature is None else a.temperature
         seed = a.seed if a.seed is not None else random.randrange(2**31)
+        style = a.style or "any"
         for i in range(a.n):
-            p = engine.sample(temperature=temp, seed=seed + i)
-            written.append(_write(p, out / f"groove_{seed + i}.mid", a, f"seed {seed + i}, temperature {temp}"))
-        print(f"{a.n} grooves, seeds {seed}..{seed + a.n - 1}, temperature {temp}, {a.bpm:g} BPM")
+            p = engine.sample(temperature=temp, seed=seed + i, style=a.style, fill=a.fill)
+            title = f"seed {seed + i}, {style}{', fill in bar 4' if a.fill else ''}, temperature {temp}"
+            written.append(_write(p, out / f"groove_{seed + i}.mid", a, title))
+        print(f"{a.n} grooves, style {style}{', fills' if a.fill else ''}, seeds {seed}..{seed + a.n - 1}, "
+              f"temperature {temp}, {a.bpm:g} BPM")
     for w in written:
         print(f"  {w}")
         if a.wav or a.soundfont:

@@ -11,7 +11,13 @@ error points to loopMIDI.
 Ports are context managers. ``send`` is thread-safe and never raises: a port
 that vanished drops messages, is reported once, and :meth:`check` (called
 about once a second) reopens it when a port of that name is back. Under JACK
-every client this module creates is named ``drum-performer...``.
+every client this module creates is named ``drum-performer...``; the names
+JACK really gave (``drum-performer-01`` for a second instance) are what the
+ports report. Under JACK a small never-activated client of ours
+(:class:`JackWatch`, libjack through ctypes) hears when the server goes away:
+the ports then wait for it, and when a server of that name is back they are
+created anew (and the connections they had are made again where the other
+side is back too).
 
 :class:`MemoryOutput` and :class:`MemoryInput` are in-process ports (in the
 spirit of mido's) for tests and embedding.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import sys
@@ -44,6 +51,11 @@ LOOPMIDI_HINT = (
     "Windows has no virtual MIDI ports: install loopMIDI (https://www.tobias-erichsen.de/software/loopmidi.html), "
     "create a port in it and pass --port NAME (and --clock-port NAME for the DAW's clock)"
 )
+
+
+# The command a newcomer can paste (in another terminal): the ALSA driver plays a
+# software synth through the sound card; the dummy driver needs none.
+JACKD_HINT = "jackd -d alsa -r 48000 -p 256, or jackd -d dummy without a sound card"
 
 
 class PortError(DrumPerformerError):
@@ -155,10 +167,18 @@ def open_midi(kind: str, api: str = "auto", client: str | None = None):
                 errors.append(f"{_API_LABEL[name]}: {_short(e)}")
                 continue
         return obj, name
-    if api == "auto" and sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and api in ("auto", "alsa", "jack"):
+        what, how = [], []
+        if api in ("auto", "alsa"):
+            what.append("no ALSA sequencer (/dev/snd/seq)")
+        if api in ("auto", "jack"):
+            what.append("no JACK server running")
+            how.append(f"start one in another terminal: {JACKD_HINT}")
+        if api in ("auto", "alsa"):
+            how.append("load the ALSA sequencer: sudo modprobe snd-seq")
         raise MidiSystemError(
-            "no MIDI system available: no ALSA sequencer (/dev/snd/seq) and no JACK server running "
-            "(start jackd, or load snd-seq)" + (f" [{'; '.join(errors)}]" if errors else "")
+            f"no MIDI system available: {' and '.join(what)} ({'; or '.join(how)})"
+            + (f" [{'; '.join(errors)}]" if errors else "")
         )
     raise MidiSystemError("no MIDI system available: " + "; ".join(errors or ["nothing to try"]))
 
@@ -187,39 +207,210 @@ def virtual_supported(api: str) -> bool:
     return api != "winmm" and sys.platform != "win32"
 
 
+# --- JACK: the server's comings and goings ----------------------------------------------------
+
+
+class JackWatch:
+    """A libjack client of ours (ctypes, never activated, no ports) that watches the server.
+
+    rtmidi does not say when the JACK server goes away: its clients keep a
+    stale copy of the graph, sends vanish, and deleting them after a new server
+    has started can crash the process. This client registers JACK's shutdown
+    callback (called once, on a JACK thread; it only sets a flag), and, being a
+    client of its own, can list ports, count a port's connections and connect
+    two ports for us. After a shutdown :meth:`revive` tries to open it again;
+    each success bumps :attr:`generation`, which tells the ports to rebuild.
+    Without libjack every method answers "unknown" (None / empty) and nothing
+    else changes.
+    """
+
+    _SHUTDOWN = None  # the ctypes callback type, made with the library
+
+    def __init__(self, name: str = CLIENT_NAME + "-watch") -> None:
+        import ctypes
+        import ctypes.util
+
+        self._ct = ctypes
+        self.name = name
+        self.generation = 0
+        self.dead = False
+        self._client = None
+        path = ctypes.util.find_library("jack") or "libjack.so.0"
+        lib = ctypes.CDLL(path)
+        vp, cp = ctypes.c_void_p, ctypes.c_char_p
+        lib.jack_client_open.restype = vp
+        lib.jack_client_open.argtypes = [cp, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        lib.jack_client_close.argtypes = [vp]
+        lib.jack_get_ports.restype = ctypes.POINTER(cp)
+        lib.jack_get_ports.argtypes = [vp, cp, cp, ctypes.c_ulong]
+        lib.jack_port_by_name.restype = vp
+        lib.jack_port_by_name.argtypes = [vp, cp]
+        lib.jack_port_connected.argtypes = [vp]
+        lib.jack_port_get_all_connections.restype = ctypes.POINTER(cp)
+        lib.jack_port_get_all_connections.argtypes = [vp, vp]
+        lib.jack_port_flags.argtypes = [vp]
+        lib.jack_connect.argtypes = [vp, cp, cp]
+        lib.jack_free.argtypes = [vp]
+        self._SHUTDOWN = ctypes.CFUNCTYPE(None, vp)
+        lib.jack_on_shutdown.argtypes = [vp, self._SHUTDOWN, vp]
+        self._lib = lib
+        self._cb = self._SHUTDOWN(self._on_shutdown)  # kept: libjack holds only the pointer
+        if not self._open():
+            raise OSError("no JACK server answers")
+
+    def _on_shutdown(self, arg) -> None:  # JACK's thread: set a flag, nothing else
+        self.dead = True
+
+    def _open(self) -> bool:
+        ct = self._ct
+        status = ct.c_int(0)
+        with _quiet_c_stderr():
+            c = self._lib.jack_client_open(self.name.encode(), 0x01, ct.byref(status))  # JackNoStartServer
+        if not c:
+            return False
+        self._lib.jack_on_shutdown(c, self._cb, None)
+        self._client = c
+        self.dead = False
+        return True
+
+    def revive(self) -> bool:
+        """After a shutdown: True once a server answers again (a new generation)."""
+        if not self.dead:
+            return False
+        # the old client's memory belongs to a server that is gone: leave it, do not close it
+        self._client = None
+        if self._open():
+            self.generation += 1
+            return True
+        return False
+
+    def _names(self, arr) -> list[str]:
+        out: list[str] = []
+        if not arr:
+            return out
+        i = 0
+        while arr[i]:
+            out.append(arr[i].decode(errors="replace"))
+            i += 1
+        self._lib.jack_free(self._ct.cast(arr, self._ct.c_void_p))
+        return out
+
+    def ports(self, pattern: str = "") -> list[str]:
+        if self.dead or not self._client:
+            return []
+        with _quiet_c_stderr():
+            return self._names(self._lib.jack_get_ports(self._client, pattern.encode() or None, None, 0))
+
+    def connections(self, port: str) -> list[str] | None:
+        """Full names of the ports ``port`` is connected to; None if it does not exist."""
+        if self.dead or not self._client:
+            return None
+        p = self._lib.jack_port_by_name(self._client, port.encode())
+        if not p:
+            return None
+        return self._names(self._lib.jack_port_get_all_connections(self._client, p))
+
+    def connect(self, src: str, dst: str) -> bool:
+        if self.dead or not self._client:
+            return False
+        with _quiet_c_stderr():
+            rc = self._lib.jack_connect(self._client, src.encode(), dst.encode())
+        return rc in (0, 17)  # 17: EEXIST, already connected
+
+    def close(self) -> None:
+        if self._client and not self.dead:
+            with contextlib.suppress(Exception):
+                self._lib.jack_client_close(self._client)
+        self._client = None
+
+
+_watches: dict[str, JackWatch] = {}
+_watch_lock = threading.Lock()
+
+
+def jack_watch() -> JackWatch | None:
+    """The JackWatch of the server this process's JACK clients go to (``JACK_DEFAULT_SERVER``,
+    as libjack reads it), made on first use; None without libjack or a server."""
+    key = os.environ.get("JACK_DEFAULT_SERVER", "default")
+    with _watch_lock:
+        w = _watches.get(key)
+        if w is None:
+            try:
+                w = _watches[key] = JackWatch()
+            except Exception as e:
+                log.debug("no JACK watch client (%s): a server restart will not be noticed", e)
+        return w
+
+
+def _new_own_port(before: Sequence[str], after: Sequence[str], short: str) -> str | None:
+    """The full JACK name of the port ``short`` that appeared between two listings."""
+    new = [p for p in after if p not in set(before) and p.split(":", 1)[-1] == short]
+    return new[0] if len(new) == 1 else None
+
+
 # --- ports -------------------------------------------------------------------------------
 
 
 class _RtPort:
-    """Shared open / watch / reopen logic of an rtmidi port (``midi``: an rtmidi object)."""
+    """Shared open / watch / reopen logic of an rtmidi port (``midi``: an rtmidi object).
+
+    ``rebuild`` makes a fresh rtmidi object of the same API: after the JACK
+    server went away and came back the old one is dead (see :class:`JackWatch`).
+    """
 
     kind = "output"
 
-    def __init__(self, midi, api: str, target: str | None, local_name: str) -> None:
+    def __init__(self, midi, api: str, target: str | None, local_name: str,
+                 rebuild: Callable[[], object] | None = None) -> None:
         self._midi = midi
         self.api = api
         self.target = target
         self.local_name = local_name
+        self._rebuild = rebuild
         self._lock = threading.Lock()
         self.status = "closed"
         self.name = local_name
+        self.own: str | None = None  # JACK: our own port's full name, as the server gave it
         self.reconnects = 0
         self.last_error: str | None = None
-        if target is None:
-            if not virtual_supported(api):
-                raise PortError(LOOPMIDI_HINT)
+        # rtmidi objects of a server that went away: never deleted, since deleting them once a
+        # new server runs can crash the process (they are few: one per server restart)
+        self._graveyard: list[object] = []
+        self._watch = jack_watch() if api == "jack" else None
+        self._generation = self._watch.generation if self._watch else 0
+        self._links: list[str] = []  # JACK: the ports ours was connected to, when last seen
+        if target is None and not virtual_supported(api):
+            raise PortError(LOOPMIDI_HINT)
+        self.virtual = target is None
+        self._prepare(midi)
+        self._attach()
+        self.status = "ok"
+
+    def _prepare(self, midi) -> None:
+        """Settings a fresh rtmidi object needs before its port opens."""
+
+    def _attach(self) -> None:
+        """Create the virtual port, or open the target; learn the names JACK gave."""
+        w = self._watch
+        before = w.ports() if w else []
+        if self.virtual:
             try:
-                midi.open_virtual_port(local_name)
+                self._midi.open_virtual_port(self.local_name)
             except Exception as e:
-                raise PortError(f"cannot create the virtual {self.kind} port {local_name!r}: {_short(e)}") from None
-            self.virtual = True
+                raise PortError(f"cannot create the virtual {self.kind} port {self.local_name!r}: {_short(e)}") from None
+            self.name = self.local_name
         else:
-            self.virtual = False
             ports = self._ports()
-            i = match_port(target, ports, self.kind)
+            i = match_port(self.target, ports, self.kind)
             self.name = ports[i]
             self._open(i)
-        self.status = "ok"
+        self.own = _new_own_port(before, w.ports(), self.local_name) if w else None
+        if self.virtual and self.own:
+            self.name = self.own  # "drum-performer-01:Drum Performer" when another instance runs
+        self._after_attach()
+
+    def _after_attach(self) -> None:
+        pass
 
     def _ports(self) -> list[str]:
         try:
@@ -238,9 +429,23 @@ class _RtPort:
         where = f"virtual {self.name!r}" if self.virtual else repr(self.name)
         return where if self.status == "ok" else f"{where} ({self.status})"
 
+    def listeners(self) -> list[str] | None:
+        """JACK: the ports ours is connected to; None where that cannot be known."""
+        if self._watch is None or self.status != "ok" or not self.own:
+            return None
+        return self._watch.connections(self.own)
+
     def check(self) -> None:
-        """Notice a vanished port and reopen it when it is back (call about once a second)."""
-        if self.virtual or self.status == "closed":
+        """Notice a vanished port (or JACK server) and reopen it when it is back (about once a second)."""
+        if self.status == "closed":
+            return
+        w = self._watch
+        if w is not None and (w.dead or w.generation != self._generation or self.status == "server lost"):
+            self._server_check(w)
+            return
+        if w is not None and self.status == "ok":
+            self._remember_links(w)
+        if self.virtual:
             return
         ports = self._ports()
         if self.status == "ok":
@@ -273,18 +478,88 @@ class _RtPort:
         self._on_reopen()
         log.warning("MIDI %s port %r is back; reconnected", self.kind, self.name)
 
-    def _on_reopen(self) -> None:
-        pass
+    # -- JACK server restarts
+
+    def _remember_links(self, w: JackWatch) -> None:
+        if self.own:
+            links = w.connections(self.own)
+            if links is not None:
+                self._links = [p for p in links if not _is_own(p)]  # ours are remade with the port
+
+    def _server_check(self, w: JackWatch) -> None:
+        if self.status != "server lost":
+            with self._lock:
+                self.status = "server lost"
+                self._graveyard.append(self._midi)
+            self._bury()
+            log.warning("the JACK server went away: the %s port %r waits for it to come back "
+                        "(start it again: %s)", self.kind, self.name, JACKD_HINT)
+        if w.dead and not w.revive():
+            return
+        if self._rebuild is None:
+            return
+        try:
+            with _quiet_c_stderr():
+                midi = self._rebuild()
+        except Exception as e:
+            log.debug("no new %s client yet: %s", self.kind, e)
+            return
+        self._generation = w.generation
+        with self._lock:
+            self._midi = midi
+        try:
+            self._prepare(midi)
+            self._attach()
+        except PortError as e:
+            self.last_error = str(e)
+            if self.virtual:  # try the whole rebuild again at the next check
+                self._graveyard.append(midi)
+                self._generation = -1
+                log.debug("recreating %s port %r failed: %s", self.kind, self.local_name, e)
+                return
+            # a --port target that is not back yet: looked for every second like any lost port
+            self.status = "lost"
+            log.warning("the JACK server is back; waiting for %s port %r", self.kind, self.target)
+            return
+        self.status = "ok"
+        self.reconnects += 1
+        self._on_reopen()
+        log.warning("the JACK server is back: %s port %s created again", self.kind, self.describe())
+        self._relink(w)
+
+    def _relink(self, w: JackWatch) -> None:
+        """Make again the connections our port had before the server went away, where the
+        other side is back; the rest are tried again on later checks."""
+        if not self._links or not self.own:
+            return
+        have = set(w.ports())
+        left = []
+        for peer in self._links:
+            src, dst = (self.own, peer) if self.kind == "output" else (peer, self.own)
+            if peer in have and w.connect(src, dst):
+                log.warning("reconnected %s -> %s", src, dst)
+            else:
+                left.append(peer)
+        self._links = left
+
+    def _bury(self) -> None:
+        """Other rtmidi objects of a dead server to keep (not delete)."""
 
     def close(self) -> None:
         with self._lock:
             if self.status == "closed":
                 return
+            dead = self.status == "server lost"
             self.status = "closed"
+            if dead:
+                return  # the object belongs to a server that is gone: leave it alone
             with contextlib.suppress(Exception):
                 self._midi.close_port()
             with contextlib.suppress(Exception):
                 self._midi.delete()
+
+    def _on_reopen(self) -> None:
+        pass
 
     def __enter__(self):
         return self
@@ -296,10 +571,11 @@ class _RtPort:
 class RtMidiOutput(_RtPort):
     kind = "output"
 
-    def __init__(self, midi, api: str, target: str | None = None, local_name: str = OUT_NAME) -> None:
-        super().__init__(midi, api, target, local_name)
+    def __init__(self, midi, api: str, target: str | None = None, local_name: str = OUT_NAME,
+                 rebuild: Callable[[], object] | None = None) -> None:
         self.sent = 0
         self.dropped = 0
+        super().__init__(midi, api, target, local_name, rebuild)
 
     def send(self, msg: list[int]) -> None:
         with self._lock:
@@ -316,6 +592,82 @@ class RtMidiOutput(_RtPort):
                     log.warning("sending to %r failed (%s); retrying every second", self.name, _short(e))
 
 
+def _delta(m) -> float | None:
+    """rtmidi's delta for message ``m``, or None where it is not the time since the last message.
+
+    A message holding a SysEx may be several driver events glued together (see
+    :class:`SysexUnsticker`); its delta is then the time since the last of them, and
+    adding it up would put every later stamp early by the time the SysEx took. None
+    restarts the stamp timeline at this message's arrival.
+    """
+    return None if 0xF0 in m[0] else m[1]
+
+
+class SysexUnsticker:
+    """Ends a SysEx left open on a JACK clock input, so that the clock behind it gets through.
+
+    python-rtmidi's JACK input (RtMidi 5) appends every event after one that
+    opens a SysEx without its F7 -- clocks, Start, controls -- to that SysEx and
+    delivers nothing until an event ending in F7 arrives. A device that never
+    sends the F7 would hold the clock back for good. This is a JACK output of
+    ours connected to our own clock input: when the input has been silent for
+    longer than the clocks' usual spacing, it sends a lone F7, which ends the
+    SysEx and releases what was held as one message; the parser takes every
+    clock, Start and control out of it (realtime bytes count wherever they are).
+    The held clocks arrive late, together: they are counted, and the tempo fit
+    leaves them out as a burst. A lone F7 that comes back alone says nothing
+    was held: the next one waits twice as long (up to half a second), so an
+    idle input costs two tiny messages a second.
+    """
+
+    MIN_QUIET, MAX_QUIET, IDLE_MAX = 0.004, 0.05, 0.5
+
+    def __init__(self, midi_out, target_index: int) -> None:
+        self._out = midi_out
+        self._out.open_port(target_index, "SysEx end")
+        self.quiet = 0.03  # silence after which something may be held up
+        self._interval: float | None = None  # typical spacing of what arrives (EMA)
+        self._backoff = self.quiet
+        self._last_rx: float | None = None
+        self._last_tx = -math.inf
+        self._pending = 0  # F7s sent and not yet seen back
+        self.released = 0  # times a held SysEx (and what it held) was let through
+
+    def seen(self, now: float, data) -> bool:
+        """A message came in at ``now`` (sender thread); True if it is our own F7 back
+        alone, which says nothing and is not passed on."""
+        if self._pending and data and data[-1] == 0xF7:
+            self._pending = 0
+            if len(data) == 1:  # our own F7, alone: nothing was held up
+                self._backoff = min(2 * self._backoff, self.IDLE_MAX)
+                return True
+            self.released += 1
+            self._backoff = self.quiet
+        if self._last_rx is not None:
+            dt = now - self._last_rx
+            if dt < 0.2:
+                self._interval = dt if self._interval is None else 0.9 * self._interval + 0.1 * dt
+                self.quiet = min(self.MAX_QUIET, max(self.MIN_QUIET, 1.5 * self._interval + 0.002))
+                self._backoff = self.quiet
+        self._last_rx = now
+        return False
+
+    def tick(self, now: float) -> None:
+        """Called after each drain: send an F7 if the input has been quiet too long."""
+        last = self._last_rx if self._last_rx is not None else -math.inf
+        if now - last > self.quiet and now - self._last_tx > self._backoff:
+            self._last_tx = now
+            self._pending += 1
+            with contextlib.suppress(Exception):
+                self._out.send_message([0xF7])
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._out.close_port()
+        with contextlib.suppress(Exception):
+            self._out.delete()
+
+
 class RtMidiInput(_RtPort):
     """Clock and controls in. Nothing of ours runs on the driver's thread.
 
@@ -325,51 +677,96 @@ class RtMidiInput(_RtPort):
     would run on the driver's thread and, under JACK, make the realtime
     process thread wait for the GIL, which a busy machine turns into xruns.
     With ``polled=False`` a callback only timestamps and queues into ``inbox``.
-    Either way the items are (arrival time, driver delta, bytes).
+    Either way the items are (arrival time, driver delta, bytes). Under JACK,
+    polled, a :class:`SysexUnsticker` keeps an open SysEx from holding the clock.
     """
 
     kind = "input"
 
     def __init__(self, midi, api: str, inbox: queue.SimpleQueue, target: str | None = None,
-                 local_name: str = CLOCK_NAME, polled: bool = True) -> None:
+                 local_name: str = CLOCK_NAME, polled: bool = True,
+                 rebuild: Callable[[], object] | None = None,
+                 unsticker: Callable[[], object] | None = None) -> None:
         self.inbox = inbox
         self.polled = polled
+        self._make_unsticker = unsticker  # () -> an rtmidi MidiOut of the same API
+        self._carry = 0.0  # driver time of dropped echoes, added to the next message's delta
+        self.unsticker: SysexUnsticker | None = None
+        super().__init__(midi, api, target, local_name, rebuild)
+
+    def _prepare(self, midi) -> None:
         # every message type: the parser decides, and rtmidi's deltas stay continuous
         midi.ignore_types(sysex=False, timing=False, active_sense=False)
-        if not polled:
-            put, now = inbox.put, time.perf_counter
+        if not self.polled:
+            put, now = self.inbox.put, time.perf_counter
 
             def callback(event, data=None):
-                put((now(), event[1], event[0]))
+                put((now(), _delta(event), event[0]))
 
             midi.set_callback(callback)
-        super().__init__(midi, api, target, local_name)
+
+    def _after_attach(self) -> None:
+        if not (self.polled and self._make_unsticker and self.own):
+            return
+        out = None
+        try:
+            with _quiet_c_stderr():
+                out = self._make_unsticker()
+                names = list(out.get_ports())
+                self.unsticker = SysexUnsticker(out, names.index(self.own))
+        except Exception as e:
+            log.debug("no SysEx unsticker for %s: %s", self.own, e)
+            if out is not None:
+                with contextlib.suppress(Exception):
+                    out.delete()
+
+    def _bury(self) -> None:
+        if self.unsticker is not None:
+            self._graveyard.append(self.unsticker)
+            self.unsticker = None
 
     def poll(self) -> list:
         """Messages queued by the driver since the last call (sender thread)."""
-        if not self.polled or self.status != "ok":
+        if not self.polled:
             return []
         out = []
         now = time.perf_counter
-        get = self._midi.get_message
         with self._lock:
+            if self.status != "ok":
+                return out
+            get = self._midi.get_message
+            u = self.unsticker
             while True:
                 try:
                     m = get()
                 except Exception:
-                    return out
+                    break
                 if m is None:
-                    return out
-                out.append((now(), m[1], m[0]))
+                    break
+                t = now()
+                if u is not None and u.seen(t, m[0]):
+                    self._carry += m[1] or 0.0  # our F7 back: its time still counts
+                    continue
+                d = _delta(m)
+                if d is not None:
+                    d += self._carry
+                self._carry = 0.0
+                out.append((t, d, m[0]))
+            if u is not None:
+                u.tick(now())
+        return out
 
     def _on_reopen(self) -> None:
         # the driver's timeline restarted: the sender's stamp mapper must not trust old deltas
         self.inbox.put((time.perf_counter(), None, []))
 
     def close(self) -> None:
-        if not self.polled:
+        if not self.polled and self.status != "server lost":
             with contextlib.suppress(Exception):
                 self._midi.cancel_callback()
+        if self.unsticker is not None and self.status != "server lost":
+            self.unsticker.close()
+        self.unsticker = None
         super().close()
 
 
@@ -378,7 +775,7 @@ def open_output(target: str | None = None, api: str = "auto") -> RtMidiOutput:
         raise PortError(LOOPMIDI_HINT)
     midi, name = open_midi("out", api)
     try:
-        return RtMidiOutput(midi, name, target)
+        return RtMidiOutput(midi, name, target, rebuild=lambda: open_midi("out", name)[0])
     except BaseException:
         with contextlib.suppress(Exception):
             midi.delete()
@@ -389,8 +786,13 @@ def open_input(inbox: queue.SimpleQueue, target: str | None = None, api: str = "
     if target is None and (sys.platform == "win32" or api == "winmm"):
         raise PortError(LOOPMIDI_HINT)
     midi, name = open_midi("in", api)
+    unsticker = None
+    if name == "jack":
+        def unsticker():
+            return open_midi("out", "jack", client=CLOCK_CLIENT_NAME + "-sysex-end")[0]
     try:
-        return RtMidiInput(midi, name, inbox, target)
+        return RtMidiInput(midi, name, inbox, target, rebuild=lambda: open_midi("in", name)[0],
+                           unsticker=unsticker)
     except BaseException:
         with contextlib.suppress(Exception):
             midi.delete()
@@ -466,3 +868,44 @@ class MemoryInput(_MemoryPort):
 
     def describe(self) -> str:
         return self.name
+
+
+# --- nobody listening ----------------------------------------------------------------------------
+
+UNCONNECTED_GRACE_S = 3.0  # time to wire the ports after start before a warning is due
+
+
+def warn_unconnected(output, clock_input=None, now: float | None = None) -> bool:
+    """Warn once when nothing is connected to the drums output (or into the clock input).
+
+    Called about once a second from the start; True once it has decided (warned or
+    found listeners, or cannot know: only JACK says who is connected), after which the
+    caller stops asking. Waits :data:`UNCONNECTED_GRACE_S` first, so a user or a
+    session manager wiring the ports right after start is not warned.
+    """
+    now = time.monotonic() if now is None else now
+    first = getattr(output, "_unconnected_first_check", None)
+    if first is None:
+        with contextlib.suppress(AttributeError):
+            output._unconnected_first_check = now
+        return False
+    if now - first < UNCONNECTED_GRACE_S:
+        return False
+    outs = output.listeners() if hasattr(output, "listeners") else None
+    if outs == []:
+        own = output.own or output.name
+        log.warning(
+            "nothing is connected to the drums output %r, so nobody hears them: connect it to a "
+            "synth or a DAW track, e.g. jack_connect '%s' 'SYNTH:PORT' (jack_lsp lists the ports), "
+            "or start a General MIDI synth and connect to it: "
+            "fluidsynth -a jack -m jack /usr/share/sounds/sf2/FluidR3_GM.sf2", own, own)
+    elif outs:
+        log.info("drums output %r is connected to %s", output.own or output.name, ", ".join(outs))
+    ins = clock_input.listeners() if clock_input is not None and hasattr(clock_input, "listeners") else None
+    if ins == []:
+        own = clock_input.own or clock_input.name
+        log.warning(
+            "nothing sends clock into %r: connect the DAW's MIDI clock output to it, e.g. "
+            "jack_connect 'jack_midi_clock:mclk_out' '%s', or play on the internal clock with --bpm 120",
+            own, own)
+    return True

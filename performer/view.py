@@ -24,6 +24,31 @@ log = logging.getLogger(__name__)
 
 LABEL_W = 7  # "9 RD ML"
 
+# what the `last:` line says for a control (the names inside are the actions')
+ACTION_WORDS = {
+    "new": "new groove", "variation": "variation", "morph": "morph", "lock": "lock muted voices",
+    "morph_shorter": "shorter morph", "morph_longer": "longer morph",
+    "temperature_up": "temperature up", "temperature_down": "temperature down",
+    "density_up": "density up", "density_down": "density down",
+    "set_temperature": "temperature knob", "set_density": "density knob", "morph_cycles": "morph length knob",
+    "save": "save to slot", "recall": "recall slot", "help": "help", "quit": "quit", "mute": "mute voice",
+}
+PENDING_WORDS = {"new": "new groove", "variation": "variation", "morph": "morph", "lock": "lock",
+                 "recall": "recall"}
+
+
+def action_words(last: str) -> str:
+    """``temperature_down`` -> ``temperature down``; ``mute 3 on`` -> ``mute voice 3 (SN) on``."""
+    if not last:
+        return "-"
+    name, _, rest = last.partition(" ")
+    words = ACTION_WORDS.get(name, name.replace("_", " "))
+    if name == "mute" and rest.split()[0].isdigit():
+        v = int(rest.split()[0])
+        if 1 <= v <= drums.NUM_VOICES:
+            rest = rest.replace(str(v), f"{v} ({drums.VOICE_LABELS[v - 1]})", 1)
+    return f"{words} {rest}".strip()
+
 
 def _cells(pattern: drums.Pattern, v: int) -> list[str]:
     out = []
@@ -62,13 +87,25 @@ def render(s: dict, width: int = 100) -> list[str]:
     else:
         where = "bar   -.-.-"
     cycle = s.get("cycle")
-    head = f"drum-performer  {transport:<9} {tempo}  {where}  cycle {cycle if cycle is not None else '-'}"
+    # cycles count from 1, like bars (the status's cycle is the 0-based index)
+    head = f"drum-performer  {transport:<9} {tempo}  {where}  cycle {cycle + 1 if cycle is not None else '-'}"
     lines.append(head)
-    temp = d.get("temperature")
-    dens = d.get("density", 0.0)
+    # a control's new value shows at once; "(next cycle)" says when it will be heard
+    temp = d.get("next_temperature", d.get("temperature"))
+    dens = d.get("next_density", d.get("density", 0.0))
     morph = d.get("morph")
     morph_s = f"morph {morph[0]}/{morph[1]}" if morph else "no morph"
-    pending = "  (change pending)" if d.get("pending") else ""
+    changed = (temp is not None and d.get("temperature") is not None and abs(temp - d["temperature"]) > 1e-9
+               or abs(dens - d.get("density", 0.0)) > 1e-9)
+    waiting = [PENDING_WORDS.get(a, a) for a in d.get("next_actions", ())]
+    if "next_actions" not in d and d.get("pending"):
+        waiting = ["change"]
+    if waiting:
+        pending = f"  (next cycle: {', '.join(dict.fromkeys(waiting))})"
+    elif changed:
+        pending = "  (next cycle)"
+    else:
+        pending = ""
     lines.append(
         f"{d.get('label', '')}  T {temp:.2f}  density {dens:+.2f}  {morph_s} (m: {d.get('morph_cycles', '-')} cycles)"
         f"{pending}" if temp is not None else d.get("label", "")
@@ -99,7 +136,7 @@ def render(s: dict, width: int = 100) -> list[str]:
         lines.append("")
         lines.extend(help_lines())
     else:
-        lines.append(f"last: {s.get('last_action') or '-'}    h/? help   q quit")
+        lines.append(f"last: {action_words(s.get('last_action') or '')}    h/? help   q quit")
     for msg in s.get("messages", ()):
         lines.append(msg)
     return [ln[:width] for ln in lines]

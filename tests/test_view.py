@@ -46,10 +46,10 @@ def status(**kw):
 def test_grid_has_nine_voices_of_64_steps_and_the_header():
     lines = render(status())
     text = "\n".join(lines)
-    assert "123.4 BPM" in lines[0] and "playing" in lines[0] and "cycle 1" in lines[0]
+    assert "123.4 BPM" in lines[0] and "playing" in lines[0] and "cycle 2" in lines[0]  # the second cycle: bars 5-8
     assert "bar   6.2.2" in lines[0]  # song position: bar 6 (cycle 1 = bars 5-8), beat 2, 16th 2
     assert "groove seed 7" in lines[1] and "T 0.90" in lines[1] and "morph 2/4" in lines[1]
-    assert "change pending" in lines[1]
+    assert "next cycle" in lines[1]
     assert "Drum Performer Clock" in lines[2]
     rows = [ln for ln in lines if ln[:1].isdigit() and ln[1:2] == " "]
     assert len(rows) == drums.NUM_VOICES

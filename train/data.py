@@ -184,12 +184,14 @@ class Tracks:
         return (starts, np.asarray(owner, dtype=np.int64)) if with_track else starts
 
     def fill_windows(self, contexts: int = FILL_CONTEXTS, seed: int = 0) -> np.ndarray:
-        """(W, 4) start index of each bar of "three beat bars + a fill bar" windows.
+        """(W, 5) start index of each bar of "three beat bars + a fill bar" windows, and of
+        the beat bar that the fill replaces (column 4).
 
         Every GMD fill clip (about one bar) is paired with a beat recording of the
         same session and genre (the closest tempo); bars 1-3 are ``contexts``
-        different bar-aligned 3-bar stretches of that beat, bar 4 is the clip's
-        first bar. Real playing on both sides: no rule writes a fill.
+        different bar-aligned stretches of that beat, bar 4 is the clip's first
+        bar. Real playing on both sides: no rule writes a fill. The replaced beat
+        bar is what the encoder sees in bar 4 (see :class:`WindowSet`).
         """
         S = drums.STEPS_PER_BAR
         beats: dict[tuple[str, str], list[int]] = {}
@@ -208,12 +210,12 @@ class Tracks:
                 continue
             j = min(cands, key=lambda k: (abs(self.info(k).bpm - inf.bpm), k))
             ba, bb = int(self.starts[j]), int(self.starts[j + 1])
-            n_ctx = (bb - ba) // S - 2  # bar-aligned 3-bar stretches
+            n_ctx = (bb - ba) // S - 3  # bar-aligned 4-bar stretches (the 4th: the beat bar the fill replaces)
             rng = np.random.default_rng((seed, i))
-            for k in rng.permutation(n_ctx)[:contexts]:
+            for k in rng.permutation(max(n_ctx, 0))[:contexts]:
                 c0 = ba + int(k) * S
-                out.append([c0, c0 + S, c0 + 2 * S, a])
-        return np.asarray(out, dtype=np.int64).reshape(-1, drums.BARS)
+                out.append([c0, c0 + S, c0 + 2 * S, a, c0 + 3 * S])
+        return np.asarray(out, dtype=np.int64).reshape(-1, drums.BARS + 1)
 
 
 def preprocess(folder: str | Path, cache_dir: str | Path | None = None) -> tuple[dict[str, Tracks], Summary]:
@@ -340,19 +342,28 @@ class WindowSet:
         idx = starts[:, None] + np.arange(T)[None, :]  # (Wb, T)
         track_of = list(owner)
         fill_bars = np.zeros((len(starts), drums.BARS), np.float32)
+        enc_idx = idx
         if fills:
-            fw = tracks.fill_windows(fill_contexts)  # (Wf, 4) bar starts
+            fw = tracks.fill_windows(fill_contexts)  # (Wf, 5) bar starts + the replaced beat bar
             if len(fw):
-                fidx = (fw[:, :, None] + np.arange(S)[None, None, :]).reshape(len(fw), T)  # (Wf, T)
+                bar = np.arange(S)[None, None, :]
+                fidx = (fw[:, :4, None] + bar).reshape(len(fw), T)  # (Wf, T) what is played
+                eidx = (fw[:, [0, 1, 2, 4], None] + bar).reshape(len(fw), T)  # (Wf, T) the groove alone
                 idx = np.concatenate([idx, fidx])
+                enc_idx = np.concatenate([enc_idx, eidx])
                 fb = np.zeros((len(fw), drums.BARS), np.float32)
                 fb[:, -1] = 1.0
                 fill_bars = np.concatenate([fill_bars, fb])
-                bounds = tracks.starts
-                track_of += list(np.searchsorted(bounds, fw[:, -1], side="right") - 1)
+                track_of += list(np.searchsorted(tracks.starts, fw[:, 3], side="right") - 1)
         self.classes = tracks.classes[idx].astype(np.int64)  # (W, T)
         self.velocity = tracks.velocity[idx].astype(np.float32)  # (W, T, V)
         self.offset = tracks.offset[idx].astype(np.float32)  # (W, T, V)
+        # what the encoder sees: the window itself, except that a fill window shows the beat
+        # bar the fill replaced. So z holds the groove and only the fill flag asks for the fill;
+        # trained on the fill itself, z learned the fill and the flag did nothing (seen at step 1,500).
+        self.enc_classes = tracks.classes[enc_idx].astype(np.int64)  # (W, T)
+        self.enc_velocity = tracks.velocity[enc_idx].astype(np.float32)  # (W, T, V)
+        self.enc_offset = tracks.offset[enc_idx].astype(np.float32)  # (W, T, V)
         self.hits = drums.index_to_hits(self.classes).astype(np.float32)  # (W, T, V)
         self.fill = fill_bars  # (W, N)
         self.styles = tuple(styles)
@@ -372,6 +383,9 @@ class WindowSet:
             "hits": self.hits[idx],
             "style": self.style[idx],
             "fill": self.fill[idx],
+            "enc_classes": self.enc_classes[idx],
+            "enc_velocity": self.enc_velocity[idx],
+            "enc_offset": self.enc_offset[idx],
         }
 
     def patterns(self, idx) -> list[drums.Pattern]:

@@ -197,7 +197,8 @@ def evaluate(
     for a in range(0, n, batch):
         idx = np.arange(a, min(n, a + batch))
         b = windows.batch(idx)
-        mu, logvar = backend.encode(b)
+        # a fill window is encoded from its groove (the beat bar the fill replaced), like training
+        mu, logvar = backend.encode({"classes": b["enc_classes"], "velocity": b["enc_velocity"], "offset": b["enc_offset"]})
         kls.append(0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar).sum(-1))
         c, v, o = backend.decode(mu, 0.0, zero_noise[: len(idx)], b["style"], b["fill"])
         free_c.append(c)

@@ -30,7 +30,7 @@ from model import drums
 from model.config import RunConfig
 from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, losses
-from train.data import WindowSet, preprocess
+from train.data import WindowSet, preprocess, style_counts
 from train.evaluate import features
 
 log = logging.getLogger(__name__)
@@ -200,14 +200,16 @@ def augment(batch: dict, pool, rng: np.random.Generator, mix: float, drop: float
     """
     hits, vel, off = batch["hits"].copy(), batch["velocity"].copy(), batch["offset"].copy()
     B = len(hits)
+    # fill windows stay as played: their encoder input is another bar 4 (see WindowSet)
+    beat = ~(batch["fill"][:, -1] > 0) if "fill" in batch else np.ones(B, bool)
     if mix > 0:
-        who = np.flatnonzero(rng.random(B) < mix)
+        who = np.flatnonzero((rng.random(B) < mix) & beat)
         if len(who):
             other = pool.batch(rng.integers(0, len(pool), len(who)))
             for k, arr in (("hits", hits), ("velocity", vel), ("offset", off)):
                 arr[who] = np.where(CYMBALS, other[k], arr[who])  # (W, T, V)
     if drop > 0:
-        who = np.flatnonzero(rng.random(B) < drop)
+        who = np.flatnonzero((rng.random(B) < drop) & beat)
         voice = rng.integers(0, drums.NUM_VOICES, len(who))
         for arr in (hits, vel, off):
             arr[who, :, voice] = 0.0
@@ -217,7 +219,12 @@ def augment(batch: dict, pool, rng: np.random.Generator, mix: float, drop: float
         for arr, src in ((hits, batch["hits"]), (vel, batch["velocity"]), (off, batch["offset"])):
             arr[~keep] = src[~keep]
         classes = drums.hits_to_index(hits > 0.5)
-    return {**batch, "classes": classes, "velocity": vel, "offset": off, "hits": hits}
+    out = {**batch, "classes": classes, "velocity": vel, "offset": off, "hits": hits}
+    if "enc_classes" in batch:  # a beat window's encoder sees what it must reconstruct
+        out["enc_classes"] = np.where(beat[:, None], classes, batch["enc_classes"])
+        out["enc_velocity"] = np.where(beat[:, None, None], vel, batch["enc_velocity"])
+        out["enc_offset"] = np.where(beat[:, None, None], off, batch["enc_offset"])
+    return out
 
 
 def _batch_to(batch: dict, dev: torch.device) -> dict:
@@ -248,7 +255,7 @@ def _mixed_indices(seed: int, step: int, ws: WindowSet, batch: int, fill_share: 
 
 def choose_styles(tracks, min_windows: int) -> list[str]:
     """The genres with at least ``min_windows`` training windows, alphabetical (index order)."""
-    from train.data import ANY_STYLE, style_counts
+    from train.data import ANY_STYLE
 
     counts = style_counts(tracks)
     return sorted(s for s, n in counts.items() if n >= min_windows and s != ANY_STYLE)
@@ -297,7 +304,7 @@ def validate(model: GrooveVAE, ws: WindowSet, cfg: RunConfig, dev: torch.device,
     correct, m = 0, min(n, 512)
     for a in range(0, m, bs):
         b = _batch_to(ws.batch(np.arange(a, min(m, a + bs))), dev)
-        mu, _ = model.encoder(b["classes"], b["velocity"], b["offset"])
+        mu, _ = model.encoder(b["enc_classes"], b["enc_velocity"], b["enc_offset"])
         noise = torch.zeros(len(mu), cfg.model.steps, cfg.model.num_classes, device=dev)
         pred, _, _ = model.sample(mu, 0.0, noise, style=b["style"], fill=b["fill"])
         correct += int((pred == b["classes"]).sum())
@@ -360,7 +367,8 @@ def train(
     elif dist.main:
         run.mkdir(parents=True, exist_ok=True)
         d = cfg.to_dict()
-        d["data"] = {"folder": summary.folder, "source": summary.source, "windows": summary.windows}
+        d["data"] = {"folder": summary.folder, "source": summary.source, "windows": summary.windows,
+                     "fill_windows": summary.fill_windows, "style_windows": style_counts(tracks["train"])}
         atomic_write_text(json.dumps(d, indent=2), run / CONFIG)
 
     net: nn.Module = model

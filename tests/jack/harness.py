@@ -164,8 +164,10 @@ class JackServer:
     def frames(self, ms: float) -> float:
         return ms * self.rate / 1000.0
 
-    def start(self, timeout: float = 15.0) -> JackServer:
-        for realtime in (True, False):
+    def start(self, timeout: float = 15.0, modes: Sequence[bool] = (True, False)) -> JackServer:
+        """``modes``: realtime or not, in the order to try (Ardour needs ``(False,)``: see
+        test_live_robust.py)."""
+        for realtime in modes:
             if self._try_start(realtime, timeout):
                 self.realtime = realtime
                 log.info("jackd %s up (%s, pid %d)", self.name,

@@ -643,7 +643,9 @@ def test_a_sysex_split_across_events_does_not_disturb_the_groove(server, live_mo
     assert not h.unreleased(t.notes)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                                 signal.SIGUSR1, signal.SIGALRM],
+                         ids=["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGALRM"])
 @h.retry_invalid()
 def test_signal_while_playing_leaves_no_stuck_note(server, live_model, groove, sig):
     seed, pattern = groove
