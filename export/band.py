@@ -78,7 +78,7 @@ def add_encoder(run: str | Path, folder: str | Path, kind: str) -> dict:
     os.replace(tmp, folder / name)
     meta = json.loads(meta_p.read_text())
     meta.setdefault("files", {})[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    meta.setdefault("encoders", {})[kind] = {"validation": summary["validation"], "steps": summary["config"]["steps"],
+    meta.setdefault("encoders", {})[kind] = {"validation": summary["validation"], "steps": summary.get("total_steps", summary["config"]["steps"]),
                                             "parity": diff}
     t = meta_p.with_name("model.json.tmp")
     t.write_text(json.dumps(meta, indent=1))

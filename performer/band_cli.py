@@ -58,6 +58,10 @@ def add_parsers(sub, positive_int, nonneg_float, bpm) -> None:
                    help="tap: one-voice onsets -> z; humanize: quantised drums -> velocities and offsets")
     p.add_argument("--steps", type=positive_int, help="optimiser steps (default 3000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's weights of this kind")
+    p.add_argument("--objective", choices=("mu", "decode"), default="mu",
+                   help="tap: match the posterior mean, or also the frozen decoder's cross-entropy (slower)")
+    p.add_argument("--lr", type=nonneg_float, help="Adam learning rate (default 2e-3)")
     p.add_argument("--cache", help="preprocessing cache folder")
     p.add_argument("--model", help="also add the trained encoder to this exported model folder")
     p.set_defaults(func=run_train_tap)
