@@ -64,6 +64,15 @@ def test_hits_unchanged_on_random_patterns(engine):
     assert np.array_equal(p.hits, hits.reshape(-1, 9))
 
 
+def test_decoder_head_path_keeps_hits(engine):
+    """Without a humanizer (or with a z): the sampler forced to the exact classes, its heads give the values."""
+    rng = np.random.default_rng(4)
+    classes = rng.integers(0, drums.NUM_CLASSES, (2, drums.STEPS)) * (rng.random((2, drums.STEPS)) < 0.4)
+    v, o = band.humanize_arrays(engine, classes, z=band.humanize_z(engine, classes))
+    hits = drums.index_to_hits(classes)
+    assert np.all((v > 0) == hits) and np.all(o[~hits] == 0)
+
+
 def test_humanize_file_keeps_every_hit_and_changes_dynamics(engine, tmp_path):
     out = tmp_path / "h.mid"
     s = band_cli.humanize_file(engine, ROCK, out)
