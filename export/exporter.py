@@ -28,7 +28,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export.graphs import EncoderGraph, Sampler, condition_inputs
-from model import drums
+from model import drums, paths
 from model.config import SAMPLE_TEMPERATURE
 from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, gumbel
@@ -55,23 +55,35 @@ class ExportError(DrumPerformerError):
 
 
 def run_attributes(run: Path, model: GrooveVAE, data: str | None) -> dict:
-    """The run's attribute vectors, computed from its training windows once and kept in the run."""
+    """The run's attribute vectors, kept in the run beside the model.pt they were computed from.
+
+    Used only if their stored digest is that of today's model.pt: vectors of
+    older weights (a run resumed or retrained, an attributes.json from before
+    digests) would steer the live density control the wrong way. Otherwise
+    they are computed again from the training windows.
+    """
     p = run / trainer.ATTRIBUTES
     if p.exists():
-        return json.loads(p.read_text())
+        try:
+            stored = json.loads(p.read_text())
+        except ValueError:
+            stored = None
+        if isinstance(stored, dict) and stored.get(trainer.WEIGHTS_DIGEST) == trainer.weights_digest(run):
+            return {k: v for k, v in stored.items() if k != trainer.WEIGHTS_DIGEST}
+        log.info("%s does not belong to %s: computing it again", p, trainer.WEIGHTS)
     if data is None:
         cfg = json.loads((run / trainer.CONFIG).read_text())
         data = cfg.get("data", {}).get("folder")
     if not data or not Path(data).exists():
         raise ExportError(
-            f"{run} has no {trainer.ATTRIBUTES} and its training data is not at {data!r}: pass --data DIR"
+            f"{run} has no {trainer.ATTRIBUTES} of its {trainer.WEIGHTS} and its training data is not at {data!r}: pass --data DIR"
         )
     from train.data import WindowSet, preprocess
 
     tracks, _ = preprocess(data)
-    attrs = trainer.compute_attributes(model, WindowSet(tracks["train"]))
-    trainer.atomic_write_text(json.dumps(attrs), p)
-    return attrs
+    # the windows training used at its end, so a recomputed vector equals the trainer's
+    ws = WindowSet(tracks["train"], model.config.styles, fills=model.config.fills)
+    return trainer.write_attributes(run, model, ws)
 
 
 def run_prior(run: Path, model: GrooveVAE, data: str | None) -> dict:
@@ -198,9 +210,51 @@ def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> 
     return report
 
 
+MODEL_FILES = frozenset({SAMPLER, ENCODER, META, trainer.PRIOR})  # every file export may write
+
+
+def is_model_folder(folder: Path) -> bool:
+    """A folder this exporter wrote: our model.json and nothing but our files.
+
+    Only such a folder may be replaced: ``--out`` pointed at a user's folder, a
+    run folder or ``.`` must never be emptied (issue 11).
+    """
+    try:
+        names = {p.name for p in folder.iterdir()}
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        names <= MODEL_FILES
+        and isinstance(meta, dict)
+        and meta.get("format") == FORMAT
+        and isinstance(meta.get("files"), dict)
+        and "vocabulary" in meta
+    )
+
+
+def check_out(out: Path, run: Path) -> Path:
+    """Where the model folder goes, checked before any work; returns it resolved.
+
+    Raises ExportError for anything export may not replace or cannot create.
+    """
+    out = paths.check_dir(str(out), "--out").absolute()
+    if out.resolve() == Path(run).resolve():
+        raise ExportError(f"--out {out} is the run folder itself; give a new folder for the model")
+    if out.is_symlink():
+        raise ExportError(f"--out {out} is a link; give a new folder for the model")
+    if out.exists() and any(out.iterdir()) and not is_model_folder(out):
+        raise ExportError(
+            f"--out {out} holds files that are not an exported model; export replaces only a "
+            "model folder it wrote: give a new or empty folder"
+        )
+    return out
+
+
 def export(run: str | Path, out: str | Path, data: str | None = None, eval_json: str | Path | None = None) -> dict:
     """Export a run; returns the metadata written. Raises ExportError (nothing written) on failure."""
-    run, out = Path(run), Path(out)
+    run = Path(run)
+    out = check_out(Path(out), run)
     model, cfg = trainer.load_model(run)
     c = cfg.model
     if (c.num_classes, c.num_voices, c.steps) != (drums.NUM_CLASSES, drums.NUM_VOICES, drums.STEPS):
@@ -209,7 +263,10 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
     latent_prior = run_prior(run, model, data)
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise ExportError(f"cannot create the model folder {out}: {e.strerror or e}") from None
     try:
         B = 1
         z = torch.zeros(B, c.z)
@@ -247,9 +304,10 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
             files.append(prior.PRIOR)
         meta["files"] = {n: _sha256(tmp / n) for n in files}
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportError(f"cannot write the model folder {out}: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -259,6 +317,21 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
     if add_encoders(run, out):
         meta = json.loads((out / META).read_text())
     return meta
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Put the finished folder at ``out``; an old model folder there is removed only once
+    the new one is in place (checked again here: it may have changed since check_out)."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    if any(out.iterdir()) and not is_model_folder(out):
+        raise ExportError(f"--out {out} changed during export and is no longer a model folder; nothing replaced")
+    old = out.with_name(out.name + ".old-export")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _metadata(run: Path, cfg, attrs: dict, parity: dict, eval_json) -> dict:

@@ -7,6 +7,7 @@ it unless it records or reads clips.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,19 +35,62 @@ class DrumTrack:
     unknown_pitches: dict[int, int] = field(default_factory=dict)  # pitch -> count dropped
 
 
-def read_drum_track(path: str | Path) -> DrumTrack:
-    """Read the drum-channel notes of a MIDI file onto the sixteenth grid.
+MAX_TICK = 10**7  # pretty_midi's own limit (it builds a tick -> seconds table that long)
 
-    Raises MidiReadError for unreadable files, files with no drum notes, and
-    time signatures other than 4/4.
+
+def _load(path: Path, max_bars: int | None):
+    """The file as a PrettyMIDI, read through mido so that two valid oddities pass.
+
+    A tempo of 0 (a set_tempo of 0 microseconds per quarter) is dropped: notes
+    are placed by tick, so the tempo only names the BPM. With ``max_bars``,
+    events after that many 4/4 bars are cut before pretty_midi sees them, so a
+    long but valid file (a 10,000-bar take) is not taken for a corrupt one when
+    only its start is wanted.
     """
+    import mido
     import pretty_midi  # lazy: heavy import, only needed for files
 
-    path = Path(path)
     try:
-        pm = pretty_midi.PrettyMIDI(str(path))
+        mf = mido.MidiFile(str(path))
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise MidiReadError(f"cannot read the file ({e.strerror})") from None
+    except EOFError:
+        raise MidiReadError("unreadable MIDI (empty, or cut short)") from None
+    except Exception as e:  # mido raises many types for broken files
+        raise MidiReadError(f"unreadable MIDI ({type(e).__name__}: {e})") from None
+    limit = max_bars * drums.BEATS_PER_BAR * mf.ticks_per_beat if max_bars else None
+    longest = 0
+    for i, track in enumerate(mf.tracks):
+        now, kept = 0, []
+        for msg in track:
+            now += msg.time
+            if limit is not None and now > limit:
+                break
+            if msg.type == "set_tempo" and msg.tempo <= 0:
+                continue
+            kept.append((now, msg))
+        longest = max(longest, now)
+        new = mido.MidiTrack()
+        prev = 0
+        for t, msg in kept:
+            new.append(msg.copy(time=t - prev))
+            prev = t
+        mf.tracks[i] = new
+    if limit is None and longest >= MAX_TICK:
+        raise MidiReadError(f"too long to read whole ({longest} ticks; the limit is {MAX_TICK})")
+    try:
+        return pretty_midi.PrettyMIDI(mido_object=mf)
     except Exception as e:  # pretty_midi raises many types for broken files
         raise MidiReadError(f"unreadable MIDI ({type(e).__name__}: {e})") from None
+
+
+def read_drum_track(path: str | Path, max_bars: int | None = None) -> DrumTrack:
+    """Read the drum-channel notes of a MIDI file onto the sixteenth grid.
+
+    ``max_bars``: read only the start (see ``_load``). Raises MidiReadError for
+    unreadable files, files with no drum notes, and time signatures other than 4/4.
+    """
+    pm = _load(Path(path), max_bars)
     for ts in pm.time_signature_changes:
         if (ts.numerator, ts.denominator) != (drums.BEATS_PER_BAR, 4):
             raise MidiReadError(f"time signature {ts.numerator}/{ts.denominator} is not 4/4")
@@ -93,7 +137,8 @@ def windows(track: drums.Pattern, hop: int = drums.STEPS_PER_BAR * drums.HOP_BAR
 
 def read_pattern(path: str | Path) -> drums.Pattern:
     """The first STEPS steps (4 bars) of a drum MIDI file, padded with rests."""
-    track = read_drum_track(path).pattern
+    # two bars beyond the clip: a note pulled early onto bar 5 still has its note-off
+    track = read_drum_track(path, max_bars=drums.BARS + 2).pattern
     arr = track.to_array()[: drums.STEPS]
     if arr.shape[0] < drums.STEPS:
         arr = np.concatenate([arr, np.zeros((drums.STEPS - arr.shape[0], arr.shape[1]), np.float32)])
@@ -135,5 +180,11 @@ def write_pattern(
     pm.instruments.append(inst)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    pm.write(str(tmp))
-    tmp.replace(path)
+    try:
+        pm.write(str(tmp))
+        tmp.replace(path)
+    except BaseException:
+        # a full disk must not leave a 0-byte .tmp beside the user's files
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

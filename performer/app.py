@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model import drums
+from model import drums, paths
 from model.errors import DrumPerformerError
 from performer import ports as ports_mod
 from performer.clock import SPP_UNITS, STOP, TICKS_PER_BAR, InternalClock, MidiClock, Transport
@@ -96,17 +96,55 @@ class LiveOptions:
             raise LiveError(f"--api {self.api!r} must be one of {', '.join(ports_mod.API_CHOICES)}")
         if self.seed is not None and not 0 <= self.seed < 2**32 - 10_000:
             raise LiveError(f"--seed {self.seed} must be 0..{2**32 - 10_001}")
-        if self.record:
-            p = Path(self.record)
-            if p.is_dir():
-                raise LiveError(f"--record {p} is a folder; give a file name like take1.mid")
-            if not p.parent.exists():
-                raise LiveError(f"--record {p}: folder {p.parent} does not exist")
-            if not os.access(p.parent, os.W_OK):
-                raise LiveError(f"--record {p}: folder {p.parent} is not writable")
+        if self.record is not None:
+            self.record = str(check_record_path(self.record))
 
 
 # --- recording -------------------------------------------------------------------------------
+
+
+def free_path(path: Path) -> Path:
+    """``path`` if nothing is there, else the first free ``stem-2.ext``, ``stem-3.ext``, ...
+
+    A numbered name rather than an overwrite flag: a take is cheap to rename and
+    expensive to lose, and the user is told the name at start and at exit.
+    """
+    if not os.path.lexists(path):
+        return path
+    n = 2
+    while os.path.lexists(path.with_name(f"{path.stem}-{n}{path.suffix}")):
+        n += 1
+    return path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def check_record_path(record: str) -> Path:
+    """The file ``--record`` will write, checked before the performance starts.
+
+    Everything that would make the write fail at exit is refused now, so a take
+    is never played and then lost: an empty name, a folder, a missing or
+    unwritable parent, a parent that is a file, a target that is not a regular
+    file (a FIFO or device node: the atomic rename would replace it). An
+    existing file is kept: the take goes to a numbered name beside it.
+    """
+    if not record.strip():
+        raise LiveError("--record needs a file name, like take1.mid")
+    p = Path(record).expanduser()
+    if p.is_dir():
+        raise LiveError(f"--record {p} is a folder; give a file name like take1.mid")
+    paths.check_file(record, "--record")  # a file in the way, a read-only folder
+    if not p.parent.is_dir():
+        raise LiveError(f"--record {p}: folder {p.parent} does not exist")
+    if os.path.lexists(p) and not (p.is_file() and not p.is_symlink()):
+        raise LiveError(f"--record {p} exists and is not a regular file; give a new file name")
+    return free_path(p)
+
+
+def fallback_record_path(path: Path) -> Path:
+    """Where a take goes when its own path cannot be written at exit: the temp folder."""
+    import tempfile
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return free_path(Path(tempfile.gettempdir()) / f"drum-performer-{stamp}-{path.name or 'take.mid'}")
 
 
 class Recorder:
@@ -167,14 +205,34 @@ class Recorder:
             tr.append(mido.Message.from_bytes(msg, time=max(0, tick - now)))
             now = max(now, tick)
         tr.append(mido.MetaMessage("end_of_track", time=0))
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        return self.save(mf, self.path)
+
+    def save(self, mf, path: Path) -> Path:
+        """Write atomically to ``path``; never over something that appeared there meanwhile."""
+        if os.path.lexists(path):
+            if path.is_file() and not path.is_symlink():
+                path = free_path(path)
+            else:
+                raise OSError(f"{path} is no longer a regular file")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             mf.save(str(tmp))
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 tmp.unlink()
-        return self.path
+        self.path = path
+        return path
+
+    def write_somewhere(self) -> tuple[Path, str | None]:
+        """Write the take; if its path fails, to the temp folder. Returns (where, why the first failed)."""
+        try:
+            return self.write(), None
+        except OSError as e:
+            why = e.strerror or str(e)
+            wanted = self.path
+        self.path = fallback_record_path(wanted)
+        return self.write(), f"cannot write {wanted}: {why}"
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -195,6 +253,7 @@ class LiveApp:
         self.term = term
         self._stop = threading.Event()
         self.exit_code = 0
+        self.record_error: str | None = None
         self.help = False
         self.director: Director | None = None
         self.scheduler: Scheduler | None = None
@@ -330,6 +389,8 @@ class LiveApp:
             self._shutdown()
             sys.setswitchinterval(old_switch)
             self._restore_signals(handlers)
+        if self.record_error:
+            raise LiveError(self.record_error)
         if self.player is not None and self.player.error is not None:
             e = self.player.error
             raise LiveError(f"internal error in the sender ({type(e).__name__}: {e}); all notes were released")
@@ -473,8 +534,15 @@ class LiveApp:
                 with contextlib.suppress(Exception):
                     port.close()
         if self.recorder is not None:
+            wanted = self.recorder.path
             try:
-                path = self.recorder.write()
-                log.info("recorded %d events to %s", len(self.recorder.events), path)
-            except Exception as e:
-                raise LiveError(f"cannot write the recording {self.recorder.path}: {e}") from None
+                path, why = self.recorder.write_somewhere()
+            except OSError as e:
+                # reported by run() after the rest of the shutdown (signals, switch interval) is done
+                self.record_error = f"cannot write the recording {wanted} nor a copy in the temp folder: {e}"
+                return
+            self.opts.record = str(path)
+            if why:
+                self.record_error = f"{why}; the take is saved in {path}"
+                return
+            log.info("recorded %d events to %s", len(self.recorder.events), path)

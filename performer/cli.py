@@ -17,6 +17,7 @@ import re
 import sys
 
 from model.errors import DrumPerformerError
+from model.paths import check_dir, check_file
 
 PROG = "drum-performer"
 SUBCOMMANDS = ("sample", "styles", "train", "export", "eval", "ports", "live", "humanize", "drumify", "train-tap")
@@ -70,9 +71,11 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=_positive_int, help="optimiser steps (default: the preset's)")
     p.add_argument("--batch-size", type=_positive_int, help="windows per step (default: the preset's)")
     p.add_argument("--lr", type=_nonneg_float, help="Adam learning rate (default 1e-4, the original design)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=number(int, 0), help="random seed, 0 or more (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a --run folder that holds a run or other files (the old run's files go)")
     p.add_argument("--init", help="start from the weights of this finished run folder (a warm start)")
     p.add_argument("--cache", help="preprocessing cache folder (default: the user cache dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
@@ -97,6 +100,9 @@ def _cmd_train(a) -> int:
     from train import trainer
 
     run = Path(a.run)
+    check_dir(a.run, "--run")
+    if a.cache is not None:
+        check_dir(a.cache, "--cache")
     if a.resume:
         cfg = trainer.load_run_config(run)
     else:
@@ -127,8 +133,11 @@ def _cmd_train(a) -> int:
 
     try:
         last = trainer.train(
-            a.data, run, cfg, resume=a.resume, cache_dir=a.cache, on_progress=on_progress, on_summary=on_summary
+            a.data, run, cfg, resume=a.resume, cache_dir=a.cache, on_progress=on_progress, on_summary=on_summary,
+            overwrite=a.overwrite,
         ).metrics
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or run}: {e.strerror or e}") from None
     finally:
         if bar is not None:
             bar.close()
@@ -175,7 +184,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--samples", type=_positive_int, default=1000, help="prior samples for the statistics")
     p.add_argument("--temperature", type=_nonneg_float, help="sampling temperature of the prior samples (default 0.5, the product's)")
     p.add_argument("--limit", type=_positive_int, help="score only the first N windows (quick checks)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=number(int, 0), default=0, help="seed of the prior samples, 0 or more")
     p.add_argument("--cache", help="preprocessing cache folder")
     p.set_defaults(func=_cmd_eval)
 
@@ -185,6 +194,9 @@ def _cmd_eval(a) -> int:
 
     from train import data, evaluate
 
+    check_file(a.json, "--json")
+    if a.cache is not None:
+        check_dir(a.cache, "--cache")
     tracks, summary = data.preprocess(a.data, a.cache)
     metrics = None
     if a.run:
@@ -209,7 +221,10 @@ def _cmd_eval(a) -> int:
     rep = evaluate.evaluate(backend, ws, samples=a.samples, temperature=temperature, seed=a.seed, limit=a.limit,
                             train_windows=train_ws if len(train_ws) else None)
     rep.update(split=a.split, data=summary.folder)
-    paths = evaluate.write_report(rep, Path(a.json), metrics)
+    try:
+        paths = evaluate.write_report(rep, Path(a.json), metrics)
+    except OSError as e:
+        raise UserError(f"cannot write the report {a.json}: {e.strerror or e}") from None
     print(
         f"recon_accuracy {rep['recon_accuracy']:.4f}  hit_f1 {rep['hit_f1']:.4f}  "
         f"sample_oa {rep['sample_oa']:.4f}  kl {rep['kl']:.1f}"
@@ -280,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a.func(a)
     except DrumPerformerError as e:
-        return _die(str(e))
+        return _die(str(e), getattr(e, "exit_code", 1))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

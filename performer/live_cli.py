@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from performer.cli import number
 from performer.clock import SPP_UNITS
@@ -105,6 +106,10 @@ def run_live(a) -> int:
         latency_ms=a.latency_ms,
         spp_units=a.spp_units,
     )
+    if a.record is not None:
+        opts.validate()  # the --record check, before anything plays: one line if it fails
+        if Path(opts.record) != Path(a.record).expanduser():
+            print(f"drum-performer: {a.record} exists; this take will go to {opts.record}", file=sys.stderr)
     app = LiveApp(opts)
 
     def ready(info: dict) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model import drums, midifile
+from model import drums, midifile, paths
 from model.errors import DrumPerformerError
 from performer import sound
 
@@ -25,6 +25,8 @@ class SampleError(DrumPerformerError):
 
 
 def add_parser(sub, positive_int, nonneg_float, bpm) -> None:
+    from performer.cli import number
+
     p = sub.add_parser(
         "sample",
         help="write four-bar grooves as MIDI files (or --interpolate A.mid B.mid)",
@@ -32,7 +34,7 @@ def add_parser(sub, positive_int, nonneg_float, bpm) -> None:
     )
     p.add_argument("-n", type=positive_int, default=4, help="number of grooves")
     p.add_argument("--out", required=True, help="folder to write into (created if needed)")
-    p.add_argument("--seed", type=int, help="first seed (file i uses seed+i); default: random, printed")
+    p.add_argument("--seed", type=number(int, 0), help="first seed, 0 or more (file i uses seed+i); default: random, printed")
     p.add_argument("--temperature", type=nonneg_float, help="sampling temperature (0 = most likely); default: the model's (0.5), 0 for --interpolate")
     p.add_argument("--bpm", type=bpm, default=120.0, help="tempo written to the files")
     p.add_argument("--model", help="exported model folder (default: the shipped model)")
@@ -45,6 +47,13 @@ def add_parser(sub, positive_int, nonneg_float, bpm) -> None:
     p.add_argument("--wav", action="store_true", help="also render each groove to a 16-bit 44.1 kHz WAV (built-in kit)")
     p.add_argument("--soundfont", metavar="FILE.sf2", type=sound.soundfont_arg, help="render the WAVs with this General MIDI SoundFont (implies --wav; needs the audio extra)")
     p.set_defaults(func=run)
+
+
+def have_matplotlib() -> bool:
+    """Checked before anything is written (the runtime install has no matplotlib)."""
+    from importlib.util import find_spec
+
+    return find_spec("matplotlib") is not None
 
 
 def add_styles_parser(sub) -> None:
@@ -81,32 +90,58 @@ def draw_png(pattern: drums.Pattern, path: Path, title: str) -> None:
     ax.set_xlabel("sixteenth step")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, dpi=80, format="png")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+
+
+def read_clip(path: str) -> drums.Pattern:
+    """A clip for --interpolate; errors name the file."""
+    if not Path(path).exists():
+        raise SampleError(f"clip {path} does not exist")
+    try:
+        return midifile.read_pattern(path)
+    except midifile.MidiReadError as e:
+        raise SampleError(f"clip {path}: {e}") from None
 
 
 def run(a) -> int:
     from performer.engine import Engine
 
-    out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        raise SampleError(f"--out {out} exists and is not a folder")
+    # Everything that can fail is checked before the folder is made or a file written.
+    out = paths.check_dir(a.out, "--out")
+    if a.png and not have_matplotlib():
+        raise SampleError("--png needs matplotlib, which this install lacks: pip install matplotlib (or leave out --png)")
     engine = Engine.load(a.model)
     engine.style_index(a.style)  # an unknown style fails here, before anything is written
     if a.fill and not engine.has_fills:
         raise SampleError(f"the model in {engine.folder} has no fills (it was trained without GMD's fill clips)")
-    out.mkdir(parents=True, exist_ok=True)
+    clips = [read_clip(c) for c in a.interpolate] if a.interpolate else []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = _generate(engine, clips, out, a)
+    except OSError as e:
+        raise SampleError(f"cannot write into {out}: {e.strerror or e}") from None
+    for w in written:
+        print(f"  {w}")
+    return 0
+
+
+def _generate(engine, clips: list[drums.Pattern], out: Path, a) -> list[Path]:
     written: list[Path] = []
-    if a.interpolate:
+    if clips:
         temp = 0.0 if a.temperature is None else a.temperature
-        for clip in a.interpolate:
-            if not Path(clip).exists():
-                raise SampleError(f"clip {clip} does not exist")
-        za, zb = (engine.encode(midifile.read_pattern(c)) for c in a.interpolate)
+        za, zb = (engine.encode(c) for c in clips)
         seed = a.seed if a.seed is not None else 0
         for i, z in enumerate(engine.slerp(za, zb, a.steps)):
             p = engine.sample(z=z, temperature=temp, seed=seed, style=a.style, fill=a.fill)
-            written.append(_write(p, out / f"morph_{i:02d}.mid", a, f"morph {i + 1}/{a.steps}"))
+            written += _write(p, out / f"morph_{i:02d}.mid", a, f"morph {i + 1}/{a.steps}")
         print(f"morph {a.interpolate[0]} -> {a.interpolate[1]} in {a.steps} grooves (temperature {temp})")
     else:
         temp = engine.default_temperature if a.temperature is None else a.temperature
@@ -115,20 +150,19 @@ def run(a) -> int:
         for i in range(a.n):
             p = engine.sample(temperature=temp, seed=seed + i, style=a.style, fill=a.fill)
             title = f"seed {seed + i}, {style}{', fill in bar 4' if a.fill else ''}, temperature {temp}"
-            written.append(_write(p, out / f"groove_{seed + i}.mid", a, title))
+            written += _write(p, out / f"groove_{seed + i}.mid", a, title)
         print(f"{a.n} grooves, style {style}{', fills' if a.fill else ''}, seeds {seed}..{seed + a.n - 1}, "
               f"temperature {temp}, {a.bpm:g} BPM")
-    for w in written:
-        print(f"  {w}")
-        if a.wav or a.soundfont:
-            print(f"  {w.with_suffix('.wav')}")
-    return 0
+    return written
 
 
-def _write(p: drums.Pattern, path: Path, a, title: str) -> Path:
+def _write(p: drums.Pattern, path: Path, a, title: str) -> list[Path]:
     midifile.write_pattern(p, path, bpm=a.bpm, quantize=a.quantize)
+    written = [path]
     if a.png:
         draw_png(p, path.with_suffix(".png"), title)
+        written.append(path.with_suffix(".png"))
     if a.wav or a.soundfont:  # rendered from the file just written, so audio and MIDI agree
         sound.midi_to_wav(path, path.with_suffix(".wav"), p.steps * 60 / a.bpm / drums.STEPS_PER_BEAT, a.soundfont)
-    return path
+        written.append(path.with_suffix(".wav"))
+    return written

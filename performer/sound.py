@@ -409,12 +409,16 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(audio.shape[1])
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    tmp.replace(path)
+    try:
+        with wave.open(str(tmp), "wb") as w:
+            w.setnchannels(audio.shape[1])
+            w.setsampwidth(2)
+            w.setframerate(sample_rate)
+            w.writeframes(pcm.tobytes())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a half file beside the grooves
+        raise
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:

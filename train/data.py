@@ -9,6 +9,7 @@ so the cache stays small (a class index and two float16 arrays per step).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -266,7 +267,14 @@ def preprocess(folder: str | Path, cache_dir: str | Path | None = None) -> tuple
             f"no 4-bar drum windows in {folder}: {summary.files_seen} files listed, "
             f"{summary.files_used} usable ({reasons})"
         )
-    _save_cache(cache, tracks, summary)
+    try:
+        _save_cache(cache, tracks, summary)
+    except OSError as e:
+        # the tracks are in memory: a cache that cannot be written only costs the next run time
+        log.warning("cannot write the preprocessing cache %s (%s); going on without it", cache, e.strerror or e)
+        for tmp in (cache / f"{s}.tmp.npz" for s in SPLITS):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     summary.seconds = time.perf_counter() - t0
     return tracks, summary
 

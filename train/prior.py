@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 PRIOR = "prior.npz"
-COMPONENTS = 16  # per style; chosen on validation by benchmarks/prior_choice.py
+COMPONENTS = 64  # at most, per style; chosen on validation by benchmarks/prior_choice.py (runs/default:
+#                 mean feature overlap 0.71 with N(0, I), 0.82 at K=16, 0.86 at K=64; near copies 0 %, 1.3 %, 3.5 %)
 MIN_PER_COMPONENT = 40  # a style with few windows gets fewer components (at least 1)
 VAR_FLOOR = 1e-2  # smallest per-dimension variance of a component (keeps it a density)
 
@@ -48,7 +49,9 @@ def fit(mu: np.ndarray, style: np.ndarray, n_styles: int, components: int = COMP
         weights[s, :k] = gm.weights_
         means[s, :k] = gm.means_
         scales[s, :k] = np.sqrt(gm.covariances_)
-    return {"weights": weights.astype(np.float32), "means": means.astype(np.float32), "scales": scales.astype(np.float32)}
+    # float16 keeps the shipped file small (11 styles x 64 x 256 x 2 values: 0.7 MB); every user
+    # of the arrays (engine, eval) computes with the same rounded values
+    return {"weights": weights.astype(np.float32), "means": means.astype(np.float16), "scales": scales.astype(np.float16)}
 
 
 def draw(prior: dict, style: int, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -56,7 +59,9 @@ def draw(prior: dict, style: int, rng: np.random.Generator, n: int) -> np.ndarra
     w = np.asarray(prior["weights"][style], np.float64)
     k = rng.choice(len(w), size=n, p=w / w.sum())
     eps = rng.standard_normal((n, prior["means"].shape[-1])).astype(np.float32)
-    return (prior["means"][style][k] + prior["scales"][style][k] * eps).astype(np.float32)
+    means = np.asarray(prior["means"][style], np.float32)
+    scales = np.asarray(prior["scales"][style], np.float32)
+    return (means[k] + scales[k] * eps).astype(np.float32)
 
 
 def save(prior: dict, path: Path) -> None:

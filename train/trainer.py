@@ -17,6 +17,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, losses
 from train.data import WindowSet, preprocess, style_counts
 from train.evaluate import features
+from train.prior import PRIOR
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +88,22 @@ def setup_distributed() -> Dist:
 
 def atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a half file behind
+        raise
 
 
 def atomic_write_text(text: str, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_run_config(run: Path) -> RunConfig:
@@ -105,6 +116,12 @@ def load_run_config(run: Path) -> RunConfig:
         raise TrainError(f"{p} is not a valid run config: {e}") from None
 
 
+def _reason(e: Exception) -> str:
+    """The first sentence of torch's (often many-line) load error: the rest is advice for developers."""
+    text = str(e).strip()
+    return (text.splitlines()[0].split(". ")[0] if text else "") or type(e).__name__
+
+
 def load_model(run: Path, weights: str = WEIGHTS) -> tuple[GrooveVAE, RunConfig]:
     """Rebuild the model from the run folder alone (config + weights)."""
     cfg = load_run_config(run)
@@ -115,7 +132,7 @@ def load_model(run: Path, weights: str = WEIGHTS) -> tuple[GrooveVAE, RunConfig]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise TrainError(f"cannot read {path}: {e}") from None
+        raise TrainError(f"{path} is not a readable weights file ({_reason(e)}); is it cut short?") from None
     state = state.get("model", state)
     try:
         model.load_state_dict({k: v.float() for k, v in state.items()})
@@ -270,7 +287,10 @@ def warm_start(model: GrooveVAE, run: Path) -> int:
     path = Path(run) / WEIGHTS
     if not path.exists():
         raise TrainError(f"cannot start from {run}: it has no {WEIGHTS}")
-    old = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        old = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a cut or foreign file: torch raises many types
+        raise TrainError(f"cannot start from {run}: cannot read {path} ({_reason(e)})") from None
     n = 0
     for k, t in model.state_dict().items():
         if k not in old:
@@ -314,6 +334,137 @@ def validate(model: GrooveVAE, ws: WindowSet, cfg: RunConfig, dev: torch.device,
     return out
 
 
+RUN_FILES = frozenset({CONFIG, CHECKPOINT, WEIGHTS, METRICS, ATTRIBUTES, PRIOR, "eval"})
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "best")
+WEIGHTS_DIGEST = "weights_sha256"  # in attributes.json: the model.pt the vectors were computed from
+
+
+class TrainInterrupted(TrainError):
+    """Stopped by a signal after saving a checkpoint; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, msg: str, exit_code: int) -> None:
+        super().__init__(msg)
+        self.exit_code = exit_code
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and isinstance(d.get("model"), dict) and isinstance(d.get("train"), dict)
+
+
+def check_run_folder(run: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any data is read or any file written, what would clobber the user's work.
+
+    A finished run (model.pt with or without checkpoint.pt) is continued only
+    with ``resume`` and started again only with ``overwrite``; a folder holding
+    anything that is not a run's file is never trained into without
+    ``overwrite``. Looking only for checkpoint.pt (as before) let a new run
+    replace a finished run's model.pt and a user's own config.json.
+    """
+    if cfg.train.seed < 0:
+        raise TrainError(f"seed {cfg.train.seed} must be 0 or more")
+    if resume and overwrite:
+        raise TrainError("--resume continues a run and --overwrite starts it again: give one")
+    if run.exists() and not run.is_dir():
+        raise TrainError(f"--run {run} exists and is not a folder")
+    if resume:
+        if not (run / CHECKPOINT).exists():
+            raise TrainError(f"nothing to resume: {run / CHECKPOINT} does not exist")
+        return
+    names = {p.name for p in run.iterdir() if not p.name.endswith(".tmp")} if run.exists() else set()
+    if not names or overwrite:
+        return
+    foreign = sorted(names - RUN_FILES)
+    if CONFIG in names and not _is_run_config(run / CONFIG):
+        foreign.insert(0, CONFIG)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise TrainError(
+            f"{run} is not a run folder (it holds {shown}); give a new or empty --run folder, "
+            "or --overwrite to train into it anyway"
+        )
+    raise TrainError(
+        f"{run} already holds a run; use --resume to continue it, --overwrite to start it again, "
+        "or another --run folder"
+    )
+
+
+def clear_run(run: Path) -> None:
+    """--overwrite: remove the old run's files (only ours), so nothing of it is appended to or kept."""
+    for name in (CHECKPOINT, WEIGHTS, METRICS, ATTRIBUTES, PRIOR):
+        (run / name).unlink(missing_ok=True)
+
+
+def load_checkpoint(run: Path, steps: int, device) -> dict:
+    """The checkpoint to resume from, checked: readable, complete, and not already finished."""
+    path = run / CHECKPOINT
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # torch raises many types for a cut or foreign file
+        raise TrainError(
+            f"cannot read the checkpoint {path} ({_reason(e)}); it may be cut short: "
+            "start again with --overwrite, or use another --run folder"
+        ) from None
+    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+        raise TrainError(f"{path} is not a checkpoint of this program (it lacks {', '.join(CHECKPOINT_KEYS)})")
+    if ck["step"] >= steps:
+        raise TrainError(
+            f"{run} finished at step {ck['step']} of {steps}; to train on, --resume with --steps above {ck['step']}"
+        )
+    return ck
+
+
+def write_attributes(run: Path, model: GrooveVAE, windows) -> dict:
+    """Attribute vectors of ``model`` (the model.pt in ``run``), stored with that file's digest.
+
+    Always recomputed at the end of training (not only when missing): after
+    --resume or --overwrite the old vectors belong to other weights. Export
+    checks the digest and recomputes on a mismatch.
+    """
+    attrs = compute_attributes(model, windows)
+    atomic_write_text(json.dumps({**attrs, WEIGHTS_DIGEST: weights_digest(run)}), run / ATTRIBUTES)
+    return attrs
+
+
+def catch_stop_signals(flag: dict) -> dict:
+    """SIGINT/SIGTERM set ``flag["signal"]``; the loop then checkpoints and stops.
+
+    A signal mid-step must not lose the steps since the last checkpoint (up to
+    ckpt_every of them). A second signal stops at once (KeyboardInterrupt), for
+    a user who will not wait. Only the main thread can install handlers.
+    Returns the old handlers, for restore_signals.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        if flag.get("signal"):
+            raise KeyboardInterrupt
+        flag["signal"] = signum
+
+    return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signals(old: dict) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+def _signalled(flag: dict, dist: Dist) -> int:
+    """The signal that stops the run (0: none), the same on every rank so none waits alone."""
+    sig = int(flag.get("signal") or 0)
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        t = torch.tensor([sig], device=dist.device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        sig = int(t.item())
+    return sig
+
+
 def train(
     data: str | Path,
     run: str | Path,
@@ -322,19 +473,26 @@ def train(
     cache_dir: str | Path | None = None,
     on_progress: Callable[[int, int, dict], None] | None = None,
     on_summary: Callable[[list[str]], None] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train (or resume) a run. Raises TrainError / DataError."""
+    """Train (or resume) a run. Raises TrainError / DataError.
+
+    ``overwrite``: start again in a folder that holds a run or other files
+    (the old run's files are removed). A SIGINT/SIGTERM saves a checkpoint and
+    raises TrainInterrupted.
+    """
     run = Path(run)
     dist = setup_distributed()
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    if resume:
-        # the caller passes the run's saved config (see load_run_config), maybe with more steps
-        if not (run / CHECKPOINT).exists():
-            raise TrainError(f"nothing to resume: {run / CHECKPOINT} does not exist")
-    elif (run / CHECKPOINT).exists():
-        raise TrainError(f"{run} already holds a run; use --resume or another --run folder")
+    check_run_folder(run, cfg, resume, overwrite)
+    if dist.world > 1:  # every rank has looked before rank 0 writes the first file
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    # the caller passes the run's saved config on resume (see load_run_config), maybe with more steps
+    ck = load_checkpoint(run, tc.steps, dist.device) if resume else None
 
     tracks, summary = preprocess(data, cache_dir)
     if on_summary and dist.main:
@@ -355,8 +513,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.steps, eta_min=tc.lr_min)
     step, best = 0, math.inf
-    if resume:
-        ck = torch.load(run / CHECKPOINT, map_location=dist.device, weights_only=False)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -366,6 +523,8 @@ def train(
             _truncate_metrics(run / METRICS, step)
     elif dist.main:
         run.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            clear_run(run)
         d = cfg.to_dict()
         d["data"] = {"folder": summary.folder, "source": summary.source, "windows": summary.windows,
                      "fill_windows": summary.fill_windows, "style_windows": style_counts(tracks["train"])}
@@ -396,6 +555,8 @@ def train(
             metrics_f.write(json.dumps(rec) + "\n")
             metrics_f.flush()
 
+    stop: dict = {}
+    old_handlers = catch_stop_signals(stop)
     try:
         model.train()
         while step < tc.steps:
@@ -448,18 +609,24 @@ def train(
                     atomic_save(sd, run / WEIGHTS)
             if step % tc.ckpt_every == 0 or step == tc.steps:
                 checkpoint()
+            sig = _signalled(stop, dist)
+            if sig:
+                checkpoint()
+                raise TrainInterrupted(
+                    f"stopped at step {step} of {tc.steps} by {signal.Signals(sig).name}, checkpoint saved; "
+                    f"resume with: drum-performer train --data {data} --run {run} --resume",
+                    128 + sig,
+                )
     finally:
+        restore_signals(old_handlers)
         if metrics_f:
             metrics_f.close()
         if dist.world > 1:
             import torch.distributed as tdist
 
             tdist.destroy_process_group()
-    if dist.main and not (run / ATTRIBUTES).exists() and (run / WEIGHTS).exists():
-        best_model, _ = load_model(run)
-        attrs = compute_attributes(best_model, train_ws)
-        atomic_write_text(json.dumps(attrs), run / ATTRIBUTES)
     if dist.main and (run / WEIGHTS).exists():
         best_model, _ = load_model(run)
+        write_attributes(run, best_model, train_ws)
         write_prior(run, best_model, train_ws)
     return TrainResult(last, model, dist.rank)
