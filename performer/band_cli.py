@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model import drums
+from model import drums, paths
 from model.errors import DrumPerformerError
 
 DRUM_CHANNEL = 9  # mido numbers channels from 0: General MIDI drums are channel 10
@@ -260,13 +260,13 @@ def humanize_file(engine, src: str | Path, dst: str | Path, temperature: float =
 def run_humanize(a) -> int:
     from performer.engine import Engine
 
-    out = Path(a.out)
-    if out.is_dir():
-        raise ClipError(f"--out {out} is a folder; give a file name")
-    if not out.parent.is_dir():
-        raise ClipError(f"--out folder {out.parent} does not exist")
+    out = paths.check_file(a.out, "--out")
     engine = Engine.load(a.model)
-    s = humanize_file(engine, a.clip, out, a.temperature, a.seed, a.bpm)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        s = humanize_file(engine, a.clip, out, a.temperature, a.seed, a.bpm)
+    except OSError as e:
+        raise ClipError(f"cannot write {out}: {e.strerror or e}") from None
     if s["padded"]:
         print("clip shorter than a bar: humanized as a padded bar")
     print(f"humanized {s['notes']} drum notes ({s['hits']} hits, {s['chunks']} x 4 bars) -> {out}")
@@ -281,22 +281,25 @@ def run_drumify(a) -> int:
     from performer import band
     from performer.engine import Engine
 
-    out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        raise ClipError(f"--out {out} exists and is not a folder")
+    out = paths.check_dir(a.out, "--out")
     pos, vel, clip_bpm, length = read_onsets(a.clip, a.channel)
     taps, note = taps_from_onsets(pos, vel, length)
     engine = Engine.load(a.model)
     pats = band.drumify(engine, taps, a.n, a.seed, a.temperature, on_onsets=a.on_onsets)
-    out.mkdir(parents=True, exist_ok=True)
     bpm = a.bpm or clip_bpm
+    written = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for i, p in enumerate(pats):
+            written.append(out / f"drumify_{a.seed + i}.mid")
+            midifile.write_pattern(p, written[-1], bpm=bpm, quantize=a.quantize)
+    except OSError as e:
+        raise ClipError(f"cannot write into {out}: {e.strerror or e}") from None
     if note:
         print(note)
     print(f"{a.n} drum parts from {int(taps[:, 0].sum())} onsets of {a.clip}, seeds {a.seed}..{a.seed + a.n - 1}, {bpm:g} BPM")
-    for i, p in enumerate(pats):
-        path = out / f"drumify_{a.seed + i}.mid"
-        midifile.write_pattern(p, path, bpm=bpm, quantize=a.quantize)
-        print(f"  {path}")
+    for w in written:
+        print(f"  {w}")
     return 0
 
 
