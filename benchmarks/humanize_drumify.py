@@ -209,7 +209,43 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(text + "\n")
+        Path(a.json).with_suffix(".md").write_text(markdown(rep))
     return 0
+
+
+def markdown(rep: dict) -> str:
+    """The figures as tables (humanize per voice, swing, drumify F1, latency)."""
+    h = rep["humanize"]
+    out = [f"# Humanize and drumify on the GMD test windows ({h['windows']} windows, model {rep['model_name']})", "",
+           "## Humanize (quantised -> humanized vs the real performance; baselines: per-voice mean velocity, no offsets)",
+           "", "| voice | hits | velocity MAE model | baseline | ratio | timing MAE model (ms) | baseline | ratio |",
+           "|---|---|---|---|---|---|---|---|"]
+    rows = [("all", {"hits": h["hits"], **{k: h[k] for k in ("velocity_mae_model", "velocity_mae_baseline")},
+                     "timing_mae_model_ms": h["timing_mae_model_ms"], "timing_mae_baseline_ms": h["timing_mae_baseline_ms"]})]
+    for name, r in [*rows, *h["per_voice"].items()]:
+        out.append(f"| {name} | {r['hits']} | {r['velocity_mae_model']:.2f} | {r['velocity_mae_baseline']:.2f} | "
+                   f"{r['velocity_mae_model'] / r['velocity_mae_baseline']:.3f} | {r['timing_mae_model_ms']:.2f} | "
+                   f"{r['timing_mae_baseline_ms']:.2f} | {r['timing_mae_model_ms'] / r['timing_mae_baseline_ms']:.3f} |")
+    out += ["", "Velocity in MIDI units (0..127), timing in ms at 120 BPM.", "",
+            "| swing (offbeat minus beat offset, ms) | data | model | per-window corr | per-window MAE model | baseline (0) |",
+            "|---|---|---|---|---|---|"]
+    for k in ("8th", "16th"):
+        sw = h[f"swing_{k}"]
+        out.append(f"| {k} | {sw['data_ms']:.2f} | {sw['model_ms']:.2f} | {sw['per_window_corr']:.3f} | "
+                   f"{sw['per_window_mae_model_ms']:.2f} | {sw['per_window_mae_baseline_ms']:.2f} |")
+    if "drumify" in rep:
+        out += ["", "## Drumify (flattened to one voice, channel 1, read back as MIDI; hit F1 vs the real drums)", "",
+                "| temperature | drumify F1 | --on-onsets F1 | unconditioned F1 | ratio | ratio --on-onsets |",
+                "|---|---|---|---|---|---|"]
+        for d in rep["drumify"].values():
+            out.append(f"| {d['temperature']:g} | {d['drumify_f1_mean']:.3f} | {d['drumify_on_onsets_f1_mean']:.3f} | "
+                       f"{d['unconditioned_f1_mean']:.3f} | {d['f1_ratio']:.2f} | "
+                       f"{d['drumify_on_onsets_f1_mean'] / d['unconditioned_f1_mean']:.2f} |")
+        lat = rep["latency"]
+        out += ["", f"Decode latency, batch 1, one thread, alternating blocks ({lat['iters']} each): sampled "
+                f"median {lat['sampled']['median_ms']:.2f} ms (p99 {lat['sampled']['p99_ms']:.2f}), drumified "
+                f"(tap encoder + decode) median {lat['drumified']['median_ms']:.2f} ms (p99 {lat['drumified']['p99_ms']:.2f})."]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

@@ -147,3 +147,19 @@ def test_cli_humanize_bad_input_one_line_nothing_written(tmp_path, case):
     r = run_cli("humanize", str(clip), "--out", str(out))
     assert_one_line_error(r, needle)
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_humanize_and_drumify_paths_never_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    clip = _clip(tmp_path / "in.mid", _beat(1))
+    code = (
+        "import sys; from performer import cli, band, band_cli; "
+        f"rc = cli.main(['humanize', {str(clip)!r}, '--out', {str(tmp_path / 'o.mid')!r}]); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.stdout.strip().splitlines()[-1] == "0 False", p.stderr
