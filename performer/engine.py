@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from model import drums
-from model.config import SAMPLE_TEMPERATURE
+from model.config import FILL_STRENGTH, SAMPLE_TEMPERATURE
 from model.errors import DrumPerformerError
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ class Engine:
         fills = None
         if fill:
             fills = np.zeros((1, drums.BARS), np.float32)
-            fills[0, -1] = 1.0
+            fills[0, -1] = FILL_STRENGTH
         c, v, o = self.decode(z, temperature, noise, mask, s_idx, fills)
         pattern = drums.Pattern.from_classes(c[0], v[0], o[0])
         if lock is not None:

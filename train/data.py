@@ -29,7 +29,7 @@ from model.errors import DrumPerformerError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-CACHE_VERSION = 2  # bump when the representation changes (2: per-track style, kind, session)
+CACHE_VERSION = 3  # bump when the representation changes (2: per-track style, kind, session; 3: fill window count)
 ANY_STYLE = "any"  # style of a file without a genre (a folder without info.csv); style index 0
 FILL_CONTEXTS = 4  # training windows per GMD fill clip: different 3-bar grooves before the fill bar
 MIDI_SUFFIXES = (".mid", ".midi")

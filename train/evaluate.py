@@ -341,8 +341,10 @@ def fill_check(backend: Backend, windows, train_windows, temperature: float, see
     from train import judges
 
     judge = judges.Softmax.fit(*judges.fill_training_bars(train_windows, np.random.default_rng(seed)), ("beat", "fill"))
+    from model.config import FILL_STRENGTH
+
     fill = np.zeros(drums.BARS, np.float32)
-    fill[-1] = 1.0
+    fill[-1] = FILL_STRENGTH  # what the product feeds
     out = {}
     for name, f in (("with_fill", fill), ("without_fill", None)):
         rng = np.random.default_rng((seed, 3))  # the same z and noise for both
