@@ -145,12 +145,13 @@ def contribution_errors_ms(mid: Path, wav: Path) -> np.ndarray:
 
     audio, sr = sound.read_wav(wav)
     notes = midi_notes(mid, sr)
-    ring = max(len(v.hard) for v in sound.synth_kit().values())  # the longest voice
     look = int(SEARCH_S * sr)
     errs = []
     for k, (frame, _, _) in enumerate(notes):
-        # only the notes still sounding near note k matter: render from one voice length before it
-        start = max(0, frame - ring - look)
+        # render every earlier note too, from the file's start: with many ringing cymbals the
+        # renderer drops its oldest voices (MAX_VOICES), and a render that began later would keep
+        # voices the file's render had dropped and differ from the start of the window
+        start = 0
         a, b = max(0, frame - look), min(len(audio), frame + look)
         r = sound.Renderer()
         r.frame = start

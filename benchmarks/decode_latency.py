@@ -60,6 +60,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from model.sampling import gumbel
     from performer.engine import Engine
     from train import trainer
 
@@ -74,8 +75,7 @@ def main(argv=None) -> int:
 
     def inputs(b):
         z = rng.standard_normal((b, cfg.model.z)).astype(np.float32)
-        u = rng.random((b, T, C), dtype=np.float32).clip(1e-9, 1 - 1e-7)
-        return z, -np.log(-np.log(u))
+        return z, gumbel(rng, (b, T, C))
 
     # same weights: identical choices on the same z and noise
     z, nz = inputs(4)

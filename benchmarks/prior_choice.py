@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from model.sampling import gumbel
 from performer.engine import Engine
 from train import data, evaluate, prior
 
@@ -40,7 +41,7 @@ def decode_hits(engine: Engine, z: np.ndarray, temperature: float, rng: np.rando
     out = []
     for a in range(0, len(z), batch):
         zz = z[a : a + batch]
-        noise = evaluate.gumbel_noise(rng, (len(zz), 64, 512))
+        noise = gumbel(rng, (len(zz), 64, 512))
         c, _, _ = engine.decode(zz, temperature, noise, style=style)
         out.append(c)
     from model import drums

@@ -7,6 +7,10 @@ Exported folder (the only thing the performer reads):
 * ``encoder.onnx``  classes (B, T) int64, velocity (B, T, V), offset (B, T, V) -> mu, logvar (B, Z)
 * ``model.json``    vocabulary, sizes, attribution, metrics, attribute vectors, file hashes
 
+The folder's contract (names, format, fields, graph inputs and outputs) is
+:mod:`model.bundle`, the same module the engine reads it with; a new folder
+is checked by the engine's own loader before it replaces anything.
+
 Weights are stored as float16 where that is exact (the run's weights are
 float16 already) and cast to float32 inside the graph, so the files are half
 the size and torch vs ONNX Runtime parity is unaffected. Export writes into a
@@ -15,7 +19,6 @@ temporary folder and renames it into place only after parity passes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -28,16 +31,16 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export.graphs import EncoderGraph, Sampler, condition_inputs
-from model import drums, paths
-from model.config import SAMPLE_TEMPERATURE
+from model import bundle, drums, paths
+from model.bundle import ENCODER, SAMPLER
+from model.bundle import META as META  # noqa: I001 (exporter.META, like .SAMPLER/.ENCODER, for callers)
 from model.errors import DrumPerformerError
 from model.vae import GrooveVAE, gumbel
+from performer import engine as runtime
 from train import trainer
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-SAMPLER, ENCODER, META = "sampler.onnx", "encoder.onnx", "model.json"
 OPSET = 17
 PARITY_ATOL = 1e-4
 GMD_ATTRIBUTION = (
@@ -152,23 +155,10 @@ def _default_mask(model: onnx.ModelProto, steps: int, classes: int) -> None:
     )
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> dict:
     """torch vs ONNX Runtime on random z and noise (T=1, T=0 and a masked case)."""
     c = model.config
-    sess_s, sess_e = _session(folder / SAMPLER), _session(folder / ENCODER)
+    sess_s, sess_e = runtime.session(folder / SAMPLER), runtime.session(folder / ENCODER)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, c.z, generator=g)
     noise = gumbel((n, c.steps, c.num_classes), generator=g)
@@ -210,27 +200,7 @@ def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> 
     return report
 
 
-MODEL_FILES = frozenset({SAMPLER, ENCODER, META, trainer.PRIOR})  # every file export may write
-
-
-def is_model_folder(folder: Path) -> bool:
-    """A folder this exporter wrote: our model.json and nothing but our files.
-
-    Only such a folder may be replaced: ``--out`` pointed at a user's folder, a
-    run folder or ``.`` must never be emptied (issue 11).
-    """
-    try:
-        names = {p.name for p in folder.iterdir()}
-        meta = json.loads((folder / META).read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        names <= MODEL_FILES
-        and isinstance(meta, dict)
-        and meta.get("format") == FORMAT
-        and isinstance(meta.get("files"), dict)
-        and "vocabulary" in meta
-    )
+is_model_folder = bundle.is_model_folder  # only such a folder may be replaced by an export
 
 
 def check_out(out: Path, run: Path) -> Path:
@@ -295,15 +265,15 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
         parity = check_parity(model, tmp)
         if not parity["ok"]:
             raise ExportError(f"torch vs ONNX Runtime parity failed, nothing written: {parity}")
-        meta = _metadata(run, cfg, attrs, parity, eval_json)
-        files = [SAMPLER, ENCODER]
         if latent_prior is not None:
             from train import prior
 
-            prior.save({k: latent_prior[k] for k in prior.ARRAYS}, tmp / prior.PRIOR)
-            files.append(prior.PRIOR)
-        meta["files"] = {n: _sha256(tmp / n) for n in files}
-        (tmp / META).write_text(json.dumps(meta, indent=1))
+            prior.save({k: latent_prior[k] for k in prior.ARRAYS}, tmp / bundle.PRIOR)
+        try:  # checksums of every file present (the prior too), then the engine's own checks
+            meta = bundle.write(tmp, _metadata(run, cfg, attrs, parity, eval_json))
+            runtime.verify(tmp)
+        except (bundle.BundleError, runtime.EngineError) as e:
+            raise ExportError(f"the exported folder fails the engine's checks, nothing written: {e}") from None
         _replace(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -345,21 +315,14 @@ def _metadata(run: Path, cfg, attrs: dict, parity: dict, eval_json) -> dict:
         metrics = {k: rep[k] for k in ("recon_accuracy", "teacher_forced_accuracy", "hit_f1", "sample_oa", "kl", "velocity_mae", "offset_mae") if k in rep}
         metrics["split"] = rep.get("split")
     return {
-        "format": FORMAT,
+        "format": bundle.FORMAT,
         "name": run.name,
-        "vocabulary": {
-            "voices": list(drums.VOICES),
-            "output_pitches": list(drums.OUTPUT_PITCHES),
-            "num_classes": drums.NUM_CLASSES,
-            "steps": drums.STEPS,
-            "steps_per_bar": drums.STEPS_PER_BAR,
-            "bars": drums.BARS,
-        },
+        "vocabulary": bundle.vocabulary(),
         "z_size": cfg.model.z,
         "styles": list(cfg.model.styles),  # style input i+1 = styles[i]; 0 = "any"
         "fills": bool(cfg.model.fills),  # the sampler has a per-bar fill input
         "style_windows": {k: v for k, v in data.get("style_windows", {}).items() if k in cfg.model.styles},
-        "temperature": {"default": SAMPLE_TEMPERATURE, "min": 0.0, "max": 2.0},
+        "temperature": bundle.temperature(),
         "preset": cfg.preset,
         "model_config": runcfg.get("model", {}),
         "training": {

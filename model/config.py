@@ -89,11 +89,31 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        known_m = {f.name for f in dataclasses.fields(ModelConfig)}
-        known_t = {f.name for f in dataclasses.fields(TrainConfig)}
-        m = {k: v for k, v in d.get("model", {}).items() if k in known_m}
-        t = {k: v for k, v in d.get("train", {}).items() if k in known_t}
-        return cls(preset=d.get("preset", "custom"), model=ModelConfig(**m), train=TrainConfig(**t))
+        """The inverse of :meth:`to_dict`. An unknown key raises ValueError (one line naming it):
+        a misspelt setting silently ignored would train or export another model than asked."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run config is a JSON object, not {type(d).__name__}")
+        _unknown("", d, RUN_KEYS)
+        parts = {}
+        for key, kind in (("model", ModelConfig), ("train", TrainConfig)):
+            sub = d.get(key, {})
+            if not isinstance(sub, dict):
+                raise ValueError(f"{key!r} must be an object, not {type(sub).__name__}")
+            _unknown(f"{key}.", sub, {f.name for f in dataclasses.fields(kind)})
+            parts[key] = kind(**sub)
+        return cls(preset=d.get("preset", "custom"), **parts)
+
+
+# Top-level keys of a run's config.json: RunConfig's fields, and "data", which the trainer adds
+# (the dataset folder, its source and window counts) for export and eval to read.
+RUN_KEYS = frozenset({"preset", "model", "train", "data"})
+
+
+def _unknown(prefix: str, d: dict, known) -> None:
+    extra = sorted(str(k) for k in d if k not in known)
+    if extra:
+        names = ", ".join(prefix + k for k in extra)
+        raise ValueError(f"unknown setting{'s' if len(extra) > 1 else ''} {names}")
 
 
 # Default sampling temperature of the product (live, sample, eval). Prior samples at 0.5
@@ -138,7 +158,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     "groove": (
         dict(dropout=0.3, input_dropout=0.3, style_embed=16, fills=True),
         dict(
-            lr=3e-4, free_bits=256.0, steps=6000, beta_anneal_steps=1, mix_groups=0.5, drop_voice=0.3,
+            lr=3e-4, free_bits=256.0, steps=3500, beta_anneal_steps=1, mix_groups=0.5, drop_voice=0.3,
             select="val_recon", eval_every=1000, ckpt_every=500, log_every=50, fill_share=0.2,
         ),
     ),

@@ -80,6 +80,8 @@ STEPS = STEPS_PER_BAR * BARS  # 64
 HOP_BARS = 1  # training windows start every bar
 
 OFFSET_MIN, OFFSET_MAX = -0.5, 0.5  # offset range in steps, [min, max)
+LOUD = 0.6  # velocity from which a text grid shows a hit as X rather than x
+GATE_STEPS = 0.5  # note length in steps, in files and live (drums ignore it; DAWs show it)
 
 _BITS = (1 << np.arange(NUM_VOICES)).astype(np.int64)  # (9,)
 
@@ -219,22 +221,27 @@ class Pattern:
             and bool(np.allclose(self.offset, other.offset, atol=atol))
         )
 
+    def row(self, v: int, playhead: int | None = None) -> str:
+        """One voice as text, the one grid notation (grids, the live view, test messages):
+
+        ``X`` a loud hit (velocity >= LOUD), ``x`` a soft one, ``-`` an empty beat,
+        ``.`` an empty 16th, ``|`` between bars; at ``playhead`` ``#`` (hit) or ``^``.
+        """
+        cells = []
+        for t in range(self.steps):
+            if t and t % STEPS_PER_BAR == 0:
+                cells.append("|")
+            if playhead is not None and t == playhead:
+                cells.append("#" if self.hits[t, v] else "^")
+            elif self.hits[t, v]:
+                cells.append("X" if self.velocity[t, v] >= LOUD else "x")
+            else:
+                cells.append("-" if t % STEPS_PER_BEAT == 0 else ".")
+        return "".join(cells)
+
     def grid(self, playhead: int | None = None) -> str:
-        """Text grid, one line per voice, bars separated by '|'."""
-        lines = []
-        for v in range(NUM_VOICES):
-            cells = []
-            for t in range(self.steps):
-                if t and t % STEPS_PER_BAR == 0:
-                    cells.append("|")
-                if self.hits[t, v]:
-                    cells.append("X" if self.velocity[t, v] >= 0.6 else "x")
-                else:
-                    cells.append("-" if t % STEPS_PER_BEAT == 0 else ".")
-                if playhead is not None and t == playhead:
-                    cells[-1] = "#" if self.hits[t, v] else "^"
-            lines.append(f"{VOICE_LABELS[v]} {''.join(cells)}")
-        return "\n".join(lines)
+        """Text grid, one line per voice (its label, then :meth:`row`)."""
+        return "\n".join(f"{VOICE_LABELS[v]} {self.row(v, playhead)}" for v in range(NUM_VOICES))
 
 
 def onsets_to_pattern(

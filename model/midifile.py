@@ -7,7 +7,6 @@ it unless it records or reads clips.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from model import drums
 from model.errors import DrumPerformerError
+from model.fileio import atomic_write
 
 
 class MidiReadError(DrumPerformerError):
@@ -122,19 +122,6 @@ def read_drum_track(path: str | Path, max_bars: int | None = None) -> DrumTrack:
     return DrumTrack(pattern, bpm, unknown)
 
 
-def windows(track: drums.Pattern, hop: int = drums.STEPS_PER_BAR * drums.HOP_BARS) -> np.ndarray:
-    """Cut a long pattern into (N, STEPS, 27) arrays of STEPS steps, dropping silent ones."""
-    arr = track.to_array()  # (T, 27)
-    out = []
-    for start in range(0, arr.shape[0] - drums.STEPS + 1, hop):
-        w = arr[start : start + drums.STEPS]
-        if w[:, : drums.NUM_VOICES].any():
-            out.append(w)
-    if not out:
-        return np.zeros((0, drums.STEPS, 3 * drums.NUM_VOICES), dtype=np.float32)
-    return np.stack(out).astype(np.float32)
-
-
 def read_pattern(path: str | Path) -> drums.Pattern:
     """The first STEPS steps (4 bars) of a drum MIDI file, padded with rests."""
     # two bars beyond the clip: a note pulled early onto bar 5 still has its note-off
@@ -143,9 +130,6 @@ def read_pattern(path: str | Path) -> drums.Pattern:
     if arr.shape[0] < drums.STEPS:
         arr = np.concatenate([arr, np.zeros((drums.STEPS - arr.shape[0], arr.shape[1]), np.float32)])
     return drums.Pattern.from_array(arr)
-
-
-GATE_STEPS = 0.5  # note length written to files, in steps (drums ignore it; DAWs show it)
 
 
 def write_pattern(
@@ -173,18 +157,9 @@ def write_pattern(
                     velocity=drums.velocity_to_midi(vel),
                     pitch=drums.OUTPUT_PITCHES[v],
                     start=start,
-                    end=start + GATE_STEPS * step_s,
+                    end=start + drums.GATE_STEPS * step_s,
                 )
             )
         base += p.steps
     pm.instruments.append(inst)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        pm.write(str(tmp))
-        tmp.replace(path)
-    except BaseException:
-        # a full disk must not leave a 0-byte .tmp beside the user's files
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    atomic_write(path, lambda tmp: pm.write(str(tmp)))

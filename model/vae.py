@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from model import sampling
 from model.config import ModelConfig
 
 
@@ -205,13 +206,14 @@ class GrooveVAE(nn.Module):
 
 
 def gumbel(shape, generator=None) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator).clamp_(1e-9, 1.0 - 1e-9)
+    """Standard Gumbel noise in torch, clipped as :func:`model.sampling.gumbel` is."""
+    u = torch.rand(shape, generator=generator).clamp_(sampling.GUMBEL_LO, sampling.GUMBEL_HI)
     return -torch.log(-torch.log(u))
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(q || N(0, I)) per example, in nats. (B, Z) -> (B,)"""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+    """KL(q || N(0, I)) per example, in nats. (B, Z) -> (B,); the formula is model.sampling's."""
+    return sampling.kl_divergence(mu, logvar, exp=torch.exp)
 
 
 def losses(model: GrooveVAE, batch: dict, beta: float, tc) -> tuple[torch.Tensor, dict]:

@@ -31,16 +31,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-from model import drums, paths
+from model import drums
 from model.errors import DrumPerformerError
 from performer import ports as ports_mod
-from performer.clock import SPP_UNITS, STOP, TICKS_PER_BAR, InternalClock, MidiClock, Transport
+from performer.clock import TICKS_PER_CYCLE, TICKS_PER_STEP, ClockSource, Transport
 from performer.controls import Controller, MidiMap
 from performer.director import Director
+from performer.options import LiveError, LiveOptions, check_record_path, free_path
 from performer.scheduler import Player, Scheduler
+from performer.wiring import PortSink, Recorder, Sink, open_clock, open_sinks
+
+__all__ = ["LiveApp", "LiveError", "LiveOptions", "Recorder", "check_record_path", "free_path"]
 
 log = logging.getLogger(__name__)
 
@@ -53,197 +55,16 @@ PORT_CHECK_INTERVAL = 1.0
 SWITCH_INTERVAL = 0.0005
 
 
-class LiveError(DrumPerformerError):
-    pass
-
-
-@dataclass
-class LiveOptions:
-    port: str | None = None
-    clock_port: str | None = None
-    api: str = "auto"
-    bpm: float | None = None
-    channel: int = 10  # 1..16, GM drums
-    quantize: bool = False
-    swing: float = 0.0  # percent of a 16th that every second 16th is delayed (0..75)
-    seed: int | None = None
-    temperature: float | None = None  # None: the model's default
-    model: str | None = None
-    record: str | None = None
-    map: str | None = None
-    morph_cycles: int = 4
-    start_on_clock: bool = False
-    headless: bool | None = None  # None: headless when there is no terminal
-    latency_ms: float = 0.0
-    spp_units: str = "16ths"  # what the master's Song Position Pointer counts: "16ths" (the spec) or "clocks" (Ardour)
-
-    def validate(self) -> None:
-        if not 1 <= self.channel <= 16:
-            raise LiveError(f"--channel {self.channel} must be 1..16")
-        if not 0 <= self.swing <= 75:
-            raise LiveError(f"--swing {self.swing:g} must be 0..75 (percent of a 16th)")
-        if self.bpm is not None and not 20 <= self.bpm <= 400:
-            raise LiveError(f"--bpm {self.bpm:g} must be 20..400")
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise LiveError(f"--temperature {self.temperature} must be a number >= 0")
-        if not 1 <= self.morph_cycles <= 16:
-            raise LiveError(f"--morph-cycles {self.morph_cycles} must be 1..16")
-        if not -50 <= self.latency_ms <= 50:
-            raise LiveError(f"--latency-ms {self.latency_ms:g} must be -50..50")
-        if self.spp_units not in SPP_UNITS:
-            raise LiveError(f"--spp-units {self.spp_units!r} must be one of {', '.join(SPP_UNITS)}")
-        if self.api not in ports_mod.API_CHOICES:
-            raise LiveError(f"--api {self.api!r} must be one of {', '.join(ports_mod.API_CHOICES)}")
-        if self.seed is not None and not 0 <= self.seed < 2**32 - 10_000:
-            raise LiveError(f"--seed {self.seed} must be 0..{2**32 - 10_001}")
-        if self.record is not None:
-            self.record = str(check_record_path(self.record))
-
-
-# --- recording -------------------------------------------------------------------------------
-
-
-def free_path(path: Path) -> Path:
-    """``path`` if nothing is there, else the first free ``stem-2.ext``, ``stem-3.ext``, ...
-
-    A numbered name rather than an overwrite flag: a take is cheap to rename and
-    expensive to lose, and the user is told the name at start and at exit.
-    """
-    if not os.path.lexists(path):
-        return path
-    n = 2
-    while os.path.lexists(path.with_name(f"{path.stem}-{n}{path.suffix}")):
-        n += 1
-    return path.with_name(f"{path.stem}-{n}{path.suffix}")
-
-
-def check_record_path(record: str) -> Path:
-    """The file ``--record`` will write, checked before the performance starts.
-
-    Everything that would make the write fail at exit is refused now, so a take
-    is never played and then lost: an empty name, a folder, a missing or
-    unwritable parent, a parent that is a file, a target that is not a regular
-    file (a FIFO or device node: the atomic rename would replace it). An
-    existing file is kept: the take goes to a numbered name beside it.
-    """
-    if not record.strip():
-        raise LiveError("--record needs a file name, like take1.mid")
-    p = Path(record).expanduser()
-    if p.is_dir():
-        raise LiveError(f"--record {p} is a folder; give a file name like take1.mid")
-    paths.check_file(record, "--record")  # a file in the way, a read-only folder
-    if not p.parent.is_dir():
-        raise LiveError(f"--record {p}: folder {p.parent} does not exist")
-    if os.path.lexists(p) and not (p.is_file() and not p.is_symlink()):
-        raise LiveError(f"--record {p} exists and is not a regular file; give a new file name")
-    return free_path(p)
-
-
-def fallback_record_path(path: Path) -> Path:
-    """Where a take goes when its own path cannot be written at exit: the temp folder."""
-    import tempfile
-
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return free_path(Path(tempfile.gettempdir()) / f"drum-performer-{stamp}-{path.name or 'take.mid'}")
-
-
-class Recorder:
-    """What was played, on a timeline of MIDI clocks, written as a Standard MIDI File.
-
-    The first run keeps its song positions (so the file lines up with the
-    DAW's bars when placed at bar 1); each later run (after Stop and
-    Start/Continue) follows the previous material at the next bar line, with
-    its own position within the bar.
-    """
-
-    RESOLUTION = 480  # ticks per quarter in the file: 20 per MIDI clock
-
-    def __init__(self, path: str | Path, channel: int) -> None:
-        self.path = Path(path)
-        self.channel = channel
-        self.events: list[tuple[float, list[int]]] = []
-        self._offset = 0.0
-        self._end = 0.0
-        self._runs = 0
-        self._on_pos: dict[int, float] = {}
-        self.bpm: float | None = None
-
-    def transport(self, ev: Transport) -> None:
-        if ev.kind == STOP:
-            return
-        if self._runs:
-            bar = TICKS_PER_BAR
-            self._offset = math.ceil(self._end / bar) * bar - (ev.pos // bar) * bar
-        self._runs += 1
-
-    def add(self, msg: list[int], pos: float | None, fallback_pos: float) -> None:
-        kind = msg[0] & 0xF0
-        if kind not in (0x80, 0x90):
-            return
-        p = (pos if pos is not None else fallback_pos) + self._offset
-        if kind == 0x90:
-            self._on_pos[msg[1]] = p
-        else:
-            p = max(p, self._on_pos.pop(msg[1], p))  # an off never precedes its on
-        p = max(p, 0.0)
-        self._end = max(self._end, p)
-        self.events.append((p, list(msg)))
-
-    def write(self) -> Path:
-        import mido
-
-        mf = mido.MidiFile(ticks_per_beat=self.RESOLUTION)
-        tr = mido.MidiTrack()
-        mf.tracks.append(tr)
-        tr.append(mido.MetaMessage("track_name", name="drum-performer", time=0))
-        tr.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
-        tr.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(self.bpm or 120.0), time=0))
-        per_clock = self.RESOLUTION / 24
-        now = 0
-        for p, msg in sorted(self.events, key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90)):
-            tick = int(round(p * per_clock))
-            tr.append(mido.Message.from_bytes(msg, time=max(0, tick - now)))
-            now = max(now, tick)
-        tr.append(mido.MetaMessage("end_of_track", time=0))
-        return self.save(mf, self.path)
-
-    def save(self, mf, path: Path) -> Path:
-        """Write atomically to ``path``; never over something that appeared there meanwhile."""
-        if os.path.lexists(path):
-            if path.is_file() and not path.is_symlink():
-                path = free_path(path)
-            else:
-                raise OSError(f"{path} is no longer a regular file")
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            mf.save(str(tmp))
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        self.path = path
-        return path
-
-    def write_somewhere(self) -> tuple[Path, str | None]:
-        """Write the take; if its path fails, to the temp folder. Returns (where, why the first failed)."""
-        try:
-            return self.write(), None
-        except OSError as e:
-            why = e.strerror or str(e)
-            wanted = self.path
-        self.path = fallback_record_path(wanted)
-        return self.write(), f"cannot write {wanted}: {why}"
-
-
 # --- the app -----------------------------------------------------------------------------------
 
 
 class LiveApp:
     """One live performance. ``engine``, ``output``, ``input_port`` and ``inbox`` may be
-    injected (tests, embedding); otherwise the model and the MIDI ports are opened here."""
+    injected (tests, embedding); otherwise the model and the MIDI ports are opened here.
+    ``sinks`` are more outputs, after the port and the recorder (see performer.wiring.Sink)."""
 
     def __init__(self, opts: LiveOptions, *, engine=None, output=None, input_port=None,
-                 inbox: queue.SimpleQueue | None = None, term=None) -> None:
+                 inbox: queue.SimpleQueue | None = None, term=None, sinks: list[Sink] = ()) -> None:
         opts.validate()
         self.opts = opts
         self.engine = engine
@@ -253,14 +74,14 @@ class LiveApp:
         self.term = term
         self._stop = threading.Event()
         self.exit_code = 0
-        self.record_error: str | None = None
         self.help = False
         self.director: Director | None = None
         self.scheduler: Scheduler | None = None
         self.player: Player | None = None
-        self.clock = None
+        self.clock: ClockSource | None = None
+        self.extra_sinks = list(sinks)
+        self.sinks: list[Sink] = []
         self.controller: Controller | None = None
-        self.recorder: Recorder | None = None
         self.seed: int | None = None
         self.log_buffer = None
         self.ready_s: float | None = None
@@ -283,20 +104,13 @@ class LiveApp:
         clock, sched, d = self.clock, self.scheduler, self.director
         running = bool(clock and clock.running)
         pos = clock.position(now) if clock else None
-        if running and clock.arrived() == -math.inf and not isinstance(clock, InternalClock):
-            transport = "starting"
-        elif running:
-            transport = "playing"
-            if isinstance(clock, MidiClock) and clock.freewheeling(now):
-                transport = "freewheel"
-        else:
-            transport = "stopped"
+        transport = clock.state(now) if clock else "stopped"
         cycle = None
         step = None
         pattern = d.current.pattern if d else None
         if running and pos is not None and pos >= 0:
-            cycle = int(pos) // (6 * drums.STEPS)
-            step = int(pos) // 6 % drums.STEPS
+            cycle = int(pos) // TICKS_PER_CYCLE
+            step = int(pos) // TICKS_PER_STEP % drums.STEPS
             if sched is not None:
                 pattern = sched.pattern_at(cycle) or pattern
         mode = "quantize" if self.opts.quantize else "groove"
@@ -312,8 +126,7 @@ class LiveApp:
             "pattern": pattern,
             "director": d.status() if d else {},
             "out": self.output.describe() if self.output else "-",
-            "clock": (f"internal {self.opts.bpm:g} BPM" if self.opts.bpm else
-                      (self.input.describe() if self.input else "-")),
+            "clock": clock.describe() if clock else "-",
             "mode": mode,
             "help": self.help,
             "last_action": self.controller.last_action if self.controller else "",
@@ -335,16 +148,21 @@ class LiveApp:
         lo, hi = getattr(self.engine, "temperature_range", (0.0, math.inf))
         if not lo <= temperature <= hi:
             raise LiveError(f"--temperature {temperature:g} is outside this model's range {lo:g}..{hi:g}")
-        self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles)
+        if opts.style not in (None, "any") and hasattr(self.engine, "style_index"):
+            self.engine.style_index(opts.style)  # an unknown style: one line naming the known ones
+        if opts.fills_every and not getattr(self.engine, "has_fills", False):
+            raise LiveError("--fills: this model has no fills (it was trained without GMD's fill clips)")
+        self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles,
+                                 style=opts.style, fills_every=opts.fills_every)
         headless = opts.headless
         if headless is None:
             headless = self.term is None and not (sys.stdin.isatty() and sys.stdout.isatty())
         old_switch = sys.getswitchinterval()
         handlers: dict[int, object] = {}
+        first_error: BaseException | None = None
         try:
             self._open_ports()
-            self.clock = InternalClock(opts.bpm) if opts.bpm else MidiClock(
-                start_on_clock=opts.start_on_clock, spp_units=opts.spp_units)
+            self.clock = open_clock(opts, self.input)
             self.scheduler = Scheduler(
                 self.director,
                 channel=opts.channel - 1,
@@ -352,12 +170,11 @@ class LiveApp:
                 swing=opts.swing / 100.0,
                 lead=DEFAULT_LEAD + opts.latency_ms / 1000.0,
             )
-            if opts.record:
-                self.recorder = Recorder(opts.record, opts.channel - 1)
+            self.sinks = open_sinks(opts, self.output, self.clock) + self.extra_sinks
             self.controller = Controller(
                 self.director, midi_map, on_quit=lambda: self.request_stop(0), on_help=self.toggle_help
             )
-            poll = getattr(self.input, "poll", None) if getattr(self.input, "polled", False) else None
+            poll = self.input.poll if self.input is not None and self.input.polled else None
             self.player = Player(
                 self.clock, self.scheduler, self._send, self.inbox,
                 on_control=self.controller.midi, on_transport=self._on_transport, poll=poll,
@@ -365,16 +182,15 @@ class LiveApp:
             handlers = self._install_signals()
             sys.setswitchinterval(SWITCH_INTERVAL)
             self.director.start()
-            if isinstance(self.clock, InternalClock):
-                self.clock.start(time.perf_counter())
+            self.clock.start(time.perf_counter())
             self.player.start()
             self.player.ready.wait(2.0)
             self.ready_s = time.perf_counter() - t0
             info = {
                 "out": self.output.describe(),
-                "clock": f"internal {opts.bpm:g} BPM" if opts.bpm else (self.input.describe() if self.input else "-"),
+                "clock": self.clock.describe(),
                 "seed": self.seed,
-                "api": getattr(self.output, "api", "memory"),
+                "api": self.output.api,
                 "ready_s": self.ready_s,
                 "headless": headless,
             }
@@ -385,12 +201,19 @@ class LiveApp:
                 self._wait_headless()
             else:
                 self._interactive()
+        except BaseException as e:
+            first_error = e
+            raise
         finally:
-            self._shutdown()
-            sys.setswitchinterval(old_switch)
-            self._restore_signals(handlers)
-        if self.record_error:
-            raise LiveError(self.record_error)
+            try:
+                self._shutdown()
+            except Exception as e:
+                if first_error is None:
+                    raise
+                log.error("%s", e)  # the error that ended the performance is the one to report
+            finally:
+                sys.setswitchinterval(old_switch)
+                self._restore_signals(handlers)
         if self.player is not None and self.player.error is not None:
             e = self.player.error
             raise LiveError(f"internal error in the sender ({type(e).__name__}: {e}); all notes were released")
@@ -401,7 +224,7 @@ class LiveApp:
         if self.output is None:
             self.output = ports_mod.open_output(opts.port, opts.api)
         if self.input is None:
-            api = getattr(self.output, "api", opts.api)
+            api = self.output.api
             if opts.clock_port is None and not ports_mod.virtual_supported(api):
                 if not opts.bpm:
                     raise LiveError(
@@ -413,21 +236,12 @@ class LiveApp:
             self.input = ports_mod.open_input(self.inbox, opts.clock_port, api)
 
     def _send(self, msg: list[int], pos: float | None) -> None:
-        self.output.send(msg)
-        rec = self.recorder
-        if rec is not None:
-            fallback = 0.0
-            if pos is None and self.clock is not None:
-                fallback = self.clock.position(time.perf_counter())
-            rec.add(msg, pos, fallback)
-            if rec.bpm is None and msg[0] & 0xF0 == 0x90 and self.clock is not None:
-                bpm = self.clock.bpm()
-                if bpm:
-                    rec.bpm = round(bpm, 2)  # the file's tempo: the one the first note was played at
+        for sink in self.sinks:
+            sink.send(msg, pos)
 
     def _on_transport(self, ev: Transport) -> None:
-        if self.recorder is not None:
-            self.recorder.transport(ev)
+        for sink in self.sinks:
+            sink.transport(ev)
 
     # -- signals
 
@@ -462,12 +276,12 @@ class LiveApp:
     def _housekeeping(self, last_check: float) -> float:
         now = time.monotonic()
         if now - last_check >= PORT_CHECK_INTERVAL:
-            for p in (self.output, self.input):
+            for p in (*self.sinks, self.input):
                 if p is not None:
                     try:
                         p.check()
                     except Exception:
-                        log.exception("checking port %s failed", p)
+                        log.exception("checking %s failed", p)
             last_check = now
             if not self._told_unconnected and self.ready_s is not None:
                 self._told_unconnected = ports_mod.warn_unconnected(
@@ -529,20 +343,18 @@ class LiveApp:
                 p.final_panic()
         if self.director is not None:
             self.director.close()
-        for port in (self.input, self.output):
-            if port is not None:
-                with contextlib.suppress(Exception):
-                    port.close()
-        if self.recorder is not None:
-            wanted = self.recorder.path
+        if self.input is not None:
+            with contextlib.suppress(Exception):
+                self.input.close()
+        if not self.sinks and self.output is not None:  # it failed before the sinks were made
+            self.sinks = [PortSink(self.output)]
+        first: DrumPerformerError | None = None
+        for sink in self.sinks:  # every sink is closed, whatever the one before it did
             try:
-                path, why = self.recorder.write_somewhere()
-            except OSError as e:
-                # reported by run() after the rest of the shutdown (signals, switch interval) is done
-                self.record_error = f"cannot write the recording {wanted} nor a copy in the temp folder: {e}"
-                return
-            self.opts.record = str(path)
-            if why:
-                self.record_error = f"{why}; the take is saved in {path}"
-                return
-            log.info("recorded %d events to %s", len(self.recorder.events), path)
+                sink.close()
+            except DrumPerformerError as e:
+                first = first or e
+            except Exception:
+                log.exception("closing %s failed", sink.describe())
+        if first is not None:
+            raise first

@@ -24,7 +24,11 @@ class ClipError(DrumPerformerError):
     pass
 
 
-def add_parsers(sub, positive_int, nonneg_float, bpm) -> None:
+def add_parsers(sub) -> None:
+    from model.ranges import BPM, NONNEGATIVE, POSITIVE_INT
+
+    positive_int, nonneg_float, bpm = POSITIVE_INT.arg(), NONNEGATIVE.arg(), BPM.arg()
+
     p = sub.add_parser("humanize", help="give a programmed drum clip a drummer's velocities and microtiming",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("clip", metavar="IN.mid", help="drum clip (channel 10); every hit is kept")

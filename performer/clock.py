@@ -25,10 +25,12 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from model import drums
+from model.ranges import BPM
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ TICKS_PER_STEP = PPQN // drums.STEPS_PER_BEAT  # 6: one 16th
 TICKS_PER_BAR = TICKS_PER_STEP * drums.STEPS_PER_BAR  # 96
 TICKS_PER_CYCLE = TICKS_PER_STEP * drums.STEPS  # 384: four bars, one Pattern
 
-MIN_BPM, MAX_BPM = 20.0, 400.0
+MIN_BPM, MAX_BPM = BPM.lo, BPM.hi  # 20..400, the tempo range files and the live clock share
 _MIN_PERIOD = 60.0 / (PPQN * MAX_BPM)  # seconds per clock at the fastest tempo we follow
 _MAX_PERIOD = 60.0 / (PPQN * MIN_BPM)
 PHASE_TICKS = 4  # ticks a constant offset must last to count as a phase shift, not a transient
@@ -449,6 +451,15 @@ class ClockSource(Protocol):
 
     running: bool
 
+    def start(self, now: float) -> None:
+        """The performance begins (ports open, sender running): a master clock starts; a follower waits."""
+
+    def describe(self) -> str:
+        """Where the tempo comes from, for the ready line and the view ("internal 120 BPM", a port name)."""
+
+    def state(self, now: float) -> str:
+        """For the view: "stopped", "starting" (Start seen, no clock yet), "playing" or "freewheel"."""
+
     def feed(self, msg: tuple, t: float) -> None:
         """A transport message (CLOCK, START, CONTINUE, STOP, SPP) received at time t."""
 
@@ -502,6 +513,12 @@ class InternalClock:
         if self.running:
             self.running = False
             self._events.append(Transport(STOP, int(self.position(now)), now, reason))
+
+    def describe(self) -> str:
+        return f"internal {self._bpm:g} BPM"
+
+    def state(self, now: float) -> str:
+        return "playing" if self.running else "stopped"
 
     def feed(self, msg: tuple, t: float) -> None:
         """Incoming transport is ignored: this clock is the master."""
@@ -569,11 +586,13 @@ class MidiClock:
     """
 
     def __init__(self, start_on_clock: bool = False, freewheel_ticks: int = TICKS_PER_BAR,
-                 guard_ticks: float = 1.5, stall_s: float = 0.2, spp_units: str = "16ths") -> None:
+                 guard_ticks: float = 1.5, stall_s: float = 0.2, spp_units: str = "16ths",
+                 source: Callable[[], str] | None = None) -> None:
         if spp_units not in SPP_UNITS:
             raise ValueError(f"spp_units {spp_units!r} must be one of {', '.join(SPP_UNITS)}")
         self.spp_scale = TICKS_PER_STEP if spp_units == "16ths" else 1
         self.start_on_clock = start_on_clock
+        self.source = source  # describes the input the clock arrives on (it may be lost and reopened)
         self.freewheel_ticks = freewheel_ticks
         self.guard_ticks = guard_ticks
         self.stall_s = stall_s
@@ -592,6 +611,19 @@ class MidiClock:
         self._freewheel_told = False
         self.dropouts = 0
         self.stalls = 0  # clocks that resumed after a silence (a stall, a held delivery, a dropout)
+
+    def start(self, now: float) -> None:
+        """Nothing to do: playback starts on the master's Start (or clock, with ``start_on_clock``)."""
+
+    def describe(self) -> str:
+        return self.source() if self.source is not None else "-"
+
+    def state(self, now: float) -> str:
+        if not self.running:
+            return "stopped"
+        if self.arrived() == NEG_INF:
+            return "starting"
+        return "freewheel" if self.freewheeling(now) else "playing"
 
     # -- input
 

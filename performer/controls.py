@@ -1,31 +1,22 @@
 """Controls: keys and MIDI (CC or notes on the clock input) -> performance actions.
 
-One vocabulary of actions, two ways in. Keys use blessed (cbreak mode, no
-echo); MIDI controls arrive on the clock input port and are mapped by a
-default table that a JSON file (``--map FILE``) extends or replaces.
+One registry of actions, :data:`ACTIONS`, and two ways in. Each
+:class:`Action` names its key(s), its default MIDI note and CC, its help
+text, when it lands, and what it asks of the director (``press`` for a key,
+a note or a CC rising to 64; ``turn`` for a CC that follows its value).
+Everything else is derived from that one table: the key table
+(:data:`KEYS`), the default MIDI map, the ``--map`` checks, the view's help
+(:func:`help_lines`), the CLI epilog (:func:`epilog`) and the table in
+docs/live.md (:func:`docs_table`; a test keeps the file in step).
 
-Where each change lands (the scheduler reads patterns at cycle boundaries and
-mutes at bar lines):
+Adding a control is one :class:`Action` here plus, when it changes the
+groove, one planning function in :mod:`performer.director`: in ``PLANNERS``
+for a change at the next cycle boundary, in ``BAR_PLANNERS`` for one that
+plays from a bar line of the playing cycle to its end (a fill in bar 4).
 
-=========  ===================================  ==================
-key        action                               lands
-=========  ===================================  ==================
-n          new groove                           next cycle
-v          variation (same latent, new decode)  next cycle
-m          morph to a new groove over N cycles  starts next cycle
-[ / ]      morph length N -1 / +1 (1..16)       next morph
-+ / -      temperature up / down (0.1)          next cycle
-d / D      density down / up                    next cycle
-1 .. 9     mute / unmute voice 1..9             next bar
-l          lock unmuted voices, regenerate the  next cycle
-           muted ones (and unmute them);
-           with nothing muted: unlock
-s / r      save / recall slot 1                 now / next cycle
-h or ?     help                                 now
-q          quit (note-offs and panic first)     now
-=========  ===================================  ==================
-
-Mapping file (JSON), e.g.::
+Keys use blessed (cbreak mode, no echo); MIDI controls arrive on the clock
+input port and are mapped by the default table that a JSON file
+(``--map FILE``) extends or replaces, e.g.::
 
     {"defaults": true,
      "channel": null,
@@ -33,16 +24,17 @@ Mapping file (JSON), e.g.::
      "notes": {"60": "new", "62": "morph", "72": "save:2", "74": "recall:2"}}
 
 ``defaults`` false starts from an empty table; ``channel`` (1..16) listens to
-one channel only (null: any). CC actions that take a value ("temperature",
-"density", "morph_cycles", "mute:N") follow the controller's position;
-trigger actions fire when the value rises to 64 or more. Note actions fire
-on note-on.
+one channel only (null: any). CC actions that follow a value (those with a
+``turn``: "temperature", "density", "morph_cycles", "mute:N") follow the
+controller's position; other actions fire when the value rises to 64 or
+more. Note actions fire on note-on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +42,7 @@ from pathlib import Path
 from model import drums
 from model.errors import DrumPerformerError
 from performer.clock import CC, NOTE_ON
+from performer.director import DENSITY_LIMIT, MORPH_MAX, MORPH_MIN
 
 log = logging.getLogger(__name__)
 
@@ -58,96 +51,166 @@ class MapError(DrumPerformerError):
     """A mapping file that cannot be used; the message names the file and the entry."""
 
 
-# action -> help text. "mute:N", "save:N", "recall:N" take a number.
-ACTIONS: dict[str, str] = {
-    "new": "new groove at the next cycle",
-    "variation": "variation of the groove (same latent, new decode)",
-    "morph": "morph to a new groove over N cycles",
-    "morph_shorter": "morph length N - 1",
-    "morph_longer": "morph length N + 1",
-    "temperature_up": "temperature + 0.1",
-    "temperature_down": "temperature - 0.1",
-    "density_up": "denser (along the density attribute)",
-    "density_down": "sparser",
-    "lock": "lock the unmuted voices and regenerate the muted ones",
-    "save": "save the groove to a slot",
-    "recall": "recall a slot at the next cycle",
-    "mute": "mute / unmute a voice at the next bar",
-    "help": "show / hide help",
-    "quit": "quit",
-    # continuous (CC value) actions
-    "temperature": "temperature from the CC value (0..127 -> the model's range)",
-    "density": "density from the CC value (64 = neutral)",
-    "morph_cycles": "morph length from the CC value (1..16)",
-}
-_CONTINUOUS = {"temperature", "density", "morph_cycles"}
-_NUMBERED = {"mute", "save", "recall"}
+NEXT_CYCLE, NEXT_BAR, NOW = "next cycle", "next bar", "now"
+PRESS_THRESHOLD = 64  # a CC at or above this is "on" (a button sends 127 then 0)
 
-KEYS: dict[str, tuple[str, int | None]] = {
-    "n": ("new", None),
-    "v": ("variation", None),
-    "m": ("morph", None),
-    "[": ("morph_shorter", None),
-    "]": ("morph_longer", None),
-    "+": ("temperature_up", None),
-    "=": ("temperature_up", None),  # the unshifted + key
-    "-": ("temperature_down", None),
-    "d": ("density_down", None),
-    "D": ("density_up", None),
-    "l": ("lock", None),
-    "s": ("save", 1),
-    "r": ("recall", 1),
-    "h": ("help", None),
-    "?": ("help", None),
-    "q": ("quit", None),
-    **{str(i + 1): ("mute", i + 1) for i in range(drums.NUM_VOICES)},
-}
 
-# Defaults: CC 20..31 and 102..119 are undefined in MIDI 1.0, free for this.
-DEFAULT_CC: dict[int, str] = {
-    20: "new",
-    21: "variation",
-    22: "morph",
-    23: "lock",
-    24: "save:1",
-    25: "recall:1",
-    26: "temperature",
-    27: "density",
-    28: "morph_cycles",
-    **{102 + i: f"mute:{i + 1}" for i in range(drums.NUM_VOICES)},
-}
-# Notes from C3 (60) on a keyboard or pad bank; C4 (72) and up mute voices 1..9.
-DEFAULT_NOTES: dict[int, str] = {
-    60: "new",
-    61: "variation",
-    62: "morph",
-    63: "morph_shorter",
-    64: "morph_longer",
-    65: "temperature_down",
-    66: "temperature_up",
-    67: "density_down",
-    68: "density_up",
-    69: "lock",
-    70: "save:1",
-    71: "recall:1",
-    **{72 + i: f"mute:{i + 1}" for i in range(drums.NUM_VOICES)},
-}
+@dataclass(frozen=True)
+class Action:
+    """One control: how it is reached and what it asks of the director.
+
+    ``press(ctl, n)`` runs on a key, a note-on or a CC rising to
+    :data:`PRESS_THRESHOLD`; ``turn(ctl, n, value)`` follows a CC's value
+    (0..127) and returns what the view shows as the last action (None: the
+    name). ``numbers`` > 0 makes the action take ``name:N`` with N in
+    1..numbers; ``keys``, ``note`` and ``cc`` then give the defaults of
+    N = 1, 2, ... in order (a run of consecutive notes / CCs).
+    """
+
+    name: str
+    text: str  # what it does: the docs table and the --map error for an unknown name
+    lands: str  # when it takes effect
+    short: str = ""  # the label in the view's help and the CLI epilog ("" : not listed there)
+    keys: tuple[str, ...] = ()
+    note: int | None = None
+    cc: int | None = None
+    press: Callable[[Controller, int | None], None] | None = None
+    turn: Callable[[Controller, int | None, int], str | None] | None = None
+    numbers: int = 0
+    defaults: int = 1  # how many numbers (1..defaults) get a default key / note / CC
+
+    def default_arg(self, i: int) -> int | None:
+        return i + 1 if self.numbers else None
+
+
+def _request(kind: str, arg: object = None) -> Callable[[Controller, int | None], None]:
+    """A press that queues one request for the director (see director.PLANNERS)."""
+    return lambda c, n: c.director.request(kind, arg)
+
+
+def _temperature_from_cc(c: Controller, n: int | None, value: int) -> None:
+    lo, hi = c.director.temperature_range
+    c.director.request("set_temperature", round(lo + (hi - lo) * value / 127.0, 2))
+
+
+def _density_from_cc(c: Controller, n: int | None, value: int) -> None:
+    c.director.request("set_density", round((value - 64) / 63.0 * DENSITY_LIMIT, 2))
+
+
+def _morph_cycles_from_cc(c: Controller, n: int | None, value: int) -> None:
+    c.director.set_morph_cycles(MORPH_MIN + value * (MORPH_MAX - MORPH_MIN) // 127)
+
+
+def _style_from_cc(c: Controller, n: int | None, value: int) -> str:
+    names = c.director.styles
+    name = names[min(len(names) - 1, value * len(names) // 128)]
+    c.director.request("set_style", name)
+    return f"style {name}"
+
+
+def _mute_from_cc(c: Controller, n: int | None, value: int) -> str:
+    on = value >= PRESS_THRESHOLD
+    c.director.set_mute(n - 1, on)
+    return f"mute {n} {'on' if on else 'off'}"
+
+
+def _call(attr: str) -> Callable[[Controller, int | None], None]:
+    """A press handled by the app (help, quit): the Controller's ``on_help`` / ``on_quit``."""
+
+    def press(c: Controller, n: int | None) -> None:
+        fn = getattr(c, attr)
+        if fn is not None:
+            fn()
+
+    return press
+
+
+_VOICES = " ".join(drums.VOICE_LABELS)
+
+# The registry. Order is the order of the docs table, the help and the epilog.
+# Default CCs: 20..31 and 102..119 are undefined in MIDI 1.0, free for this;
+# default notes from C3 (60) on a keyboard or pad bank, C4 (72) and up mute voices 1..9.
+ACTIONS: dict[str, Action] = {a.name: a for a in (
+    Action("new", "new groove", NEXT_CYCLE, "new groove", ("n",), 60, 20, press=_request("new")),
+    Action("variation", "variation: same latent, new decode", NEXT_CYCLE, "variation", ("v",), 61, 21,
+           press=_request("variation")),
+    Action("morph", "morph to a new groove over N cycles (slerp)", "starts next cycle", "morph", ("m",), 62, 22,
+           press=_request("morph")),
+    Action("morph_shorter", f"morph length N - 1 ({MORPH_MIN}..{MORPH_MAX}, default 4)", "next morph",
+           "morph shorter", ("[",), 63, press=lambda c, n: c.director.change_morph_cycles(-1)),
+    Action("morph_longer", "morph length N + 1", "next morph", "morph longer", ("]",), 64,
+           press=lambda c, n: c.director.change_morph_cycles(+1)),
+    Action("temperature_down", "temperature - 0.1", NEXT_CYCLE, "temperature down", ("-",), 65,
+           press=_request("temperature", -1)),
+    Action("temperature_up", "temperature + 0.1", NEXT_CYCLE, "temperature up", ("+", "="), 66,
+           press=_request("temperature", +1)),
+    Action("density_down", "sparser (along the latent density attribute)", NEXT_CYCLE, "density down", ("d",), 67,
+           press=_request("density", -1)),
+    Action("density_up", "denser", NEXT_CYCLE, "density up", ("D",), 68, press=_request("density", +1)),
+    Action("lock", "lock the unmuted voices, regenerate the muted ones (and unmute them); "
+           "with nothing muted: unlock", NEXT_CYCLE, "lock unmuted, regenerate muted", ("l",), 69, 23,
+           press=_request("lock")),
+    Action("save", "save the playing groove to slot N", NOW, "save", ("s",), 70, 24,
+           press=lambda c, n: c.director.save(n or 1), numbers=99),
+    Action("recall", "recall slot N", NEXT_CYCLE, "recall", ("r",), 71, 25,
+           press=lambda c, n: c.director.request("recall", n or 1), numbers=99),
+    Action("mute", f"mute / unmute voice N ({_VOICES}); a CC follows its value (>= 64 muted)", NEXT_BAR,
+           "mute a voice", tuple(str(i + 1) for i in range(drums.NUM_VOICES)), 72, 102,
+           press=lambda c, n: c.director.toggle_mute((n or 1) - 1), turn=_mute_from_cc,
+           numbers=drums.NUM_VOICES, defaults=drums.NUM_VOICES),
+    Action("help", "show / hide help", NOW, "help", ("h", "?"), press=_call("on_help")),
+    Action("quit", "quit (note-offs and panic first)", NOW, "quit", ("q",), press=_call("on_quit")),
+    Action("fill", "a learned fill in bar 4 of this cycle (of the next when bar 4 has begun); then the groove returns",
+           "bar 4", "fill", ("f",), 81, 29, press=_request("fill")),
+    Action("style_prev", "previous style (a new groove in it)", NEXT_CYCLE, "style -", (",",), 82,
+           press=_request("style", -1)),
+    Action("style_next", "next style (a new groove in it)", NEXT_CYCLE, "style +", (".",), 83,
+           press=_request("style", +1)),
+    # continuous: a CC's value, no key, no note
+    Action("temperature", "temperature from the value (0..127 over the model's range)", NEXT_CYCLE,
+           cc=26, turn=_temperature_from_cc),
+    Action("density", "density from the value (64 neutral)", NEXT_CYCLE, cc=27, turn=_density_from_cc),
+    Action("morph_cycles", f"morph length N from the value ({MORPH_MIN}..{MORPH_MAX})", "next morph",
+           cc=28, turn=_morph_cycles_from_cc),
+    Action("style", "style from the value (0..127 over any + the model's styles)", NEXT_CYCLE, cc=30,
+           turn=_style_from_cc),
+)}
+
+
+def _defaults(attr: str) -> dict:
+    """key / note / CC -> (action, number) for every action's default run."""
+    out: dict = {}
+    for a in ACTIONS.values():
+        first = getattr(a, attr)
+        if attr == "keys":
+            for i, k in enumerate(first):
+                out[k] = (a.name, a.default_arg(i))
+        elif first is not None:
+            for i in range(a.defaults):
+                out[first + i] = (a.name, a.default_arg(i))
+    return out
+
+
+# a numbered action's keys are N = 1, 2, ... (mute: one per voice); others' extra keys repeat it (+ and =)
+KEYS: dict[str, tuple[str, int | None]] = _defaults("keys")
+DEFAULT_CC: dict[int, tuple[str, int | None]] = _defaults("cc")
+DEFAULT_NOTES: dict[int, tuple[str, int | None]] = _defaults("note")
 
 
 def parse_action(text: str, where: str = "") -> tuple[str, int | None]:
     name, _, num = str(text).strip().partition(":")
-    if name not in ACTIONS:
+    a = ACTIONS.get(name)
+    if a is None:
         raise MapError(f"{where}unknown action {text!r} (known: {', '.join(sorted(ACTIONS))})")
-    if name in _NUMBERED:
+    if a.numbers:
         if not num:
             num = "1"
         try:
             n = int(num)
         except ValueError:
             raise MapError(f"{where}{text!r}: the number after ':' must be a whole number") from None
-        hi = drums.NUM_VOICES if name == "mute" else 99
-        if not 1 <= n <= hi:
-            raise MapError(f"{where}{text!r}: number must be 1..{hi}")
+        if not 1 <= n <= a.numbers:
+            raise MapError(f"{where}{text!r}: number must be 1..{a.numbers}")
         return name, n
     if num:
         raise MapError(f"{where}{text!r}: {name} takes no number")
@@ -162,10 +225,7 @@ class MidiMap:
 
     @classmethod
     def default(cls) -> MidiMap:
-        return cls(
-            {k: parse_action(v) for k, v in DEFAULT_CC.items()},
-            {k: parse_action(v) for k, v in DEFAULT_NOTES.items()},
-        )
+        return cls(dict(DEFAULT_CC), dict(DEFAULT_NOTES))
 
     @classmethod
     def load(cls, path: str | Path | None) -> MidiMap:
@@ -207,7 +267,7 @@ class MidiMap:
                     table.pop(num, None)  # null removes a default
                     continue
                 act = parse_action(v, where)
-                if section == "notes" and act[0] in _CONTINUOUS:
+                if section == "notes" and ACTIONS[act[0]].press is None:
                     raise MapError(f"{where}{v!r} needs a CC value, a note cannot carry it")
                 table[num] = act
         return m
@@ -257,67 +317,80 @@ class Controller:
         name, arg = act
         prev = self._cc_last.get(num, 0)
         self._cc_last[num] = val
-        if name in _CONTINUOUS:
-            self.apply(name, None, value=val)
-        elif name == "mute":
-            self.director.set_mute(arg - 1, val >= 64)
-            self.last_action = f"mute {arg} {'on' if val >= 64 else 'off'}"
-        elif val >= 64 > prev:  # rising edge: a button sends 127 then 0
+        turn = ACTIONS[name].turn
+        if turn is not None:
+            shown = turn(self, arg, val)
+            self.last_action = shown or name
+            log.debug("control: %s", self.last_action)
+        elif val >= PRESS_THRESHOLD > prev:  # rising edge: a button sends 127 then 0
             self.apply(name, arg)
 
-    # -- actions
-
-    def apply(self, name: str, arg: int | None = None, value: int | None = None) -> None:
-        d = self.director
+    def apply(self, name: str, arg: int | None = None) -> None:
+        """Press ``name`` (with its number ``arg`` for mute / save / recall)."""
         self.last_action = name if arg is None else f"{name} {arg}"
-        if name in ("new", "variation", "morph"):
-            d.request(name)
-        elif name == "morph_shorter":
-            d.change_morph_cycles(-1)
-        elif name == "morph_longer":
-            d.change_morph_cycles(+1)
-        elif name == "temperature_up":
-            d.request("temperature", +1)
-        elif name == "temperature_down":
-            d.request("temperature", -1)
-        elif name == "density_up":
-            d.request("density", +1)
-        elif name == "density_down":
-            d.request("density", -1)
-        elif name == "lock":
-            d.request("lock")
-        elif name == "save":
-            d.save(arg or 1)
-        elif name == "recall":
-            d.request("recall", arg or 1)
-        elif name == "mute":
-            d.toggle_mute((arg or 1) - 1)
-        elif name == "help":
-            if self.on_help:
-                self.on_help()
-        elif name == "quit":
-            if self.on_quit:
-                self.on_quit()
-        elif name == "temperature" and value is not None:
-            lo, hi = d.temperature_range
-            d.request("set_temperature", round(lo + (hi - lo) * value / 127.0, 2))
-        elif name == "density" and value is not None:
-            from performer.director import DENSITY_LIMIT
-
-            d.request("set_density", round((value - 64) / 63.0 * DENSITY_LIMIT, 2))
-        elif name == "morph_cycles" and value is not None:
-            d.set_morph_cycles(1 + value * 15 // 127)
+        press = ACTIONS[name].press
+        if press is not None:
+            press(self, arg)
         log.debug("control: %s", self.last_action)
 
 
-def help_lines() -> list[str]:
-    """The key help, one line each (the view shows it on h / ?)."""
-    voices = " ".join(f"{i + 1}={lab}" for i, lab in enumerate(drums.VOICE_LABELS))
-    return [
-        "n new groove   v variation   m morph ([ ] length)   + - temperature   d D density",
-        f"1-9 mute a voice ({voices})",
-        "l lock the unmuted voices, regenerate the muted ones   s save   r recall   q quit",
+# --- text derived from the registry -----------------------------------------------------------
+
+
+def _key_label(a: Action) -> str:
+    if len(a.keys) > 2 and a.numbers:
+        return f"{a.keys[0]}-{a.keys[-1]}"
+    return "/".join(a.keys)
+
+
+def _runs(nums: list[int]) -> str:
+    """[20, 21, 22, 102, 103] -> "20-22, 102-103"."""
+    out, nums = [], sorted(nums)
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        out.append(f"{nums[i]}-{nums[j]}" if j > i else f"{nums[i]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def _listed() -> list[Action]:
+    return [a for a in ACTIONS.values() if a.keys and a.short]
+
+
+def help_lines(width: int = 96) -> list[str]:
+    """The key help (the view shows it on h / ?): every keyed action, wrapped to ``width``."""
+    words = [f"{_key_label(a)} {a.short}" for a in _listed()]
+    return textwrap.wrap("   ".join(words), width, break_on_hyphens=False) + [
+        f"voices: {' '.join(f'{i + 1}={lab}' for i, lab in enumerate(drums.VOICE_LABELS))}",
         "grooves and temperature land at the next cycle, mutes at the next bar",
         "grid: X loud hit, x soft hit, - a beat, . a 16th, | a bar line, ^ the playhead; "
         "M muted, L locked",
     ]
+
+
+def epilog() -> str:
+    """The key paragraph of ``drum-performer live --help``."""
+    keys = ", ".join(f"{_key_label(a)} {a.short}" for a in _listed())
+    return textwrap.fill(
+        f"keys: {keys}. Grooves land at the next 4-bar cycle, mutes at the next bar. Every control "
+        f"is also on MIDI CC {_runs(list(DEFAULT_CC))} / notes {_runs(list(DEFAULT_NOTES))} of the clock "
+        "input (see docs/live.md; change with --map FILE).", 92, break_on_hyphens=False)
+
+
+def _span(first: int | None, a: Action) -> str:
+    if first is None:
+        return ""
+    return f"{first}..{first + a.defaults - 1}" if a.defaults > 1 else str(first)
+
+
+def docs_table() -> str:
+    """The controls table of docs/live.md (tests/test_controls.py checks the file holds it)."""
+    rows = ["| key | --map action | what it does | MIDI note | MIDI CC | lands |", "|---|---|---|---|---|---|"]
+    for a in ACTIONS.values():
+        key = " ".join(f"`{k}`" for k in a.keys) if len(a.keys) <= 2 else f"`{a.keys[0]}`..`{a.keys[-1]}`"
+        name = f"`{a.name}:N` (1..{a.numbers})" if a.numbers else f"`{a.name}`"
+        rows.append(f"| {key} | {name} | {a.text} | {_span(a.note, a)} | {_span(a.cc, a)} | {a.lands} |")
+    return "\n".join(rows) + "\n"

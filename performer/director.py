@@ -9,6 +9,12 @@ thread never waits for the model. A request that comes too late for the
 coming boundary (its decode is not finished when that cycle's first step is
 scheduled, about a step before the bar line) lands one cycle later.
 
+Each request kind is planned by one small function: :data:`PLANNERS` fold
+requests into the next cycle's groove; :data:`BAR_PLANNERS` make a change
+that plays from a bar line of the playing cycle to its end, once (what a fill
+in bar 4 needs; the scheduler asks for it at each bar line through
+``pattern_at_bar``).
+
 Reproducibility (``--seed S``): the first groove is exactly
 ``engine.sample(seed=S, temperature=T)``. Every request that needs fresh
 randomness takes the next seed, S+1, S+2, ... in the order the requests land:
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,6 +44,8 @@ TEMPERATURE_STEP = 0.1
 DENSITY_STEP = 0.25  # along the density attribute (top quarter minus bottom quarter of the data)
 DENSITY_LIMIT = 1.5
 MORPH_MIN, MORPH_MAX = 1, 16
+# --seed S leaves room below 2**32 (numpy's seed range) for this many later requests' seeds S+1, S+2, ...
+SEED_HEADROOM = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class Groove:
     lock_src: drums.Pattern | None = None
     pattern: drums.Pattern | None = None
     label: str = ""
+    style: str | None = None  # the model's style (None: "any"); a style's grooves come from its own prior
+    fill: bool = False  # bar 4 is a fill (bars 1-3 are the same groove as without it)
 
 
 @dataclass
@@ -66,8 +77,12 @@ class _Plan:
 class Director:
     """Thread-safe. Controls call the request methods from any thread."""
 
-    def __init__(self, engine, seed: int, temperature: float = 1.0, morph_cycles: int = 4) -> None:
+    def __init__(self, engine, seed: int, temperature: float = 1.0, morph_cycles: int = 4,
+                 style: str | None = None, fills_every: int = 0) -> None:
         self.engine = engine
+        self.styles: tuple[str, ...] = ("any", *getattr(engine, "styles", ()))
+        self.has_fills = bool(getattr(engine, "has_fills", False))
+        self.fills_every = int(fills_every) if self.has_fills else 0  # a fill at the end of every N-th cycle
         self.seed0 = int(seed)
         lo, hi = getattr(engine, "temperature_range", (0.0, 2.0))
         self.temperature_range = (float(lo), float(hi))
@@ -76,6 +91,10 @@ class Director:
         self._pending: list[tuple[str, object]] = []
         self._version = 0
         self._ready: tuple[int, _Plan] | None = None
+        # a change to one bar line of the playing groove (BAR_PLANNERS), the latest request only
+        self._bar_pending: tuple[str, object] | None = None
+        self._bar_version = 0
+        self._bar_ready: tuple[int, int, drums.Pattern] | None = None  # (bar version, bar, pattern)
         self._closed = False
         self._next_seed = self.seed0 + 1
         self._morph: list = []
@@ -87,8 +106,11 @@ class Director:
         self.late = 0  # requests that missed their boundary
         self.last_error: str | None = None
         self._density_dir: np.ndarray | None = None
-        first = Groove(seed=self.seed0, z=None, temperature=float(temperature), label=f"groove seed {self.seed0}")
+        style = None if style in (None, "any") else style
+        first = Groove(seed=self.seed0, z=None, temperature=float(temperature), style=style,
+                       label=_label(style, f"groove seed {self.seed0}"))
         self.current = replace(first, pattern=self._decode(first))
+        self._playing = self.current.pattern  # what the scheduler plays in this cycle
         self._worker = threading.Thread(target=self._work, name="drum-performer-decoder", daemon=True)
 
     # -- lifecycle
@@ -106,18 +128,28 @@ class Director:
     # -- requests (any thread)
 
     def request(self, action: str, arg: object = None) -> None:
-        """Queue a change for the next boundary: new, variation, morph, temperature
-        (arg: +1/-1 steps), set_temperature (arg: value), density (+1/-1), set_density
-        (arg: value), lock (arg: (9,) voices to keep; None = the unmuted ones), recall (arg: slot)."""
+        """Queue a change for the next boundary. ``action`` is a key of :data:`PLANNERS`:
+        new, variation, morph, temperature (arg: +1/-1 steps), set_temperature (arg: value),
+        density (+1/-1), set_density (arg: value), lock (arg: (9,) voices to keep; None = the
+        unmuted ones), recall (arg: slot)."""
+        if action in BAR_PLANNERS:
+            if action == "fill" and not self.has_fills:
+                self.last_error = "this model has no fills (it was trained without GMD's fill clips)"
+                log.info(self.last_error)
+                return
+            with self._cond:
+                self._bar_pending = (action, arg)
+                self._bar_version += 1
+                self._cond.notify_all()
+            return
+        if action not in PLANNERS:
+            raise ValueError(f"unknown request {action!r} (known: {', '.join([*PLANNERS, *BAR_PLANNERS])})")
         with self._cond:
-            if action == "lock" and arg is None:
-                arg = ~self._mutes
-            if action == "recall":
-                g = self.slots.get(int(arg))
-                if g is None:
-                    log.info("slot %s is empty", arg)
+            resolve = _AT_REQUEST.get(action)
+            if resolve is not None:
+                arg = resolve(self, arg)
+                if arg is None:
                     return
-                arg = g
             if action.startswith("set_") and self._pending and self._pending[-1][0] == action:
                 self._pending[-1] = (action, arg)  # a knob sweep: only where it ends matters
             else:
@@ -149,6 +181,22 @@ class Director:
             self.morph_cycles = max(MORPH_MIN, min(MORPH_MAX, int(n)))
             return self.morph_cycles
 
+    def wait_decoded(self, timeout: float) -> bool:
+        """Block until every request made so far is decoded (or given up); False on timeout.
+
+        For callers that must know the next boundary will carry the change (tests, a
+        scripted performance); the sender never calls it."""
+        with self._cond:
+            return self._cond.wait_for(self._decoded, timeout)
+
+    def _decoded(self) -> bool:
+        cycle_done = not (self._pending or self._morph) or (self._ready is not None and self._ready[0] == self._version)
+        return cycle_done and not self._bar_wanted()
+
+    def _bar_wanted(self) -> bool:
+        """A bar change is asked for and not decoded for the playing groove yet."""
+        return self._bar_pending is not None and (self._bar_ready is None or self._bar_ready[0] != self._bar_version)
+
     # -- what the scheduler asks (sender thread; never blocks on a decode)
 
     def mutes(self) -> np.ndarray:
@@ -172,11 +220,36 @@ class Director:
                 if self._morph:
                     self._version += 1  # decode the next point of the path for the cycle after
                     self._cond.notify_all()
+                if self._bar_pending is not None:  # a bar change waiting for its bar: redo it on this groove
+                    self._bar_version += 1
+                    self._bar_ready = None
+                    self._cond.notify_all()
                 log.info("cycle %d: %s", cycle + 1, self.current.label)  # counted from 1, like bars
+            if self.fills_every and (cycle + 1) % self.fills_every == 0 and self._bar_pending is None:
+                self._bar_pending = ("fill", None)  # decoded during bars 1-3, lands at bar 4
+                self._bar_version += 1
+                self._bar_ready = None
+                self._cond.notify_all()
             elif self._pending or self._morph:
                 self.late += 1
                 log.warning("cycle %d: the next groove is not decoded yet; it lands a cycle later", cycle + 1)
-            return self.current.pattern
+            self._playing = self.current.pattern
+            return self._land_bar(cycle, 0) or self._playing
+
+    def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
+        with self._cond:
+            return self._land_bar(cycle, bar)
+
+    def _land_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
+        """The decoded bar change, if it is for this bar line (else it waits for the next cycle's)."""
+        ready = self._bar_ready
+        if ready is None or ready[0] != self._bar_version or ready[1] != bar:
+            return None
+        self._playing = ready[2]
+        self._bar_pending = None
+        self._bar_ready = None
+        log.info("cycle %d bar %d: %s", cycle + 1, bar + 1, "bar change")
+        return self._playing
 
     # -- view
 
@@ -194,25 +267,24 @@ class Director:
             "morph": (self._morph_total - len(self._morph), self._morph_total) if self._morph_total else None,
             "morph_cycles": self.morph_cycles,
             "slots": sorted(self.slots),
+            "style": c.style or "any",
+            "fill": self._bar_pending is not None and self._bar_pending[0] == "fill",  # a fill is on its way
+            "fills_every": self.fills_every,
         }
 
     def _requested(self, c: Groove) -> dict:
         """What the view shows at once: temperature and density as the requests so far leave
-        them (they land at the next cycle), and the other requests waiting, by name."""
-        lo, hi = self.temperature_range
-        t, d, others = c.temperature, c.density, []
+        them (they land at the next cycle; their planners run on a copy), and the other
+        requests waiting, by name."""
+        p = _Draft(cur=c, g=replace(c, pattern=None), next_seed=self._next_seed, morph=[], morph_total=0,
+                   morph_cycles=self.morph_cycles)
+        others = []
         for action, arg in list(self._pending):
-            if action == "temperature":
-                t = _clamp(round(t + TEMPERATURE_STEP * float(arg), 3), lo, hi)
-            elif action == "set_temperature":
-                t = _clamp(float(arg), lo, hi)
-            elif action == "density":
-                d = _clamp(round(d + DENSITY_STEP * float(arg), 3), -DENSITY_LIMIT, DENSITY_LIMIT)
-            elif action == "set_density":
-                d = _clamp(float(arg), -DENSITY_LIMIT, DENSITY_LIMIT)
+            if action in _PREVIEWED:
+                PLANNERS[action](self, p, arg)
             else:
                 others.append(action)
-        return {"next_temperature": t, "next_density": d, "next_actions": others}
+        return {"next_temperature": p.g.temperature, "next_density": p.g.density, "next_actions": others}
 
     # -- the worker
 
@@ -220,17 +292,25 @@ class Director:
         done = 0
         while True:
             with self._cond:
-                while not self._closed and (self._version == done or not (self._pending or self._morph)):
+                while not self._closed and not self._bar_wanted() and (
+                        self._version == done or not (self._pending or self._morph)):
                     if self._version != done and not (self._pending or self._morph):
                         done = self._version
                     self._cond.wait()
                 if self._closed:
                     return
-                version = self._version
-                snap = (self.current, list(self._pending), list(self._morph), self._morph_total,
-                        self._next_seed, self._mutes.copy(), self.morph_cycles)
+                bar_job = (self._bar_version, self.current, *self._bar_pending) if self._bar_wanted() else None
+                if bar_job is None:
+                    version = self._version
+                    draft = _Draft(cur=self.current, g=replace(self.current, pattern=None),
+                                   next_seed=self._next_seed, morph=list(self._morph),
+                                   morph_total=self._morph_total, morph_cycles=self.morph_cycles)
+                    pending = list(self._pending)
+            if bar_job is not None:  # first: it may be due within the cycle, a groove only at its end
+                self._plan_bar(*bar_job)
+                continue
             try:
-                plan = self._plan(*snap)
+                plan = self._plan(draft, pending)
                 if plan.decode:
                     plan.groove = replace(plan.groove, pattern=self._decode(plan.groove))
             except Exception as e:
@@ -241,90 +321,214 @@ class Director:
                         self._pending.clear()
                         self._morph = []
                         self._morph_total = 0
+                    self._cond.notify_all()
                 done = version
                 continue
             with self._cond:
                 if self._version == version:
                     self._ready = (version, plan)
+                    self._cond.notify_all()
             done = version
 
+    def _plan_bar(self, version: int, playing: Groove, action: str, arg: object) -> None:
+        """Decode a bar change (BAR_PLANNERS) for the playing groove (worker thread)."""
+        try:
+            bar, g = BAR_PLANNERS[action](self, playing, arg)
+            pattern = g.pattern if g.pattern is not None else self._decode(g)
+        except Exception as e:
+            log.error("decoding the bar change failed (%s); playing on", e)
+            self.last_error = str(e)
+            with self._cond:
+                if self._bar_version == version:
+                    self._bar_pending = None
+                self._cond.notify_all()
+            return
+        with self._cond:
+            if self._bar_version == version:
+                self._bar_ready = (version, bar, pattern)
+                self._cond.notify_all()
+
+    def _prior(self, seed: int, style: str | None) -> np.ndarray:
+        return self.engine.prior(seed) if style is None else self.engine.prior(seed, style=style)
+
     def _resolved_z(self, g: Groove) -> np.ndarray:
-        return self.engine.prior(g.seed) if g.z is None else np.asarray(g.z, np.float32)
+        return self._prior(g.seed, g.style) if g.z is None else np.asarray(g.z, np.float32)
 
-    def _plan(self, cur: Groove, pending, morph, morph_total, next_seed, mutes, morph_cycles) -> _Plan:
-        g = replace(cur, pattern=None)
-        seeds = 0
-        unmute = None
-        decode = True
-        lo, hi = self.temperature_range
-
-        def take_seed() -> int:
-            nonlocal seeds
-            s = next_seed + seeds
-            seeds += 1
-            return s
-
-        if morph:  # the path goes on; requests below may still replace it
-            (z, seed), morph = morph[0], morph[1:]
-            k = morph_total - len(morph)
-            label = f"morph {k}/{morph_total} to seed {seed}" if morph else f"groove seed {seed}"
-            g = replace(g, z=z, seed=seed, label=label)
+    def _plan(self, p: _Draft, pending: list[tuple[str, object]]) -> _Plan:
+        """Fold the pending requests, in order, into the next cycle's groove."""
+        if p.morph:  # the path goes on; requests below may still replace it
+            (z, seed), p.morph = p.morph[0], p.morph[1:]
+            k = p.morph_total - len(p.morph)
+            label = f"morph {k}/{p.morph_total} to seed {seed}" if p.morph else f"groove seed {seed}"
+            p.g = replace(p.g, z=z, seed=seed, label=label)
         for action, arg in pending:
-            if action == "new":
-                s = take_seed()
-                g = Groove(seed=s, z=None, temperature=g.temperature, density=g.density, label=f"groove seed {s}")
-                morph, morph_total = [], 0
-            elif action == "variation":
-                s = take_seed()
-                g = replace(g, z=self._resolved_z(g), seed=s, label=f"variation seed {s}")
-                morph, morph_total = [], 0
-            elif action == "morph":
-                s = take_seed()
-                n = morph_cycles
-                path = self.engine.slerp(self._resolved_z(g), self.engine.prior(s), n + 1)[1:]
-                points = [(np.asarray(path[i], np.float32), s) for i in range(n - 1)] + [(None, s)]
-                (z, seed), morph = points[0], points[1:]
-                morph_total = n
-                label = f"morph 1/{n} to seed {s}" if n > 1 else f"groove seed {s}"
-                g = Groove(seed=seed, z=z, temperature=g.temperature, density=g.density,
-                           keep=None, lock_src=None, label=label)
-            elif action == "temperature":
-                g = replace(g, temperature=_clamp(round(g.temperature + TEMPERATURE_STEP * float(arg), 3), lo, hi))
-            elif action == "set_temperature":
-                g = replace(g, temperature=_clamp(float(arg), lo, hi))
-            elif action == "density":
-                g = replace(g, density=_clamp(round(g.density + DENSITY_STEP * float(arg), 3), -DENSITY_LIMIT, DENSITY_LIMIT))
-            elif action == "set_density":
-                g = replace(g, density=_clamp(float(arg), -DENSITY_LIMIT, DENSITY_LIMIT))
-            elif action == "lock":
-                keep = np.asarray(arg, dtype=bool)
-                if keep.all() or not keep.any():
-                    g = replace(g, keep=None, lock_src=None, label=g.label.replace(" (locked)", ""))
-                else:
-                    s = take_seed()
-                    src = cur.pattern if cur.pattern is not None else g.pattern
-                    g = replace(g, z=self._resolved_z(g), seed=s, keep=keep, lock_src=src,
-                                label=f"lock seed {s} (locked)")
-                    unmute = ~keep
-                morph, morph_total = [], 0
-            elif action == "recall":
-                g = replace(arg, label=arg.label.replace(" (recalled)", "") + " (recalled)")
-                morph, morph_total = [], 0
-        if pending and pending[-1][0] == "recall":
-            decode = False  # the saved Pattern is the groove, bit for bit
-        return _Plan(g, seeds, morph, morph_total if morph else 0, unmute, decode)
+            p.decode = True
+            PLANNERS[action](self, p, arg)
+        return _Plan(p.g, p.seeds, p.morph, p.morph_total if p.morph else 0, p.unmute, p.decode)
 
     def _decode(self, g: Groove) -> drums.Pattern:
         z = g.z
         if g.density:
             if self._density_dir is None:
                 self._density_dir = np.asarray(self.engine.attribute("density"), np.float32)
-            z = (self.engine.prior(g.seed) if z is None else z) + g.density * self._density_dir
+            z = (self._prior(g.seed, g.style) if z is None else z) + g.density * self._density_dir
         lock = (g.lock_src, g.keep) if g.keep is not None and g.lock_src is not None else None
+        cond = {k: v for k, v in (("style", g.style), ("fill", g.fill)) if v}  # only what is asked for
         if z is None:
-            return self.engine.sample(temperature=g.temperature, seed=g.seed, lock=lock)
-        return self.engine.sample(z=np.asarray(z, np.float32), temperature=g.temperature, seed=g.seed, lock=lock)
+            return self.engine.sample(temperature=g.temperature, seed=g.seed, lock=lock, **cond)
+        return self.engine.sample(z=np.asarray(z, np.float32), temperature=g.temperature, seed=g.seed, lock=lock, **cond)
 
 
 def _clamp(x: float, lo: float, hi: float) -> float:
     return min(hi, max(lo, x))
+
+
+@dataclass
+class _Draft:
+    """The next cycle's plan while the pending requests are folded into it (worker thread)."""
+
+    cur: Groove  # the playing groove
+    g: Groove  # what will play next
+    next_seed: int
+    morph: list  # remaining (z or None, seed) points of a morph path
+    morph_total: int
+    morph_cycles: int
+    seeds: int = 0  # seeds taken so far
+    unmute: np.ndarray | None = None
+    decode: bool = True
+
+    def take_seed(self) -> int:
+        s = self.next_seed + self.seeds
+        self.seeds += 1
+        return s
+
+    def end_morph(self) -> None:
+        self.morph, self.morph_total = [], 0
+
+
+# --- one planning function per request kind: (director, draft, arg) -> None -------------------
+
+
+def _label(style: str | None, text: str) -> str:
+    return f"{style} {text}" if style else text
+
+
+def _plan_new(d: Director, p: _Draft, arg: object) -> None:
+    s = p.take_seed()
+    p.g = Groove(seed=s, z=None, temperature=p.g.temperature, density=p.g.density, style=p.g.style,
+                 label=_label(p.g.style, f"groove seed {s}"))
+    p.end_morph()
+
+
+def _plan_style(d: Director, p: _Draft, steps: object) -> None:
+    """Step through the model's styles ("any" first): a new groove of that style next cycle."""
+    now = p.g.style or "any"
+    i = d.styles.index(now) if now in d.styles else 0
+    _plan_set_style(d, p, d.styles[(i + int(steps)) % len(d.styles)])
+
+
+def _plan_set_style(d: Director, p: _Draft, name: object) -> None:
+    style = None if name in (None, "any") else str(name)
+    if style is not None and style not in d.styles:
+        raise ValueError(f"unknown style {name!r}")
+    p.g = replace(p.g, style=style)
+    _plan_new(d, p, None)
+
+
+def _plan_variation(d: Director, p: _Draft, arg: object) -> None:
+    s = p.take_seed()
+    p.g = replace(p.g, z=d._resolved_z(p.g), seed=s, label=f"variation seed {s}")
+    p.end_morph()
+
+
+def _plan_morph(d: Director, p: _Draft, arg: object) -> None:
+    s = p.take_seed()
+    n = p.morph_cycles
+    path = d.engine.slerp(d._resolved_z(p.g), d._prior(s, p.g.style), n + 1)[1:]
+    points = [(np.asarray(path[i], np.float32), s) for i in range(n - 1)] + [(None, s)]
+    (z, seed), p.morph = points[0], points[1:]
+    p.morph_total = n
+    label = f"morph 1/{n} to seed {s}" if n > 1 else f"groove seed {s}"
+    p.g = Groove(seed=seed, z=z, temperature=p.g.temperature, density=p.g.density, keep=None, lock_src=None,
+                 style=p.g.style, label=_label(p.g.style, label))
+
+
+def _plan_temperature(d: Director, p: _Draft, steps: object) -> None:
+    _plan_set_temperature(d, p, round(p.g.temperature + TEMPERATURE_STEP * float(steps), 3))
+
+
+def _plan_set_temperature(d: Director, p: _Draft, value: object) -> None:
+    p.g = replace(p.g, temperature=_clamp(float(value), *d.temperature_range))
+
+
+def _plan_density(d: Director, p: _Draft, steps: object) -> None:
+    _plan_set_density(d, p, round(p.g.density + DENSITY_STEP * float(steps), 3))
+
+
+def _plan_set_density(d: Director, p: _Draft, value: object) -> None:
+    p.g = replace(p.g, density=_clamp(float(value), -DENSITY_LIMIT, DENSITY_LIMIT))
+
+
+def _plan_lock(d: Director, p: _Draft, keep: object) -> None:
+    keep = np.asarray(keep, dtype=bool)
+    if keep.all() or not keep.any():
+        p.g = replace(p.g, keep=None, lock_src=None, label=p.g.label.replace(" (locked)", ""))
+    else:
+        s = p.take_seed()
+        src = p.cur.pattern if p.cur.pattern is not None else p.g.pattern
+        p.g = replace(p.g, z=d._resolved_z(p.g), seed=s, keep=keep, lock_src=src, label=f"lock seed {s} (locked)")
+        p.unmute = ~keep
+    p.end_morph()
+
+
+def _plan_recall(d: Director, p: _Draft, saved: object) -> None:
+    p.g = replace(saved, label=saved.label.replace(" (recalled)", "") + " (recalled)")
+    p.end_morph()
+    p.decode = False  # the saved Pattern is the groove, bit for bit (unless a later request changes it)
+
+
+# the knobs: their planners only set a number, so the view can show where they will land
+_PREVIEWED = frozenset(("temperature", "set_temperature", "density", "set_density"))
+
+PLANNERS: dict[str, Callable[[Director, _Draft, object], None]] = {
+    "new": _plan_new,
+    "variation": _plan_variation,
+    "morph": _plan_morph,
+    "temperature": _plan_temperature,
+    "set_temperature": _plan_set_temperature,
+    "density": _plan_density,
+    "set_density": _plan_set_density,
+    "lock": _plan_lock,
+    "recall": _plan_recall,
+    "style": _plan_style,
+    "set_style": _plan_set_style,
+}
+
+
+# Request kinds that change the playing cycle from a bar line on, once, instead of the groove at the
+# next cycle boundary (a fill in bar 4): kind -> (director, playing groove, arg) -> (bar line 0..3,
+# the groove to decode for it; its pattern from that bar on plays to the end of the cycle). It lands
+# at that bar line of the current cycle if decoded in time, else at the next cycle's (decoded again
+# if the groove changed at the boundary); a newer request of these kinds replaces an older one.
+def _bar_fill(d: Director, playing: Groove, arg: object) -> tuple[int, Groove]:
+    """A learned fill in bar 4: the playing groove decoded again with the fill input on bar 4.
+    Same latent, same noise, so bars 1-3 are the same notes and only bar 4 changes."""
+    return drums.BARS - 1, replace(playing, fill=True, pattern=None, label=playing.label + " + fill")
+
+
+BAR_PLANNERS: dict[str, Callable[[Director, Groove, object], tuple[int, Groove]]] = {"fill": _bar_fill}
+
+
+# What a request needs from the moment it is made (called under the director's lock); None drops it.
+def _lock_keep(d: Director, keep: object) -> object:
+    return ~d._mutes if keep is None else keep  # the voices unmuted when l was pressed
+
+
+def _recall_slot(d: Director, slot: object) -> Groove | None:
+    g = d.slots.get(int(slot))
+    if g is None:
+        log.info("slot %s is empty", slot)
+    return g
+
+
+_AT_REQUEST: dict[str, Callable[[Director, object], object]] = {"lock": _lock_keep, "recall": _recall_slot}

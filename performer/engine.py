@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import json
 import logging
 import sys
 from importlib import resources
@@ -24,14 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model import drums
-from model.config import FILL_STRENGTH, SAMPLE_TEMPERATURE
+from model import bundle, drums
+from model.config import FILL_STRENGTH
 from model.errors import DrumPerformerError
+from model.sampling import gumbel
 
 log = logging.getLogger(__name__)
-
-FORMAT = 1
-SAMPLER, ENCODER, META = "sampler.onnx", "encoder.onnx", "model.json"
 
 
 class EngineError(DrumPerformerError):
@@ -43,10 +39,51 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("performer") / "models" / "default"))
 
 
-def _gumbel(rng: np.random.Generator, shape) -> np.ndarray:
-    u = rng.random(shape, dtype=np.float32)
-    np.clip(u, 1e-9, 1.0 - 1e-7, out=u)
-    return -np.log(-np.log(u))
+def session(path: Path):
+    """An ONNX Runtime session with the live options above (export's parity check uses it too,
+    so parity is measured on exactly the sessions the product runs)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EngineError("onnxruntime is not installed: pip install onnxruntime") from None
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise EngineError(f"cannot load {path}: {str(e).splitlines()[0][:200]}") from None
+
+
+def _checked_session(folder: Path, graph: bundle.Graph, meta: dict):
+    """A session of one of the folder's graphs, and the names of the inputs it has."""
+    sess = session(folder / graph.file)
+    try:
+        # inputs with a default (the sampler's mask) are overridable initializers, not inputs
+        inputs = [*sess.get_inputs(), *sess.get_overridable_initializers()]
+        names = graph.check(folder, inputs, sess.get_outputs(), meta)
+    except bundle.BundleError as e:
+        raise EngineError(str(e)) from None
+    return sess, names
+
+
+def verify(folder: str | Path) -> None:
+    """Every check :meth:`Engine.load` makes, plus the encoder graph's (load leaves it for first use).
+
+    Export runs it on a new folder before the folder replaces anything.
+    """
+    folder = Path(folder)
+    try:
+        meta = bundle.read(folder)
+    except bundle.BundleError as e:
+        raise EngineError(str(e)) from None
+    for graph in (bundle.SAMPLER_GRAPH, bundle.ENCODER_GRAPH):
+        _checked_session(folder, graph, meta)
 
 
 def _release_freed_heap() -> None:
@@ -61,22 +98,10 @@ def _release_freed_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _session_options(ort):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    return so
-
-
 Lock = tuple[drums.Pattern, np.ndarray]  # (source pattern, (9,) bool voices to keep)
 
-ANY_STYLE = "any"
-PRIOR = "prior.npz"
+ANY_STYLE = bundle.ANY_STYLE
+PRIOR = bundle.PRIOR
 
 
 def _read_prior(folder: Path, meta: dict, z_size: int, n_styles: int):
@@ -86,7 +111,7 @@ def _read_prior(folder: Path, meta: dict, z_size: int, n_styles: int):
     N(0, I): the posteriors of this model sit far from N(0, I) (KL ~250 nats), so
     prior draws land where the decoder never trained (see runs/groove/eval).
     """
-    if PRIOR not in meta.get("files", {}):
+    if PRIOR not in meta["files"]:
         return None
     try:
         with np.load(folder / PRIOR) as f:
@@ -95,102 +120,61 @@ def _read_prior(folder: Path, meta: dict, z_size: int, n_styles: int):
         raise EngineError(f"cannot read {folder / PRIOR}: {e}") from None
     if not (w.ndim == 2 and m.shape == (*w.shape, z_size) and sc.shape == m.shape and w.shape[0] == n_styles):
         raise EngineError(f"{folder / PRIOR} does not fit the model (z {z_size}, {n_styles} styles)")
+    if not (np.isfinite(w).all() and np.isfinite(m).all() and np.isfinite(sc).all()
+            and (w >= 0).all() and (w.sum(1) > 0).all() and (sc >= 0).all()):
+        raise EngineError(f"{folder / PRIOR} holds non-finite or negative weights or scales")
     w = w / w.sum(1, keepdims=True)
     return w, m.astype(np.float32), sc.astype(np.float32)
 
 
 class Engine:
-    def __init__(self, folder: Path, meta: dict, sampler, encoder_factory):
+    def __init__(self, folder: Path, meta: dict, sampler, encoder_factory, sampler_inputs=frozenset()):
+        """``meta``: model.json as :func:`model.bundle.read` checked it."""
         self.folder = folder
         self.meta = meta
         self._sampler = sampler
+        self._sampler_inputs = frozenset(sampler_inputs)
         self._encoder_factory = encoder_factory
         self._encoder_session = None
-        self.z_size = int(meta["z_size"])
-        self.attributes = {k: np.asarray(v, np.float32) for k, v in meta.get("attributes", {}).items()}
-        t = meta.get("temperature", {})
-        self.temperature_range = (float(t.get("min", 0.0)), float(t.get("max", 2.0)))
-        self.default_temperature = float(t.get("default", SAMPLE_TEMPERATURE))
+        self.z_size: int = meta["z_size"]
+        self.attributes: dict[str, np.ndarray] = meta["attributes"]
+        t = meta["temperature"]
+        self.temperature_range = (t["min"], t["max"])
+        self.default_temperature = t["default"]
         self._zero_noise = np.zeros((1, drums.STEPS, drums.NUM_CLASSES), np.float32)
-        self.styles: tuple[str, ...] = tuple(meta.get("styles", ()))  # style i+1; 0 = "any"
-        self.has_fills = bool(meta.get("fills", False))
-        inputs = {i.name for i in sampler.get_inputs()}
-        self._feeds_style = "style" in inputs
-        self._feeds_fill = "fill" in inputs
+        self.styles: tuple[str, ...] = tuple(meta["styles"])  # style i+1; 0 = "any"
+        self.has_fills: bool = meta["fills"]
+        self._feeds_style = "style" in self._sampler_inputs
+        self._feeds_fill = "fill" in self._sampler_inputs
         self.prior_mixture = _read_prior(folder, meta, self.z_size, len(self.styles) + 1)
 
     # --- loading -------------------------------------------------------------
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, warm: bool = True) -> Engine:
+        """Load and check a model folder (see :mod:`model.bundle`); any problem is an EngineError."""
         folder = Path(model_dir) if model_dir is not None else default_model_dir()
-        meta = cls._read_meta(folder)
         try:
-            import onnxruntime as ort
-        except ImportError:
-            raise EngineError("onnxruntime is not installed: pip install onnxruntime") from None
-        so = _session_options(ort)
-        try:
-            sampler = ort.InferenceSession(str(folder / SAMPLER), so, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise EngineError(f"cannot load {folder / SAMPLER}: {str(e).splitlines()[0][:200]}") from None
+            meta = bundle.read(folder)
+        except bundle.BundleError as e:
+            raise EngineError(str(e)) from None
+        sampler, inputs = _checked_session(folder, bundle.SAMPLER_GRAPH, meta)
 
-        def encoder():  # loaded on first use: the live loop never encodes
-            try:
-                return ort.InferenceSession(str(folder / ENCODER), so, providers=["CPUExecutionProvider"])
-            except Exception as e:
-                raise EngineError(f"cannot load {folder / ENCODER}: {str(e).splitlines()[0][:200]}") from None
+        def encoder():  # loaded (and checked) on first use: the live loop never encodes
+            return _checked_session(folder, bundle.ENCODER_GRAPH, meta)[0]
 
-        engine = cls(folder, meta, sampler, encoder)
+        engine = cls(folder, meta, sampler, encoder, inputs)
         if warm:
             engine.sample(seed=0)
         _release_freed_heap()
         return engine
 
-    @staticmethod
-    def _read_meta(folder: Path) -> dict:
-        p = folder / META
-        if not folder.is_dir():
-            raise EngineError(f"model folder {folder} does not exist")
-        if not p.exists():
-            raise EngineError(f"{folder} is not an exported model (no {META}); run drum-performer export")
-        try:
-            meta = json.loads(p.read_text())
-        except (ValueError, OSError) as e:
-            raise EngineError(f"{p} is corrupt: {e}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise EngineError(f"{p} has format {meta.get('format') if isinstance(meta, dict) else '?'}, this version reads {FORMAT}")
-        voc = meta.get("vocabulary", {})
-        want = {
-            "voices": list(drums.VOICES),
-            "output_pitches": list(drums.OUTPUT_PITCHES),
-            "num_classes": drums.NUM_CLASSES,
-            "steps": drums.STEPS,
-        }
-        for k, v in want.items():
-            if voc.get(k) != v:
-                raise EngineError(f"{folder} was exported with a different vocabulary ({k}: {voc.get(k)!r}, expected {v!r})")
-        for name, digest in meta.get("files", {}).items():
-            f = folder / name
-            if not f.exists():
-                raise EngineError(f"{f} is missing")
-            if hashlib.sha256(f.read_bytes()).hexdigest() != digest:
-                raise EngineError(f"{f} is corrupt (checksum differs from {META})")
-        if "z_size" not in meta:
-            raise EngineError(f"{p} has no z_size")
-        return meta
-
     def extra_session(self, name: str):
-        """A session (same options as the sampler's) for another graph listed in model.json's
-        files, e.g. the tap encoder that ``performer.band`` loads on first use."""
-        import onnxruntime as ort
-
+        """A session (the live options) for another graph listed in model.json's files,
+        e.g. the tap encoder that ``performer.band`` loads on first use."""
         if name not in self.meta.get("files", {}):
             raise EngineError(f"the model in {self.folder} has no {name}")
-        try:
-            return ort.InferenceSession(str(self.folder / name), _session_options(ort), providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise EngineError(f"cannot load {self.folder / name}: {str(e).splitlines()[0][:200]}") from None
+        return session(self.folder / name)
 
     @property
     def _encoder(self):
@@ -244,6 +228,12 @@ class Engine:
 
     # --- decoding ------------------------------------------------------------
 
+    def check_temperature(self, temperature: float) -> None:
+        """EngineError unless ``temperature`` is within the model's range (model.json)."""
+        lo, hi = self.temperature_range
+        if not lo <= temperature <= hi:
+            raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
+
     def decode(self, z: np.ndarray, temperature: float, noise: np.ndarray | None = None, mask: np.ndarray | None = None,
                style: np.ndarray | int = 0, fill: np.ndarray | None = None):
         """Batch decode. z (B, Z); noise (B, T, C) Gumbel or None (argmax); mask (B|1, T, C) bool;
@@ -256,6 +246,8 @@ class Engine:
             noise = self._zero_noise if len(z) == 1 else np.zeros((len(z), drums.STEPS, drums.NUM_CLASSES), np.float32)
         feed = {"z": z, "temperature": np.array([temperature], np.float32), "noise": noise}
         if mask is not None:
+            if "mask" not in self._sampler_inputs:
+                raise EngineError(f"{self.folder / bundle.SAMPLER} has no mask input: this model cannot lock voices")
             feed["mask"] = np.ascontiguousarray(mask, dtype=bool)
         if self._feeds_style:
             feed["style"] = np.broadcast_to(np.asarray(style, np.int64), (len(z),)).copy()
@@ -282,16 +274,14 @@ class Engine:
         pattern the same call without ``fill`` gives)."""
         if temperature is None:
             temperature = self.default_temperature
-        lo, hi = self.temperature_range
-        if not lo <= temperature <= hi:
-            raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
+        self.check_temperature(temperature)
         s_idx = self.style_index(style)
         rng = np.random.default_rng(seed)
         # z is always drawn first, so a seed gives the same noise with or without an explicit z
         z_prior = self.draw_z(rng, s_idx)
         if z is None:
             z = z_prior
-        noise = _gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None
+        noise = gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None
         mask = None
         if lock is not None:
             src, keep = lock
@@ -309,23 +299,25 @@ class Engine:
 
     # --- encoding ------------------------------------------------------------
 
-    def encode_batch(self, patterns: list[drums.Pattern]) -> tuple[np.ndarray, np.ndarray]:
-        for p in patterns:
-            if p.steps != drums.STEPS:
-                raise EngineError(f"a pattern to encode needs {drums.STEPS} steps, got {p.steps}")
+    def encode_arrays(self, classes: np.ndarray, velocity: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Batch encode. classes (B, T) int, velocity and offset (B, T, V) -> mu, logvar (B, Z)."""
         feed = {
-            "classes": np.stack([p.classes() for p in patterns]).astype(np.int64),
-            "velocity": np.stack([p.velocity for p in patterns]).astype(np.float32),
-            "offset": np.stack([p.offset for p in patterns]).astype(np.float32),
+            "classes": np.asarray(classes, dtype=np.int64),
+            "velocity": np.asarray(velocity, dtype=np.float32),
+            "offset": np.asarray(offset, dtype=np.float32),
         }
         mu, logvar = self._encoder.run(None, feed)
         return mu, logvar
 
-    def encode_arrays(self, classes: np.ndarray, velocity: np.ndarray, offset: np.ndarray):
-        """classes (B, T), velocity, offset (B, T, V) -> mu, logvar (B, Z)."""
-        return self._encoder.run(None, {"classes": np.asarray(classes, np.int64),
-                                        "velocity": np.asarray(velocity, np.float32),
-                                        "offset": np.asarray(offset, np.float32)})
+    def encode_batch(self, patterns: list[drums.Pattern]) -> tuple[np.ndarray, np.ndarray]:
+        for p in patterns:
+            if p.steps != drums.STEPS:
+                raise EngineError(f"a pattern to encode needs {drums.STEPS} steps, got {p.steps}")
+        return self.encode_arrays(
+            np.stack([p.classes() for p in patterns]),
+            np.stack([p.velocity for p in patterns]),
+            np.stack([p.offset for p in patterns]),
+        )
 
     def encode(self, pattern: drums.Pattern) -> np.ndarray:
         """Posterior mean of a Pattern, (Z,)."""

@@ -7,22 +7,28 @@ CLI prints (one ready line, the port list); library code only logs.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from performer.cli import number
+from model.ranges import number
 from performer.clock import SPP_UNITS
+from performer.controls import epilog
+from performer.options import LiveOptions, fills_arg
 from performer.ports import API_CHOICES
 
-KEYS_EPILOG = """\
-keys: n new groove, v variation, m morph over N cycles ([ ] change N), + - temperature,
-d D density down/up, 1-9 mute a voice (next bar), l lock the unmuted voices and regenerate
-the muted ones, s save / r recall a slot, h or ? help, q quit. Grooves land at the next
-4-bar cycle. Every control is also on MIDI CC 20-28 / notes 60-80 of the clock input
-(see docs/live.md; change with --map FILE).
-
+SEED_EPILOG = """\
 --seed S: the first groove is exactly the model's sample for seed S; each later request
 that needs new randomness (n, v, m, l) takes the next seed S+1, S+2, ... in order."""
+
+
+_R = LiveOptions.RANGES
+
+
+def _ranged(name: str):
+    """The argparse type of a live option, from its range in LiveOptions.RANGES."""
+    r = _R[name]
+    return number(r.kind, r.lo, r.hi if math.isfinite(r.hi) else None, r.unit)
 
 
 def add_parsers(sub) -> None:
@@ -31,7 +37,7 @@ def add_parsers(sub) -> None:
         help="play live (the default): follow the DAW's MIDI clock, or --bpm, and send drums",
         description="Play drums live. Follows MIDI clock on the clock input (Start, Stop, Continue, "
         "Song Position) and sends notes on the output; --bpm plays on an internal clock instead.",
-        epilog=KEYS_EPILOG,
+        epilog=epilog() + "\n\n" + SEED_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("ports")
@@ -41,17 +47,17 @@ def add_parsers(sub) -> None:
     g.add_argument("--clock-port", metavar="NAME",
                    help="take clock and MIDI controls from this input (default: a virtual input 'Drum Performer Clock')")
     g.add_argument("--api", choices=API_CHOICES, default="auto", help="MIDI backend (default: auto)")
-    g.add_argument("--channel", type=number(int, 1, 16), default=10, metavar="N",
-                   help="MIDI channel of the drums, 1..16 (default: 10, General MIDI drums)")
+    g.add_argument("--channel", type=_ranged("channel"), default=LiveOptions.channel, metavar="N",
+                   help=f"MIDI channel of the drums, {_R['channel'].text()} (default: 10, General MIDI drums)")
     c = p.add_argument_group("clock")
-    c.add_argument("--bpm", type=number(float, 20, 400, " BPM"), metavar="N",
+    c.add_argument("--bpm", type=_ranged("bpm"), metavar="N",
                    help="play on an internal clock at N BPM instead of following MIDI clock")
     c.add_argument("--start-on-clock", action="store_true",
                    help="start when clock arrives without a Start (for masters that never send transport)")
     c.add_argument("--spp-units", choices=SPP_UNITS, default="16ths",
                    help="what the master's Song Position Pointer counts: 16ths (the MIDI spec, most DAWs; "
                    "default) or clocks (Ardour 7: see the README's DAW list)")
-    c.add_argument("--latency-ms", type=number(float, -50, 50), default=0.0, metavar="MS",
+    c.add_argument("--latency-ms", type=_ranged("latency_ms"), default=LiveOptions.latency_ms, metavar="MS",
                    help="send notes MS earlier to make up for output latency (negative: later)")
     m = p.add_argument_group("groove")
     mode = m.add_mutually_exclusive_group()
@@ -59,16 +65,19 @@ def add_parsers(sub) -> None:
                       help="play the model's velocities and microtiming (default)")
     mode.add_argument("--quantize", dest="quantize", action="store_true",
                       help="play on the 16th grid, keeping the model's velocities")
-    m.add_argument("--swing", type=number(float, 0, 75, " percent"), default=0.0, metavar="PCT",
+    m.add_argument("--swing", type=_ranged("swing"), default=LiveOptions.swing, metavar="PCT",
                    help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
-    m.add_argument("--seed", type=number(int, 0, 2**32 - 10_001), metavar="N",
+    m.add_argument("--seed", type=_ranged("seed"), metavar="N",
                    help="make the performance reproducible (default: random, shown at start)")
-    m.add_argument("--temperature", type=number(float, 0), default=None, metavar="T",
+    m.add_argument("--temperature", type=_ranged("temperature"), default=None, metavar="T",
                    help="sampling temperature within the model's range (the shipped model: 0..2; "
                    "default: the model's, 0.5; 0 = the most likely groove)")
     m.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
-    m.add_argument("--morph-cycles", type=number(int, 1, 16), default=4, metavar="N",
-                   help="cycles a morph (m) takes, 1..16 (default 4)")
+    m.add_argument("--style", metavar="NAME", help="start in this style (see 'drum-performer styles'; default: any)")
+    m.add_argument("--fills", type=fills_arg, default=0, metavar="every:N|off",
+                   help="a learned fill in bar 4 of every N-th cycle (default: off; the f key asks for one)")
+    m.add_argument("--morph-cycles", type=_ranged("morph_cycles"), default=LiveOptions.morph_cycles, metavar="N",
+                   help=f"cycles a morph (m) takes, {_R['morph_cycles'].text()} (default 4)")
     o = p.add_argument_group("other")
     o.add_argument("--record", metavar="FILE.mid", help="write what was played to this MIDI file on exit")
     o.add_argument("--map", metavar="FILE", help="JSON file mapping MIDI CCs / notes to controls")
@@ -85,7 +94,7 @@ def add_parsers(sub) -> None:
 
 
 def run_live(a) -> int:
-    from performer.app import LiveApp, LiveOptions
+    from performer.app import LiveApp
 
     opts = LiveOptions(
         port=a.port,
@@ -105,6 +114,8 @@ def run_live(a) -> int:
         headless=True if a.headless else None,
         latency_ms=a.latency_ms,
         spp_units=a.spp_units,
+        style=a.style,
+        fills_every=a.fills,
     )
     if a.record is not None:
         opts.validate()  # the --record check, before anything plays: one line if it fails

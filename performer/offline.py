@@ -15,6 +15,8 @@ import numpy as np
 
 from model import drums, midifile, paths
 from model.errors import DrumPerformerError
+from model.fileio import atomic_write
+from model.ranges import BPM, NONNEGATIVE, POSITIVE_INT, SEED
 from performer import sound
 
 log = logging.getLogger(__name__)
@@ -24,23 +26,26 @@ class SampleError(DrumPerformerError):
     pass
 
 
-def add_parser(sub, positive_int, nonneg_float, bpm) -> None:
-    from performer.cli import number
+def add_parsers(sub) -> None:
+    _add_sample(sub)
+    _add_styles(sub)
 
+
+def _add_sample(sub) -> None:
     p = sub.add_parser(
         "sample",
         help="write four-bar grooves as MIDI files (or --interpolate A.mid B.mid)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-n", type=positive_int, default=4, help="number of grooves")
+    p.add_argument("-n", type=POSITIVE_INT.arg(), default=4, help="number of grooves")
     p.add_argument("--out", required=True, help="folder to write into (created if needed)")
-    p.add_argument("--seed", type=number(int, 0), help="first seed, 0 or more (file i uses seed+i); default: random, printed")
-    p.add_argument("--temperature", type=nonneg_float, help="sampling temperature (0 = most likely); default: the model's (0.5), 0 for --interpolate")
-    p.add_argument("--bpm", type=bpm, default=120.0, help="tempo written to the files")
+    p.add_argument("--seed", type=SEED.arg(), help="first seed, 0 or more (file i uses seed+i); default: random, printed")
+    p.add_argument("--temperature", type=NONNEGATIVE.arg(), help="sampling temperature (0 = most likely); default: the model's (0.5), 0 for --interpolate")
+    p.add_argument("--bpm", type=BPM.arg(), default=120.0, help="tempo written to the files")
     p.add_argument("--model", help="exported model folder (default: the shipped model)")
     p.add_argument("--quantize", action="store_true", help="write on the grid (keep velocities, drop microtiming)")
     p.add_argument("--interpolate", nargs=2, metavar=("A.mid", "B.mid"), help="morph from clip A to clip B")
-    p.add_argument("--steps", type=positive_int, default=5, help="grooves on the morph path, ends included")
+    p.add_argument("--steps", type=POSITIVE_INT.arg(), default=5, help="grooves on the morph path, ends included")
     p.add_argument("--style", help="play in this style (see 'drum-performer styles'; default: any)")
     p.add_argument("--fill", action="store_true", help="bar 4 of each groove is a fill (bars 1-3 stay the groove)")
     p.add_argument("--png", action="store_true", help="also draw each groove's grid as a PNG (needs matplotlib)")
@@ -56,7 +61,7 @@ def have_matplotlib() -> bool:
     return find_spec("matplotlib") is not None
 
 
-def add_styles_parser(sub) -> None:
+def _add_styles(sub) -> None:
     p = sub.add_parser("styles", help="list the styles of a model, one per line, name first")
     p.add_argument("--model", help="exported model folder (default: the shipped model)")
     p.set_defaults(func=run_styles)
@@ -90,13 +95,8 @@ def draw_png(pattern: drums.Pattern, path: Path, title: str) -> None:
     ax.set_xlabel("sixteenth step")
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fig.savefig(tmp, dpi=80, format="png")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
     finally:
         plt.close(fig)
 
@@ -120,6 +120,8 @@ def run(a) -> int:
         raise SampleError("--png needs matplotlib, which this install lacks: pip install matplotlib (or leave out --png)")
     engine = Engine.load(a.model)
     engine.style_index(a.style)  # an unknown style fails here, before anything is written
+    if a.temperature is not None:
+        engine.check_temperature(a.temperature)  # and so does a temperature outside the model's range
     if a.fill and not engine.has_fills:
         raise SampleError(f"the model in {engine.folder} has no fills (it was trained without GMD's fill clips)")
     clips = [read_clip(c) for c in a.interpolate] if a.interpolate else []

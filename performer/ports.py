@@ -807,9 +807,14 @@ class _MemoryPort:
 
     name: str
     status: str
+    api = "memory"
+    polled = False  # what arrives is pushed into the inbox, never polled
 
     def check(self) -> None:
         pass
+
+    def poll(self) -> list:
+        return []
 
     def close(self) -> None:
         self.status = "closed"

@@ -46,6 +46,7 @@ from performer.clock import (
     MidiParser,
     StampMapper,
     Transport,
+    bpm_to_period,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ DEFAULT_CHANNEL = 9  # GM drums: channel 10, 0-based
 # note (half a step) plus a wake-up, small enough that a control or a mute
 # lands within a step of being asked for.
 LOOKAHEAD_TICKS = 2 * TICKS_PER_STEP
+MAX_SWING = 0.75  # of a step: beyond it the swung 16th would pass the next one's earliest note
+# A note-on's note-off comes this many 16ths later (wall time, within GATE_MIN_S..GATE_MAX_S): short
+# enough that a retrigger rarely cuts a note, long enough for any drum sampler to catch it.
+GATE_STEPS = drums.GATE_STEPS  # 0.5, as in the MIDI files written (model.drums)
+GATE_MIN_S, GATE_MAX_S = 0.01, 0.1
 EARLIEST = -0.5 * TICKS_PER_STEP  # the earliest a step's note can be, relative to its grid tick
 
 Send = Callable[[list[int], float | None], None]
@@ -69,6 +75,10 @@ class PatternSource(Protocol):
     def pattern_for(self, cycle: int) -> drums.Pattern:
         """The Pattern of ``cycle``; called once, when its first step is about to be scheduled."""
 
+    def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
+        """A change that lands at bar line ``bar`` (1..3) of ``cycle`` and plays to the cycle's end
+        (a fill in bar 4); None: the cycle's pattern plays on. Called as that bar is scheduled."""
+
     def mutes(self) -> np.ndarray:
         """(9,) bool voices to silence; read at every bar line (changes land on the next bar)."""
 
@@ -76,7 +86,7 @@ class PatternSource(Protocol):
 def compile_pattern(pattern: drums.Pattern, quantize: bool, swing: float) -> list[list[tuple[float, int, int, int]]]:
     """Per step: (clock offset from the step's grid tick, voice, pitch, MIDI velocity) of each hit.
 
-    ``swing`` (0..0.75) delays every second 16th by that fraction of a step.
+    ``swing`` (0..MAX_SWING) delays every second 16th by that fraction of a step.
     """
     out: list[list[tuple[float, int, int, int]]] = []
     swing_ticks = swing * TICKS_PER_STEP
@@ -100,12 +110,12 @@ class Scheduler:
         quantize: bool = False,
         swing: float = 0.0,
         lead: float = 0.0,
-        gate_steps: float = 0.5,
+        gate_steps: float = GATE_STEPS,
     ) -> None:
         if not 0 <= channel <= 15:
             raise ValueError(f"channel {channel} outside 0..15")
-        if not 0.0 <= swing <= 0.75:
-            raise ValueError(f"swing {swing} outside 0..0.75")
+        if not 0.0 <= swing <= MAX_SWING:
+            raise ValueError(f"swing {swing} outside 0..{MAX_SWING}")
         self.source = source
         self.channel = channel
         self.quantize = quantize
@@ -156,11 +166,8 @@ class Scheduler:
         self._offs.clear()
 
     def panic(self, send: Send, exiting: bool = False) -> None:
-        """Note-offs for everything sounding, CC123, and on exit CC120."""
-        self.playing = False
-        self._heap.clear()
-        self.release_all(send)
-        send([0xB0 | self.channel, CC_ALL_NOTES_OFF, 0], None)
+        """:meth:`stop`, and on exit CC120 (all sound off) too."""
+        self.stop(send)
         if exiting:
             send([0xB0 | self.channel, CC_ALL_SOUND_OFF, 0], None)
 
@@ -180,6 +187,11 @@ class Scheduler:
             self.patterns[cycle] = pattern
             for old in [c for c in self.patterns if c < cycle - 1 or c > cycle]:
                 del self.patterns[old]
+        elif t % drums.STEPS_PER_BAR == 0:
+            pattern = self.source.pattern_at_bar(cycle, t // drums.STEPS_PER_BAR)
+            if pattern is not None:
+                self._compiled = compile_pattern(pattern, self.quantize, self.swing)
+                self.patterns[cycle] = pattern
         if s % drums.STEPS_PER_BAR == 0:
             self._mutes = np.asarray(self.source.mutes(), dtype=bool)
         base = s * TICKS_PER_STEP
@@ -190,7 +202,7 @@ class Scheduler:
 
     def _gate(self, clock: ClockSource) -> float:
         bpm = clock.bpm() or 120.0
-        return min(0.1, max(0.01, self.gate_steps * 15.0 / bpm))
+        return min(GATE_MAX_S, max(GATE_MIN_S, self.gate_steps * TICKS_PER_STEP * bpm_to_period(bpm)))
 
     def poll(self, now: float, clock: ClockSource, send: Send) -> float:
         """Send everything due at ``now``; return when to call again (inf: only on input)."""
@@ -366,7 +378,7 @@ class Player(threading.Thread):
         return got
 
     def _loop(self) -> None:
-        inbox, clock, sched, send = self.inbox, self.clock, self.scheduler, self.send
+        inbox = self.inbox
         wake = self.now()
         polling = self.poll is not None
         cap = min(self.max_wait, self.poll_interval) if polling else self.max_wait
@@ -393,15 +405,23 @@ class Player(threading.Thread):
             now = self.now()
             if not got and now < wake:
                 continue  # a polling tick with nothing new: the schedule stands
-            for ev in clock.update(now):
-                if ev.kind == STOP:
-                    log.info("stop at song position %d (%s)", ev.pos, ev.reason)
-                else:
-                    log.info("%s at song position %d", ev.kind, ev.pos)
-                sched.transport(ev, now, send)
-                if self.on_transport is not None:
-                    self.on_transport(ev)
-            wake = sched.poll(now, clock, send)
-            nc = clock.next_check(now)
-            if nc is not None and nc < wake:
-                wake = nc
+            wake = self.step(now)
+
+    def step(self, now: float) -> float:
+        """One pass at ``now``, after the input that arrived was fed to the clock: transport
+        changes, then everything due; returns when to run again. The thread's loop and the
+        simulated-time tests (tests/live_fakes.Sim) both run exactly this."""
+        clock, sched, send = self.clock, self.scheduler, self.send
+        for ev in clock.update(now):
+            if ev.kind == STOP:
+                log.info("stop at song position %d (%s)", ev.pos, ev.reason)
+            else:
+                log.info("%s at song position %d", ev.kind, ev.pos)
+            sched.transport(ev, now, send)
+            if self.on_transport is not None:
+                self.on_transport(ev)
+        wake = sched.poll(now, clock, send)
+        nc = clock.next_check(now)
+        if nc is not None and nc < wake:
+            wake = nc
+        return wake

@@ -38,15 +38,11 @@ import wave
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from model.errors import DrumPerformerError
-
-SAMPLE_RATE = 44100
-CHANNELS = 2
-BLOCK = 512  # frames per block when rendering offline: a typical audio callback size
+from model.fileio import atomic_write
+from performer.audio import BLOCK, CHANNELS, CLEAR, SAMPLE_RATE, AudioError, BlockRenderer, Event
 
 # Master gain before the soft clipper: the model's typical velocities (40-90) peak near -6 dBFS;
 # a loud unison (kick, snare and crash at 127) goes over the knee and is bent, not wrapped.
@@ -54,34 +50,6 @@ MASTER_GAIN = 1.0
 _KNEE = 0.8  # above this |level| the clipper bends smoothly towards 1.0
 CHOKE_S = 0.010  # a closed hat stops an open hat over 10 ms, as a real foot does
 MAX_VOICES = 48  # oldest voice dropped beyond this; a dense groove uses fewer than 20
-
-
-class AudioError(DrumPerformerError):
-    pass
-
-
-class Event(NamedTuple):
-    """A MIDI note event at an absolute frame. velocity 0 = note-off."""
-
-    frame: int
-    pitch: int
-    velocity: int
-
-
-CLEAR = Event(-1, -1, -1)  # queued by clear(): the audio thread drops what came before it
-
-
-class BlockRenderer(Protocol):
-    """What the offline writer and the live sink need from a sound source."""
-
-    frame: int  # first frame of the next block
-
-    def schedule(self, event: Event) -> None: ...
-
-    def clear(self) -> None: ...
-
-    def render(self, frames: int) -> np.ndarray:  # (frames, CHANNELS) float32 in [-1, 1]
-        ...
 
 
 # --- the synthesised kit -----------------------------------------------------------
@@ -287,12 +255,12 @@ class Renderer:
         if start < t0:
             self.late += 1
             start = t0
+        if voice is None or ev.velocity <= 0:
+            return  # a note-off never chokes: only a struck closed or pedal hat closes the open hat
         for choked in _CHOKES.get(ev.pitch, ()):
             for p in self._playing:
                 if p.pitch == choked and p.start < start and (p.stop_at is None or p.stop_at > start):
                     p.stop_at = start
-        if voice is None or ev.velocity <= 0:
-            return
         self._playing.append(_Playing(voice, start, ev.velocity, pitch))
         if len(self._playing) > MAX_VOICES:
             self._playing.pop(0)
@@ -407,18 +375,15 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
     if audio.ndim == 1:
         audio = audio[:, None]
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with wave.open(str(tmp), "wb") as w:
             w.setnchannels(audio.shape[1])
             w.setsampwidth(2)
             w.setframerate(sample_rate)
             w.writeframes(pcm.tobytes())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave a half file beside the grooves
-        raise
+
+    atomic_write(path, write)
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from performer.sound import CHANNELS, CLEAR, SAMPLE_RATE, AudioError, Event
+from performer.audio import CHANNELS, CLEAR, SAMPLE_RATE, AudioError, Event
 
 DRUM_CHANNEL = 9  # GM drums, 0-based
 DRUM_BANK = 128  # SoundFont percussion bank

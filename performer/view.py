@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from model import drums
+from performer.clock import TICKS_PER_STEP
 from performer.controls import help_lines
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ ACTION_WORDS = {
     "density_up": "density up", "density_down": "density down",
     "set_temperature": "temperature knob", "set_density": "density knob", "morph_cycles": "morph length knob",
     "save": "save to slot", "recall": "recall slot", "help": "help", "quit": "quit", "mute": "mute voice",
+    "fill": "fill in bar 4", "style_prev": "previous style", "style_next": "next style", "style": "style knob",
 }
 PENDING_WORDS = {"new": "new groove", "variation": "variation", "morph": "morph", "lock": "lock",
-                 "recall": "recall"}
+                 "recall": "recall", "style": "style change", "set_style": "style change"}
 
 
 def action_words(last: str) -> str:
@@ -48,23 +50,6 @@ def action_words(last: str) -> str:
         if 1 <= v <= drums.NUM_VOICES:
             rest = rest.replace(str(v), f"{v} ({drums.VOICE_LABELS[v - 1]})", 1)
     return f"{words} {rest}".strip()
-
-
-def _cells(pattern: drums.Pattern, v: int) -> list[str]:
-    out = []
-    for t in range(pattern.steps):
-        if pattern.hits[t, v]:
-            out.append("X" if pattern.velocity[t, v] >= 0.6 else "x")
-        else:
-            out.append("-" if t % drums.STEPS_PER_BEAT == 0 else ".")
-    return out
-
-
-def _with_bars(cells: list[str]) -> str:
-    parts = []
-    for i in range(0, len(cells), drums.STEPS_PER_BAR):
-        parts.append("".join(cells[i : i + drums.STEPS_PER_BAR]))
-    return "|".join(parts)
 
 
 def _column(step: int) -> int:
@@ -82,7 +67,7 @@ def render(s: dict, width: int = 100) -> list[str]:
     d = s.get("director", {})
     if pos is not None and transport != "stopped":
         ipos = int(pos) if pos >= 0 else 0
-        bar, in_bar = divmod(ipos // 6, drums.STEPS_PER_BAR)
+        bar, in_bar = divmod(ipos // TICKS_PER_STEP, drums.STEPS_PER_BAR)
         where = f"bar {bar + 1:3d}.{in_bar // drums.STEPS_PER_BEAT + 1}.{in_bar % drums.STEPS_PER_BEAT + 1}"
     else:
         where = "bar   -.-.-"
@@ -110,7 +95,10 @@ def render(s: dict, width: int = 100) -> list[str]:
         f"{d.get('label', '')}  T {temp:.2f}  density {dens:+.2f}  {morph_s} (m: {d.get('morph_cycles', '-')} cycles)"
         f"{pending}" if temp is not None else d.get("label", "")
     )
+    fills = d.get("fills_every")
+    fill_s = "fill coming in bar 4" if d.get("fill") else (f"fills every {fills} cycles" if fills else "fills: f")
     lines.append(f"out {s.get('out', '-')}   clock {s.get('clock', '-')}   {s.get('mode', '')}")
+    lines.append(f"style {d.get('style', 'any')}   {fill_s}")
     lines.append("")
     header = [" "] * (_column(drums.STEPS - 1) + 1)
     for b in range(drums.BARS):
@@ -125,7 +113,7 @@ def render(s: dict, width: int = 100) -> list[str]:
         m = "M" if mutes is not None and mutes[v] else " "
         lk = "L" if locks is not None and locks[v] else " "
         label = f"{v + 1} {drums.VOICE_LABELS[v]} {m}{lk}"
-        row = _with_bars(_cells(pattern, v)) if pattern is not None else ""
+        row = pattern.row(v) if pattern is not None else ""
         lines.append(f"{label:<{LABEL_W}}{row}")
     step = s.get("step")
     marker = ""

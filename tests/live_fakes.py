@@ -15,7 +15,7 @@ import numpy as np
 
 from model import drums
 from performer.clock import TICKS_PER_STEP, InternalClock, MidiClock
-from performer.scheduler import Scheduler
+from performer.scheduler import Player, Scheduler
 
 
 class FakeEngine:
@@ -28,16 +28,20 @@ class FakeEngine:
     z_size = 8
     temperature_range = (0.0, 2.0)
     default_temperature = 0.5
+    styles = ("funk", "rock")
+    has_fills = True
+    FILL_VOICE = drums.VOICES.index("high_tom")  # a fill bar: the high tom on every 16th, nothing else
 
-    def __init__(self, delay: float = 0.0, density: float = 0.18) -> None:
-        self.delay = delay
+    def __init__(self, density: float = 0.18, hold: threading.Event | None = None) -> None:
+        self.hold = hold  # while clear, every decode waits for it: a decode that is "not done yet"
         self.density = density
         self.calls: list[dict] = []
         self.fail = False
         self._lock = threading.Lock()
 
-    def prior(self, seed=None) -> np.ndarray:
-        return np.random.default_rng(seed).standard_normal(self.z_size).astype(np.float32)
+    def prior(self, seed=None, style=None) -> np.ndarray:
+        z = np.random.default_rng(seed).standard_normal(self.z_size).astype(np.float32)
+        return z + (self.styles.index(style) + 1 if style else 0)  # each style its own region
 
     def attribute(self, name: str = "density") -> np.ndarray:
         return np.full(self.z_size, 0.5, np.float32)
@@ -47,23 +51,26 @@ class FakeEngine:
         ts = np.linspace(0, 1, n)[:, None]
         return ((1 - ts) * np.asarray(z_a) + ts * np.asarray(z_b)).astype(np.float32)
 
-    def sample(self, z=None, temperature=1.0, seed=None, lock=None) -> drums.Pattern:
+    def sample(self, z=None, temperature=1.0, seed=None, lock=None, style=None, fill=False) -> drums.Pattern:
         with self._lock:
             self.calls.append({"z": None if z is None else np.array(z), "temperature": temperature,
-                               "seed": seed, "lock": lock})
+                               "seed": seed, "lock": lock, "style": style, "fill": fill})
         if self.fail:
             raise RuntimeError("fake decode failure")
-        if self.delay:
-            time.sleep(self.delay)
+        if self.hold is not None:
+            self.hold.wait(10.0)
         rng = np.random.default_rng(seed)
         if z is None:
-            z = rng.standard_normal(self.z_size).astype(np.float32)
+            z = rng.standard_normal(self.z_size).astype(np.float32) + (self.styles.index(style) + 1 if style else 0)
         h = hashlib.sha256(np.asarray(z, np.float32).tobytes() + repr(round(temperature, 6)).encode())
         h.update(rng.random(4).tobytes())  # the "noise": a different seed, a different decode
         r = np.random.default_rng(int.from_bytes(h.digest()[:8], "little"))
         dens = self.density * (1 + 0.2 * float(np.tanh(np.mean(z))))
         hits = r.random((drums.STEPS, drums.NUM_VOICES)) < dens
         hits[0, 0] = True  # a kick on the one, always: an easy anchor for tests
+        if fill:  # like the real model: the same bars 1-3, a different bar 4
+            hits[3 * drums.STEPS_PER_BAR :] = False
+            hits[3 * drums.STEPS_PER_BAR :, self.FILL_VOICE] = True
         vel = 0.3 + 0.7 * r.random(hits.shape)
         off = (r.random(hits.shape) - 0.5) * 0.6
         p = drums.Pattern(hits, vel.astype(np.float32), off.astype(np.float32))
@@ -84,6 +91,9 @@ class StaticSource:
     def pattern_for(self, cycle: int) -> drums.Pattern:
         self.asked.append(cycle)
         return self.list[min(cycle, len(self.list) - 1)] if cycle >= 0 else self.list[0]
+
+    def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
+        return None
 
     def mutes(self) -> np.ndarray:
         return self.mute.copy()
@@ -120,12 +130,88 @@ class Sent:
         return [(t, m) for t, m, _ in self.log if m[0] & 0xF0 == 0xB0 and (number is None or m[1] == number)]
 
 
+def balanced(msgs) -> bool:
+    """Every note-on released by a later note-off (``msgs``: MIDI byte lists or tuples)."""
+    on: dict[int, int] = {}
+    for m in msgs:
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            on[m[1]] = on.get(m[1], 0) + 1
+        elif m[0] & 0xF0 == 0x80:
+            on[m[1]] = max(0, on.get(m[1], 0) - 1)
+    return all(v == 0 for v in on.values())
+
+
+PANIC_TAIL = [[0xB9, 123, 0], [0xB9, 120, 0]]  # what every exit ends with on the drum channel
+
+
+Q = 128 / 48000  # a JACK period at 48 kHz: rtmidi's JACK input stamps per period
+
+
+def quantized(t: float) -> float:
+    """``t`` floored to a JACK period, the way rtmidi's JACK input stamps."""
+    return math.floor(t / Q) * Q
+
+
+def wait_until(pred, timeout: float = 10.0) -> bool:
+    """For state that announces nothing (a clock's cue, the director's mutes, a control list):
+    poll ``pred`` every millisecond until it holds; False on timeout (the caller asserts)."""
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+class LogSink:
+    """A performer sink (performer.wiring.Sink) that keeps (message, song position) and lets a
+    test wait for what it expects instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[list[int], float | None]] = []
+        self._cond = threading.Condition()
+
+    def send(self, msg, pos) -> None:
+        with self._cond:
+            self.log.append((list(msg), pos))
+            self._cond.notify_all()
+
+    def transport(self, ev) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "test log"
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def messages(self) -> list[list[int]]:
+        with self._cond:
+            return [m for m, _ in self.log]
+
+    def note_ons(self) -> list[tuple[list[int], float | None]]:
+        with self._cond:
+            return [(m, p) for m, p in self.log if m[0] & 0xF0 == 0x90 and m[2] > 0]
+
+    def wait_for(self, pred, timeout: float = 10.0) -> bool:
+        """Wait until ``pred(self)`` holds (checked at every message); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: pred(self), timeout)
+
+    def wait_notes(self, n: int, timeout: float = 10.0) -> bool:
+        return self.wait_for(lambda s: sum(1 for m, _ in s.log if m[0] & 0xF0 == 0x90 and m[2] > 0) >= n, timeout)
+
+
 class Sim:
     """Simulated time: drives a Scheduler and a clock without sleeping.
 
     ``run_until(t)`` advances time to each deadline the scheduler asks for,
-    feeding clock ticks at their (optionally quantised) arrival times, the
-    way the Player loop would, with an optional wake-up latency.
+    feeding clock ticks at their (optionally quantised) arrival times, and
+    runs :meth:`Player.step` there, as the sender thread's loop does, with an
+    optional wake-up latency.
     """
 
     def __init__(self, sched: Scheduler, clock, *, wake_latency: float = 0.0) -> None:
@@ -136,6 +222,8 @@ class Sim:
         self.inputs: list[tuple[float, tuple]] = []  # (arrival, parsed message), sorted
         self.wake_latency = wake_latency
         self.transports = []
+        # the sender thread's own step, never started as a thread: the sim is its loop
+        self.player = Player(clock, sched, self.sent, on_transport=self.transports.append, now=lambda: self.now)
 
     def feed_at(self, t: float, msg: tuple, stamp: float | None = None) -> None:
         self.inputs.append((t, msg, t if stamp is None else stamp))
@@ -150,13 +238,7 @@ class Sim:
             self.feed_at(t, ("clock",))
 
     def _process(self) -> None:
-        for ev in self.clock.update(self.now):
-            self.transports.append(ev)
-            self.sched.transport(ev, self.now, self.sent)
-        self.wake = self.sched.poll(self.now, self.clock, self.sent)
-        nc = self.clock.next_check(self.now)
-        if nc is not None:
-            self.wake = min(self.wake, nc)
+        self.wake = self.player.step(self.now)
 
     def run_until(self, t_end: float) -> None:
         self.wake = self.now
@@ -242,8 +324,9 @@ def private_jack_server(tmp_path_factory):
 def signal_child_main(out_path: str, bpm: float = 400.0) -> None:
     """Entry point of a child process for signal tests: a live app on fake ports.
 
-    Prints READY once playing; on exit writes every sent message to ``out_path``
-    (JSON) and exits with the app's code.
+    Prints READY once its ports are open and PLAYING at its first note-on (so
+    notes are sounding when the test signals it); on exit writes every sent
+    message to ``out_path`` (JSON) and exits with the app's code.
     """
     import json
     import queue as _queue
@@ -254,8 +337,15 @@ def signal_child_main(out_path: str, bpm: float = 400.0) -> None:
 
     inbox: _queue.SimpleQueue = _queue.SimpleQueue()
     out = MemoryOutput("child")
+
+    class Announce(LogSink):
+        def send(self, msg, pos) -> None:
+            if msg[0] & 0xF0 == 0x90 and not self.note_ons():
+                print("PLAYING", flush=True)
+            super().send(msg, pos)
+
     app = LiveApp(LiveOptions(bpm=bpm, headless=True, seed=5, quantize=True), engine=FakeEngine(density=0.5),
-                  output=out, input_port=MemoryInput(inbox), inbox=inbox)
+                  output=out, input_port=MemoryInput(inbox), inbox=inbox, sinks=[Announce()])
 
     def ready(info):
         print("READY", flush=True)

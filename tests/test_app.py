@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,34 +21,38 @@ import pytest
 
 from model import drums
 from performer.app import LiveApp, LiveError, LiveOptions, Recorder
-from performer.clock import STOP, Transport, bpm_to_period
+from performer.clock import STOP, Transport
 from performer.ports import MemoryInput, MemoryOutput
-from tests.live_fakes import FakeEngine, private_jack_server
+from tests.conftest import assert_one_line_error, run_cli
+from tests.live_fakes import (
+    PANIC_TAIL,
+    FakeEngine,
+    LogSink,
+    balanced,
+    private_jack_server,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def balanced(msgs) -> bool:
-    """Every note-on released by a later note-off."""
-    on: dict[int, int] = {}
-    for m in msgs:
-        if m[0] & 0xF0 == 0x90 and m[2] > 0:
-            on[m[1]] = on.get(m[1], 0) + 1
-        elif m[0] & 0xF0 == 0x80:
-            on[m[1]] = max(0, on.get(m[1], 0) - 1)
-    return all(v == 0 for v in on.values())
-
-
 class Live:
-    """An app running on a thread with fake ports, driven by the test."""
+    """An app running on a thread with fake ports, driven by the test.
+
+    ``log`` is an extra sink that keeps every message with its song position, so a
+    test reads where each note was played instead of timing it, and waits for what it
+    expects instead of sleeping.
+    """
 
     def __init__(self, **kw) -> None:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.out = MemoryOutput()
         self.inp = MemoryInput(self.inbox)
+        self.log = LogSink()
         self.engine = kw.pop("engine", None) or FakeEngine(density=0.35)
         opts = LiveOptions(headless=True, **kw)
-        self.app = LiveApp(opts, engine=self.engine, output=self.out, input_port=self.inp, inbox=self.inbox)
+        self.app = LiveApp(opts, engine=self.engine, output=self.out, input_port=self.inp, inbox=self.inbox,
+                           sinks=[self.log])
         self.ready = threading.Event()
         self.result: dict = {}
 
@@ -64,92 +67,90 @@ class Live:
         self.thread.start()
         assert self.ready.wait(10)
 
-    def clock(self, n: int, bpm: float, start=True) -> float:
-        """Start (optionally) and n clocks in real time; returns the time of clock 0."""
-        p = bpm_to_period(bpm)
-        t0 = time.perf_counter() + 0.01
-        if start:
-            self.inp.push([0xFA], t0 - 0.001)
-        for k in range(n):
-            target = t0 + k * p
-            while time.perf_counter() < target - 0.0003:
-                time.sleep(0.0002)
-            self.inp.push([0xF8], target)
-        return t0
+    def clocks(self, n: int, first: list[int] = ()) -> None:
+        """``first`` (e.g. Start) and n clocks as one burst: all arrive at once, each counts."""
+        self.inp.push([*first, *([0xF8] * n)])
+
+    def settled(self) -> None:
+        """Wait until the sender has handled everything pushed so far: an SPP while stopped
+        moves the cue, which the clock shows (only valid while stopped)."""
+        self.inp.push([0xF2, 5, 0])
+        assert wait_until(lambda: self.app.clock.position(0.0) == 5 * 6)
 
     def finish(self, timeout=5.0):
         self.app.request_stop()
         self.thread.join(timeout)
         assert not self.thread.is_alive()
-        return [m for _, m in self.out.messages]
+        return [list(m) for _, m in self.out.messages]
+
+
+def steps_played(log: LogSink) -> set[tuple[int, int, int]]:
+    """(16th step, voice, velocity) of every note-on, from its song position."""
+    return {(int(pos) // 6, drums.OUTPUT_PITCHES.index(m[1]), m[2]) for m, pos in log.note_ons()}
+
+
+def reference_hits(pattern: drums.Pattern, steps: range) -> set[tuple[int, int, int]]:
+    return {(int(s), int(v), drums.velocity_to_midi(pattern.velocity[s, v]))
+            for s, v in zip(*np.nonzero(pattern.hits), strict=True) if s in steps}
 
 
 def test_first_groove_is_exactly_the_engine_sample_for_the_seed():
     """--seed S --temperature T: the first cycle plays engine.sample(seed=S, temperature=T)."""
+    ref = FakeEngine(density=0.35).sample(seed=42, temperature=0.7)
+    want = reference_hits(ref, range(33))  # two bars and the downbeat of bar 3
     live = Live(seed=42, temperature=0.7, quantize=True)
     try:
-        t0 = live.clock(96 * 2 + 1, bpm=400)  # two bars and the downbeat of bar 3
-        time.sleep(0.02)
+        live.clocks(96 * 2 + 1, first=[0xFA])
+        live.log.wait_notes(len(want))
     finally:
         msgs = live.finish()
-    ref = FakeEngine(density=0.35).sample(seed=42, temperature=0.7)
-    p = bpm_to_period(400)
-    got = set()
-    for t, m in live.out.messages:
-        if m[0] == 0x99 and m[2] > 0:
-            step = round((t - t0) / (6 * p))
-            got.add((step, drums.OUTPUT_PITCHES.index(m[1]), m[2]))
-    want = {(int(s), int(v), drums.velocity_to_midi(ref.velocity[s, v]))
-            for s, v in zip(*np.nonzero(ref.hits[:33]), strict=True)}
-    assert got == want
+    assert steps_played(live.log) == want
     assert balanced(msgs)
-    assert msgs[-2:] == [(0xB9, 123, 0), (0xB9, 120, 0)]
+    assert msgs[-2:] == PANIC_TAIL
 
 
-def test_stop_from_the_daw_silences_and_releases_every_note():
+def test_stop_from_the_daw_releases_every_note_then_sends_all_notes_off_and_nothing_more():
     live = Live(seed=1, quantize=True)
     try:
-        live.clock(60, bpm=300)
+        live.clocks(60, first=[0xFA])
+        assert live.log.wait_notes(1)
         live.inp.push([0xFC])
-        time.sleep(0.1)
+        assert live.log.wait_for(lambda s: s.messages()[-1] == [0xB9, 123, 0])
         after_stop = len(live.out.messages)
-        msgs = [m for _, m in live.out.messages]
-        assert msgs[-1] == (0xB9, 123, 0) and balanced(msgs)
-        time.sleep(0.1)
-        assert len(live.out.messages) == after_stop  # silence: nothing more until Start
+        live.clocks(24)  # clocks while stopped only keep the tempo warm
+        live.settled()
+        msgs = [list(m) for _, m in live.out.messages]
+        assert balanced(msgs)
+        assert len(msgs) == after_stop  # silence: nothing more until Start
     finally:
         live.finish()
 
 
 def test_continue_after_spp_resumes_at_the_right_step():
-    live = Live(seed=2, quantize=True)
+    ref = FakeEngine(density=0.35).sample(seed=2, temperature=1.0)
+    want = reference_hits(ref, range(40, 43))  # 13 clocks from step 40: steps 40, 41, 42
+    live = Live(seed=2, quantize=True, temperature=1.0)
     try:
-        live.inp.push([0xF2, 40, 0])  # SPP: 16th 40 = step 40 of cycle 0
-        live.inp.push([0xFB])
-        t0 = live.clock(13, bpm=300, start=False)
-        time.sleep(0.03)
+        live.clocks(13, first=[0xF2, 40, 0, 0xFB])  # SPP: 16th 40 = step 40 of cycle 0; Continue
+        live.log.wait_notes(len(want))
     finally:
         live.finish()
-    ref = FakeEngine(density=0.35).sample(seed=2, temperature=1.0)
-    p = bpm_to_period(300)
-    steps = sorted({40 + round((t - t0) / (6 * p)) for t, m in live.out.messages if m[0] == 0x99})
-    want = sorted({int(s) for s in np.nonzero(ref.hits[40:43].any(axis=1))[0] + 40})
-    assert steps == want
+    assert steps_played(live.log) == want
 
 
-def test_quit_key_exits_cleanly_with_all_notes_released():
+def test_quit_key_exits_with_code_0_and_every_note_released():
     live = Live(seed=3, bpm=300)
-    time.sleep(0.3)
+    assert live.log.wait_notes(3)
     live.app.controller.key("q")
     live.thread.join(5)
     assert live.result.get("code") == 0
-    msgs = [m for _, m in live.out.messages]
-    assert msgs and balanced(msgs) and msgs[-2:] == [(0xB9, 123, 0), (0xB9, 120, 0)]
+    msgs = [list(m) for _, m in live.out.messages]
+    assert msgs and balanced(msgs) and msgs[-2:] == PANIC_TAIL
 
 
 def test_internal_error_releases_notes_and_reports_one_line():
     live = Live(seed=4, bpm=400)
-    time.sleep(0.1)
+    assert live.log.wait_notes(1)
 
     def broken():
         raise RuntimeError("simulated bug")
@@ -158,8 +159,8 @@ def test_internal_error_releases_notes_and_reports_one_line():
     live.thread.join(5)
     err = live.result.get("error")
     assert isinstance(err, LiveError) and "simulated bug" in str(err) and "\n" not in str(err)
-    msgs = [m for _, m in live.out.messages]
-    assert balanced(msgs) and msgs[-2:] == [(0xB9, 123, 0), (0xB9, 120, 0)]
+    msgs = [list(m) for _, m in live.out.messages]
+    assert balanced(msgs) and msgs[-2:] == PANIC_TAIL
 
 
 def test_midi_controls_on_the_clock_input_reach_the_director():
@@ -167,22 +168,22 @@ def test_midi_controls_on_the_clock_input_reach_the_director():
     try:
         live.inp.push([0xB0, 20, 127])  # CC20 = new groove
         live.inp.push([0x90, 74, 100])  # note 74 = mute voice 3
-        time.sleep(0.1)
+        assert wait_until(lambda: live.app.controller.last_action == "mute 3")  # the later of the two
         st = live.app.director.status()
-        assert st["pending"] and st["mutes"][2]
+        assert st["mutes"][2] and (st["pending"] or live.app.director.changes == 1)
     finally:
         live.finish()
 
 
-def test_record_writes_what_was_played(tmp_path):
+def test_record_writes_what_was_played_on_the_16th_grid_at_the_played_tempo(tmp_path):
     import mido
 
     f = tmp_path / "take.mid"
     live = Live(seed=6, bpm=400, quantize=True, record=str(f))
-    time.sleep(0.5)
+    assert live.log.wait_notes(20)
     msgs = live.finish()
     mf = mido.MidiFile(f)
-    played = [tuple(m.bytes()) for m in mf.tracks[0] if not m.is_meta]
+    played = [list(m.bytes()) for m in mf.tracks[0] if not m.is_meta]
     assert played and [m for m in played if m[0] & 0xF0 == 0x90] == [m for m in msgs if m[0] & 0xF0 == 0x90]
     tempo = next(m.tempo for m in mf.tracks[0] if m.type == "set_tempo")
     assert mido.tempo2bpm(tempo) == pytest.approx(400)
@@ -208,16 +209,15 @@ def test_recorder_lays_later_runs_after_the_previous_at_a_bar_line():
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
-def test_signals_release_every_note(tmp_path, sig, code):
+def test_signals_release_every_note_and_exit_with_their_code(tmp_path, sig, code):
     out = tmp_path / "sent.json"
     child = subprocess.Popen(
         [sys.executable, "-c", f"from tests.live_fakes import signal_child_main; signal_child_main({str(out)!r})"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        line = child.stdout.readline()
-        assert line.strip() == "READY", child.stderr.read()
-        time.sleep(0.4)  # mid-groove: notes are sounding
+        assert child.stdout.readline().strip() == "READY", child.stderr.read()
+        assert child.stdout.readline().strip() == "PLAYING", child.stderr.read()  # notes are sounding
         os.kill(child.pid, sig)
         child.wait(10)
     finally:
@@ -228,27 +228,10 @@ def test_signals_release_every_note(tmp_path, sig, code):
     msgs = [tuple(m) for m in json.loads(out.read_text())]
     assert any(m[0] == 0x99 for m in msgs)
     assert balanced(msgs)
-    assert msgs[-2:] == [(0xB9, 123, 0), (0xB9, 120, 0)]
+    assert [list(m) for m in msgs[-2:]] == PANIC_TAIL
 
 
 # --- the command line ------------------------------------------------------------------------
-
-
-def _cli(*args, env=None, timeout=60):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "performer.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=e, cwd=ROOT)
-
-
-def _one_line_error(p, *needles):
-    assert p.returncode != 0
-    err = p.stderr.strip()
-    assert "Traceback" not in err, err
-    last = err.splitlines()[-1]
-    assert "error" in last
-    for n in needles:
-        assert n in last, err
 
 
 @pytest.mark.parametrize(
@@ -264,25 +247,25 @@ def _one_line_error(p, *needles):
     ],
 )
 def test_bad_arguments_are_one_line(args, needle):
-    _one_line_error(_cli(*args), needle)
+    assert_one_line_error(run_cli(*args), needle)
 
 
 def test_missing_model_is_one_line(tmp_path):
-    _one_line_error(_cli("--model", str(tmp_path / "nope"), "--headless"), "does not exist")
+    assert_one_line_error(run_cli("--model", str(tmp_path / "nope"), "--headless"), "does not exist")
 
 
 def test_bad_map_file_is_one_line(tmp_path):
     f = tmp_path / "m.json"
     f.write_text("{")
-    _one_line_error(_cli("--map", str(f), "--headless"), "not valid JSON")
+    assert_one_line_error(run_cli("--map", str(f), "--headless"), "not valid JSON")
 
 
 def test_record_into_a_missing_folder_is_one_line(tmp_path):
-    _one_line_error(_cli("--record", str(tmp_path / "no" / "x.mid")), "does not exist")
+    assert_one_line_error(run_cli("--record", str(tmp_path / "no" / "x.mid")), "does not exist")
 
 
 def test_live_help_lists_the_keys():
-    p = _cli("live", "--help")
+    p = run_cli("live", "--help")
     assert p.returncode == 0 and "n new groove" in p.stdout and "--record" in p.stdout
 
 
@@ -316,7 +299,9 @@ def test_internal_clock_over_jack_plays_in_time_and_releases_everything(jackd, m
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
     rec = JackRecorder(jackd, name="dp-app-rec", inputs=("notes",))
     engine = FakeEngine(density=0.3)
-    app = LiveApp(LiveOptions(api="jack", bpm=240, quantize=True, seed=9, headless=True), engine=engine)
+    played = LogSink()
+    app = LiveApp(LiveOptions(api="jack", bpm=240, quantize=True, seed=9, headless=True), engine=engine,
+                  sinks=[played])
     ready = threading.Event()
     result = {}
 
@@ -333,7 +318,7 @@ def test_internal_clock_over_jack_plays_in_time_and_releases_everything(jackd, m
         assert ready.wait(10)
         names = rec.port_names(is_midi=True)
         assert "drum-performer-clock:Drum Performer Clock" in names
-        time.sleep(2.2)
+        assert played.wait_notes(40, timeout=10)
     finally:
         app.request_stop()
         th.join(5)
@@ -353,3 +338,42 @@ def test_internal_clock_over_jack_plays_in_time_and_releases_everything(jackd, m
         k = round((n.frame - f0) / frames_per_step)
         errs.append(abs(n.frame - f0 - k * frames_per_step))
     assert max(errs) <= jackd.period + jackd.frames(1.0), max(errs)
+
+
+# --- shutdown when the recording cannot be written ------------------------------------------------
+
+
+def _app_whose_recording_fails(tmp_path, monkeypatch) -> LiveApp:
+    """A headless app on fake ports whose --record file turns out unwritable at exit."""
+    def unwritable(self):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Recorder, "write", unwritable)
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    return LiveApp(LiveOptions(bpm=200, headless=True, seed=1, record=str(tmp_path / "take.mid")),
+                   engine=FakeEngine(), output=MemoryOutput(), input_port=MemoryInput(inbox), inbox=inbox)
+
+
+def _process_state():
+    return sys.getswitchinterval(), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def test_a_failed_recording_is_reported_and_switch_interval_and_signals_are_restored(tmp_path, monkeypatch):
+    app = _app_whose_recording_fails(tmp_path, monkeypatch)
+    before = _process_state()
+    with pytest.raises(LiveError, match="cannot write the recording .*disk full"):
+        app.run(on_ready=lambda info: app.request_stop())
+    assert _process_state() == before
+    assert app.output.status == "closed"  # the port was closed before the recording failed
+
+
+def test_an_error_during_the_performance_is_not_hidden_by_a_failed_recording(tmp_path, monkeypatch):
+    app = _app_whose_recording_fails(tmp_path, monkeypatch)
+    before = _process_state()
+
+    def ready(info):
+        raise RuntimeError("the first error")
+
+    with pytest.raises(RuntimeError, match="the first error"):
+        app.run(on_ready=ready)
+    assert _process_state() == before

@@ -24,6 +24,7 @@ from performer.clock import (
     TempoEstimator,
     bpm_to_period,
 )
+from tests.live_fakes import Q, quantized
 
 # --- parser ----------------------------------------------------------------------
 
@@ -353,13 +354,6 @@ def test_continue_while_playing_changes_nothing():
 
 # --- stalls and bursts: the song position is the count of clocks ---------------------------
 
-Q = 128 / 48000  # a JACK period at 48 kHz: rtmidi's JACK input stamps per period
-
-
-def _q(t: float) -> float:
-    return math.floor(t / Q) * Q
-
-
 def test_a_stalled_clock_resumes_on_the_count_not_on_wall_time():
     """The server stalls ~100 ms (a DAW's audio thread, a USB hiccup): no clock is lost,
     every tick from then on is ~100 ms later on the wall clock. The song position must
@@ -375,12 +369,12 @@ def test_a_stalled_clock_resumes_on_the_count_not_on_wall_time():
     c.feed((START,), 0.0)
     c.update(0.0)
     for k in range(51):
-        c.feed((CLOCK,), _q(true(k)))
+        c.feed((CLOCK,), quantized(true(k)))
     assert c.update(true(50) + stall / 2) == []  # a stall, not yet a dropout
     errs = []
     for k in range(51, 51 + 48):
-        c.feed((CLOCK,), _q(true(k)))
-        assert c.update(_q(true(k))) == []
+        c.feed((CLOCK,), quantized(true(k)))
+        assert c.update(quantized(true(k))) == []
         assert c.arrived() == k
         if k >= 52:
             errs.append(abs(c.time_at(k + 1) - true(k + 1)))
@@ -401,7 +395,7 @@ def test_an_xrun_that_delays_the_clock_by_a_period_keeps_the_count():
     c = MidiClock()
     c.feed((START,), 0.0)
     for k in range(200):
-        c.feed((CLOCK,), _q(true(k)))
+        c.feed((CLOCK,), quantized(true(k)))
         assert c.arrived() == k
     assert c.time_at(200) == pytest.approx(true(200), abs=Q)
 
@@ -424,7 +418,7 @@ def test_a_burst_of_clocks_with_one_timestamp_counts_each_and_keeps_the_line(sta
     c.feed((START,), 0.0)
     errs = []
     for k in range(160):
-        t = burst_t if k in held else _q(true(k))
+        t = burst_t if k in held else quantized(true(k))
         if k > held.stop and c.time_at(k) is not None:
             errs.append(abs(c.time_at(k) - true(k)))
         c.feed((CLOCK,), t)

@@ -118,3 +118,16 @@ def test_full_gmd_window_counts(gmd_full, tmp_path):
     assert sum(s.skipped.values()) == 12  # the non-4/4 files
     assert 14000 < s.windows["train"] < 18000
     assert s.windows["validation"] > 1500 and s.windows["test"] > 1500
+
+
+def test_windows_skip_silence_and_stay_inside_their_track():
+    """The one window cutter (Tracks.windows): silent windows and windows across tracks are not cut."""
+    c = np.zeros(16 * 8, np.int16)
+    c[16 * 6] = 1  # one kick in bar 7 of 8: only the windows starting at bars 4 and 5 hold it
+    z = np.zeros((len(c), drums.NUM_VOICES), np.float16)
+    one = data.Tracks(c, z, z, np.array([0, len(c)]))
+    assert list(one.windows()) == [16 * 3, 16 * 4]
+    silent = data.Tracks(np.zeros_like(c), z, z, np.array([0, len(c)]))
+    assert len(silent.windows()) == 0
+    two = data.Tracks(c, z, z, np.array([0, 16 * 5, len(c)]))  # bars 1-5, then bars 6-8
+    assert len(two.windows()) == 0  # the kick's track is 3 bars long: no 4-bar window fits

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -14,13 +14,7 @@ from tests.live_fakes import FakeEngine
 
 def settle(d: Director, timeout: float = 2.0) -> None:
     """Wait until the worker has prepared what is pending."""
-    t = time.monotonic() + timeout
-    while time.monotonic() < t:
-        with d._cond:
-            if not (d._pending or d._morph) or (d._ready is not None and d._ready[0] == d._version):
-                return
-        time.sleep(0.002)
-    raise AssertionError("decode did not finish")
+    assert d.wait_decoded(timeout), "decode did not finish"
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def director():
     d.close()
 
 
-def test_first_groove_is_the_reference_sample(director):
+def test_first_groove_is_the_reference_sample_and_is_held_while_nothing_is_asked(director):
     ref = FakeEngine().sample(seed=100, temperature=0.8)
     assert director.pattern_for(0).equals(ref)
     assert director.pattern_for(1).equals(ref)  # held while nothing is asked
@@ -48,7 +42,7 @@ def test_new_grooves_take_the_next_seeds(director):
         assert director.current.seed == 100 + k
 
 
-def test_variation_keeps_the_latent(director):
+def test_variation_keeps_the_latent_and_takes_the_next_seed(director):
     director.request("variation")
     settle(director)
     director.pattern_for(1)
@@ -73,7 +67,7 @@ def test_morph_walks_the_path_and_ends_on_the_target_exactly(director):
     assert director.status()["morph"] is None
 
 
-def test_temperature_redecodes_the_same_groove(director):
+def test_temperature_redecodes_the_same_groove_with_its_own_seed(director):
     director.request("temperature", +1)
     director.request("temperature", +1)
     settle(director)
@@ -126,7 +120,7 @@ def test_lock_keeps_unmuted_voices_and_unmutes_the_regenerated(director):
     assert director.status()["locks"] is None
 
 
-def test_save_and_recall(director):
+def test_recall_plays_the_saved_groove_bit_for_bit(director):
     first = director.pattern_for(0)
     director.save(1)
     director.request("new")
@@ -144,28 +138,32 @@ def test_recall_of_an_empty_slot_is_ignored(director):
 
 
 def test_a_late_decode_lands_a_cycle_later():
-    e = FakeEngine(delay=0.2)
+    hold = threading.Event()
+    hold.set()  # the first groove decodes at once
+    e = FakeEngine(hold=hold)
     d = Director(e, seed=1)
     d.start()
     try:
+        hold.clear()
         d.request("new")
         p1 = d.pattern_for(1)  # the boundary comes before the decode is done
         assert p1.equals(FakeEngine().sample(seed=1))
         assert d.late == 1
+        hold.set()
         settle(d)
         assert d.pattern_for(2).equals(FakeEngine().sample(seed=2))
     finally:
         d.close()
 
 
-def test_a_failed_decode_keeps_the_groove():
+def test_a_failed_decode_keeps_the_groove_and_uses_no_seed():
     e = FakeEngine()
     d = Director(e, seed=1)
     d.start()
     try:
         e.fail = True
         d.request("new")
-        time.sleep(0.1)
+        settle(d)  # given up
         assert d.pattern_for(1).equals(FakeEngine().sample(seed=1))
         assert "fake decode failure" in (d.last_error or "")
         e.fail = False
@@ -176,7 +174,7 @@ def test_a_failed_decode_keeps_the_groove():
         d.close()
 
 
-def test_morph_length_limits(director):
+def test_morph_length_is_clamped_to_1_to_16(director):
     assert director.change_morph_cycles(+100) == 16
     assert director.change_morph_cycles(-100) == 1
     assert director.set_morph_cycles(4) == 4
@@ -195,3 +193,61 @@ def test_the_decoder_is_never_called_on_the_boundary():
         assert len(e.calls) == n
     finally:
         d.close()
+
+
+def test_a_request_of_an_unknown_kind_is_refused(director):
+    with pytest.raises(ValueError, match="unknown request 'explode'"):
+        director.request("explode")
+    assert not director.status()["pending"]
+
+
+# --- a change from a bar line on, once (how a fill in bar 4 plugs in) ---------------------------
+
+
+@pytest.fixture
+def accent(monkeypatch):
+    """A bar request kind for the tests: bar 4 of the playing groove decoded hotter."""
+    from dataclasses import replace
+
+    from performer import director as director_mod
+
+    def plan(d, playing, arg):
+        return 3, replace(playing, temperature=playing.temperature + 0.5, pattern=None)
+
+    monkeypatch.setitem(director_mod.BAR_PLANNERS, "accent", plan)
+    return lambda g: FakeEngine().sample(seed=g.seed, temperature=g.temperature + 0.5)
+
+
+def test_a_bar_request_lands_at_its_bar_line_of_the_current_cycle_once(director, accent):
+    groove = director.pattern_for(0)
+    director.request("accent")
+    settle(director)
+    assert director.pattern_at_bar(0, 1) is None and director.pattern_at_bar(0, 2) is None
+    assert director.pattern_at_bar(0, 3).equals(accent(director.current))
+    assert director.pattern_for(1).equals(groove)  # the next cycle plays the groove again
+    assert director.pattern_at_bar(1, 3) is None
+
+
+def test_a_bar_request_after_its_bar_line_lands_in_the_next_cycle(director, accent):
+    director.pattern_for(0)
+    assert director.pattern_at_bar(0, 3) is None  # bar 4 has begun
+    director.request("accent")
+    settle(director)
+    assert director.pattern_for(1).equals(FakeEngine().sample(seed=100, temperature=0.8))
+    assert director.pattern_at_bar(1, 3).equals(accent(director.current))
+
+
+def test_a_bar_request_is_decoded_again_on_a_groove_that_lands_before_its_bar(director, accent):
+    director.pattern_for(0)
+    director.request("new")
+    director.request("accent")
+    settle(director)
+    director.pattern_for(1)  # the new groove lands; the waiting accent was decoded on the old one
+    assert director.current.seed == 101
+    settle(director)
+    assert director.pattern_at_bar(1, 3).equals(accent(director.current))
+
+
+def test_the_unknown_request_error_names_the_bar_kinds_too(director, accent):
+    with pytest.raises(ValueError, match="accent"):
+        director.request("explode")  # the error lists the bar kinds too

@@ -75,11 +75,25 @@ def test_morph_path_ends_are_the_reconstructions(tiny_engine):
     assert norms.min() >= min(norms[0], norms[-1]) - 1e-4
 
 
-def test_density_attribute_makes_grooves_denser(tiny_engine):
+def test_attribute_vector_has_the_latent_size_and_unknown_names_are_refused(tiny_engine):
     d = tiny_engine.attribute("density")
     assert d.shape == (tiny_engine.z_size,)
     with pytest.raises(EngineError, match="no attribute vector"):
         tiny_engine.attribute("nonsense")
+
+
+def test_density_attribute_makes_the_shipped_models_grooves_denser():
+    """What d / D in the live performer rely on: z + k * density has more hits as k grows."""
+    from performer.engine import Engine
+
+    e = Engine.load(None)
+    d = np.asarray(e.attribute("density"), np.float32)
+
+    def hits(k: float) -> np.ndarray:
+        return np.array([e.sample(z=e.prior(s) + k * d, temperature=0.0, seed=s).hits.sum() for s in range(8)])
+
+    sparse, plain, dense = hits(-1.5), hits(0.0), hits(1.5)
+    assert (sparse < plain).all() and (plain < dense).all(), (sparse, plain, dense)
 
 
 def test_encode_file(tiny_engine, gmd_fixture):

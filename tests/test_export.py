@@ -77,3 +77,17 @@ def test_export_without_data_or_attributes_is_a_clear_error(tiny_run, tmp_path):
     cfg["data"]["folder"] = str(tmp_path / "gone")
     (run / "config.json").write_text(json.dumps(cfg))
     assert_one_line_error(run_cli("export", "--run", str(run), "--out", str(tmp_path / "m")), "--data")
+
+
+def test_export_checks_the_new_folder_with_the_engine_before_it_replaces_anything(tiny_run, tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    real = exporter._metadata
+    monkeypatch.setattr(exporter, "_metadata", lambda *a: {**real(*a), "z_size": 16, "attributes": {}})
+    out = tmp_path / "m"
+    shutil.copytree(tiny_model, out)  # an earlier export, which a good export may replace
+    before = (out / "model.json").read_text()
+    with pytest.raises(exporter.ExportError, match="fails the engine's checks.*input 'z'"):
+        exporter.export(tiny_run, out)
+    assert (out / "model.json").read_text() == before  # the old folder is untouched
+    assert not list(tmp_path.glob("*.tmp-export"))

@@ -71,11 +71,3 @@ def test_bad_files(tmp_path):
     pm.write(str(piano))
     with pytest.raises(midifile.MidiReadError, match="drum channel"):
         midifile.read_drum_track(piano)
-
-
-def test_windows_drop_silence():
-    p = drums.Pattern.from_classes(np.zeros(16 * 8, int))
-    assert len(midifile.windows(p)) == 0
-    c = np.zeros(16 * 8, int)
-    c[16 * 6] = 1  # one kick in bar 7 of 8: only the windows starting at bars 4 and 5 hold it
-    assert len(midifile.windows(drums.Pattern.from_classes(c))) == 2

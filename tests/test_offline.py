@@ -64,3 +64,33 @@ def test_sample_bad_input(tiny_model, tmp_path):
         run_cli("sample", "--interpolate", str(bad), str(bad), "--out", str(tmp_path / "o"), "--model", str(tiny_model)),
         "unreadable",
     )
+
+
+def test_styles_lists_any_then_the_models_styles_name_first(tiny_model):
+    p = run_cli("styles", "--model", str(tiny_model))
+    assert p.returncode == 0, p.stderr
+    names = [line.split("\t")[0] for line in p.stdout.splitlines()]
+    assert names == ["any", "rock", "soul"]  # the tiny model's training genres (tests/fixtures/gmd)
+
+
+def test_sample_style_and_fill_are_the_engines_and_fill_changes_only_bar_4(tiny_model, tmp_path):
+    engine = Engine.load(tiny_model)
+    plain, filled = tmp_path / "plain", tmp_path / "filled"
+    for out, extra in ((plain, []), (filled, ["--fill"])):
+        p = run_cli("sample", "-n", "2", "--seed", "5", "--style", "soul", "--quantize", "--out", str(out),
+                    "--model", str(tiny_model), *extra)
+        assert p.returncode == 0, p.stderr
+    for seed in (5, 6):
+        a = midifile.read_pattern(plain / f"groove_{seed}.mid")
+        b = midifile.read_pattern(filled / f"groove_{seed}.mid")
+        assert np.array_equal(a.hits, engine.sample(seed=seed, style="soul").hits)
+        assert np.array_equal(b.hits, engine.sample(seed=seed, style="soul", fill=True).hits)
+        assert np.array_equal(a.hits[:48], b.hits[:48])  # bars 1-3 stay the groove
+
+
+def test_unknown_style_is_one_line_naming_the_known_ones_and_writes_nothing(tiny_model, tmp_path):
+    out = tmp_path / "none"
+    p = run_cli("sample", "--style", "polka", "--out", str(out), "--model", str(tiny_model))
+    assert_one_line_error(p)
+    assert "polka" in p.stderr and "rock" in p.stderr and "soul" in p.stderr
+    assert not out.exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import queue
-import subprocess
 import sys
 import time
 
@@ -19,6 +18,7 @@ from performer.ports import (
     RtMidiOutput,
     match_port,
 )
+from tests.conftest import run_cli
 from tests.live_fakes import FakeRtMidi, private_jack_server
 
 # --- matching -------------------------------------------------------------------------
@@ -174,17 +174,10 @@ def test_unknown_api():
 # --- the command ------------------------------------------------------------------------------
 
 
-def _cli(*args, env=None):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "performer.cli", *args], capture_output=True,
-                          text=True, timeout=60, env=e)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.path.exists("/dev/snd/seq"),
                     reason="needs a Linux machine without an ALSA sequencer")
 def test_no_midi_system_is_one_clear_line():
-    p = _cli("ports", env={"JACK_DEFAULT_SERVER": f"no-such-server-{os.getpid()}", "JACK_NO_START_SERVER": "1"})
+    p = run_cli("ports", env={"JACK_DEFAULT_SERVER": f"no-such-server-{os.getpid()}", "JACK_NO_START_SERVER": "1"})
     assert p.returncode == 1
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr
@@ -281,7 +274,7 @@ def test_jack_ports_command_lists_both_directions(on_jack):
 
     rec = Recorder(on_jack, name="dp-listed", inputs=("in",))
     try:
-        p = _cli("ports", "--api", "jack", env={"JACK_DEFAULT_SERVER": on_jack.name})
+        p = run_cli("ports", "--api", "jack", env={"JACK_DEFAULT_SERVER": on_jack.name})
         assert p.returncode == 0, p.stderr
         assert "MIDI system: JACK" in p.stdout and "dp-listed:in" in p.stdout
         assert p.stderr == ""

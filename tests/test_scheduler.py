@@ -22,12 +22,17 @@ from performer.clock import (
 )
 from performer.scheduler import Player, Scheduler, compile_pattern
 from tests.live_fakes import (
+    PANIC_TAIL,
     FakeEngine,
+    LogSink,
+    Q,
     Sent,
     StaticSource,
+    balanced,
     grid_time,
     internal_sim,
     midi_sim,
+    quantized,
     simple_pattern,
 )
 
@@ -108,6 +113,22 @@ def test_mutes_land_on_the_next_bar_line():
     assert steps == [0, 4, 8, 12]  # bar 1 plays out, then silence from bar 2
 
 
+def test_a_bar_change_plays_from_its_bar_line_to_the_end_of_that_cycle_only():
+    """PatternSource.pattern_at_bar: what a fill in bar 4 uses."""
+    groove = simple_pattern({s: [0] for s in range(0, 64, 4)})  # kick on every beat
+    fill = simple_pattern({s: [1] for s in range(64)})  # snare on every 16th
+
+    class FillInBar4(StaticSource):
+        def pattern_at_bar(self, cycle, bar):
+            return fill if (cycle, bar) == (0, 3) else None
+
+    sim, _ = internal_sim(FillInBar4(groove), BPM, quantize=True)
+    sim.run_until(grid_time(0, BPM, 64 + 16))
+    played = [(round(t / STEP_S), drums.OUTPUT_PITCHES.index(p)) for t, p, _ in onsets(sim.sent)]
+    want = [(s, 0) for s in range(0, 48, 4)] + [(s, 1) for s in range(48, 64)] + [(s, 0) for s in range(64, 81, 4)]
+    assert played == want
+
+
 def test_stop_releases_everything_then_cc123():
     pat = simple_pattern({0: [0, 1, 2]})
     sim, clock = internal_sim(StaticSource(pat), BPM)
@@ -128,7 +149,7 @@ def test_panic_on_exit_adds_all_sound_off():
     assert [m for _, m, _ in sent.log] == [[0xB9, 123, 0], [0xB9, 120, 0]]
 
 
-def test_channel_option():
+def test_channel_option_puts_notes_and_their_offs_on_that_channel():
     sim, _ = internal_sim(StaticSource(simple_pattern({0: [0]})), BPM, channel=0)
     sim.run_until(0.2)
     assert {m[0] for _, m, _ in sim.sent.log} == {0x90, 0x80}
@@ -190,14 +211,7 @@ def test_stop_from_the_master_silences_at_once():
     log = sim.sent.log
     i = max(i for i, (_, m, _) in enumerate(log) if m == [0xB9, 123, 0])
     assert log[i][0] == pytest.approx(50 * p - p / 2)
-    # nothing sounding after the stop
-    on = {}
-    for _, m, _ in log:
-        if m[0] == 0x99:
-            on[m[1]] = on.get(m[1], 0) + 1
-        elif m[0] == 0x89:
-            on[m[1]] = on.get(m[1], 0) - 1
-    assert all(v == 0 for v in on.values())
+    assert balanced(m for _, m, _ in log)  # nothing sounding after the stop
     assert sim.transports[-1].kind == STOP
 
 
@@ -226,13 +240,6 @@ def test_dropout_freewheels_and_stops_cleanly():
 
 
 # --- a clock that stalls or comes in bursts: positions follow the count of clocks ------------
-
-Q = 128 / 48000  # a JACK period at 48 kHz: rtmidi's JACK input stamps per period
-
-
-def _q(t: float) -> float:
-    return math.floor(t / Q) * Q
-
 
 def _follow(ticks: list[tuple[float, float]], until: float, voices=(0, 2)):
     """Play a kick and a hi-hat on every step, quantized, on the given (arrival, stamp)
@@ -267,7 +274,7 @@ def test_a_stalled_clock_is_followed_again_and_nothing_is_played_twice(stall):
         return 0.0013 + k * p + (stall if k > stalled_after else 0.0)
 
     n = 240
-    sim, ons = _follow([(_q(true(k)) + Q, _q(true(k))) for k in range(n)], true(n - 1) + 0.001)
+    sim, ons = _follow([(quantized(true(k)) + Q, quantized(true(k))) for k in range(n)], true(n - 1) + 0.001)
     _once_in_order(ons)
     assert not any(e.kind == STOP for e in sim.transports), "the stall was taken for a dropout"
     steps = {pos // TICKS_PER_STEP for _, _, pos in ons}
@@ -304,11 +311,11 @@ def test_a_burst_of_clocks_with_one_timestamp_plays_every_step_once_on_time(stam
     for k in range(240):
         b = next((b for b in bursts if k in b), None)
         if b is None:
-            ticks.append((_q(true(k)) + Q, _q(true(k))))
+            ticks.append((quantized(true(k)) + Q, quantized(true(k))))
             continue
         t0 = true(b.start - 1)
-        stamp = _q(t0 + 0.075) if stamped == "late" else _q(t0 + 0.003)
-        ticks.append((_q(t0 + 0.075) + Q, stamp))
+        stamp = quantized(t0 + 0.075) if stamped == "late" else quantized(t0 + 0.003)
+        ticks.append((quantized(t0 + 0.075) + Q, stamp))
     sim, ons = _follow(ticks, true(239) + 0.001)
     _once_in_order(ons)
     steps = {pos // TICKS_PER_STEP for _, _, pos in ons}
@@ -329,32 +336,24 @@ def test_compile_pattern_offsets_in_ticks():
 # --- the sender thread ---------------------------------------------------------------------
 
 
-def test_player_thread_plays_and_panics_on_stop():
+def test_player_thread_plays_each_arrived_step_once_and_panics_on_stop():
     src = StaticSource(simple_pattern({s: [0] for s in range(64)}))
     sched = Scheduler(src, quantize=True)
     clock = MidiClock()
-    sent = Sent(time.perf_counter)
+    log = LogSink()
     inbox: queue.SimpleQueue = queue.SimpleQueue()
-    player = Player(clock, sched, sent, inbox)
+    player = Player(clock, sched, log.send, inbox)
     player.start()
-    t = time.perf_counter()
-    inbox.put((t, None, [0xFA]))
-    period = bpm_to_period(300)
-    for k in range(60):
-        target = t + k * period
-        while time.perf_counter() < target:
-            time.sleep(0.0005)
-        inbox.put((time.perf_counter(), period if k else 0.0, [0xF8]))
-    time.sleep(0.02)
+    inbox.put((time.perf_counter(), None, [0xFA] + [0xF8] * 60))  # Start and song positions 0..59
+    assert log.wait_notes(10)
     player.stop()
     player.join(2)
     assert not player.is_alive() and player.error is None
-    assert len(sent.note_ons()) >= 9
-    tail = [m for _, m, _ in sent.log[-2:]]
-    assert tail == [[0xB9, 123, 0], [0xB9, 120, 0]]
+    assert [pos for _, pos in log.note_ons()] == [6.0 * k for k in range(10)]  # steps 0..9, once each
+    assert log.messages()[-2:] == PANIC_TAIL
 
 
-def test_player_internal_error_still_panics():
+def test_player_internal_error_still_releases_every_note_and_panics():
     class Broken(StaticSource):
         def pattern_for(self, cycle):
             if cycle >= 1:
@@ -372,11 +371,5 @@ def test_player_internal_error_still_panics():
     player.start()
     player.join(3)
     assert isinstance(player.error, RuntimeError)
-    ons = {}
-    for _, m, _ in sent.log:
-        if m[0] == 0x99:
-            ons[m[1]] = ons.get(m[1], 0) + 1
-        elif m[0] == 0x89:
-            ons[m[1]] = ons.get(m[1], 0) - 1
-    assert all(v == 0 for v in ons.values())
-    assert [m for _, m, _ in sent.log[-2:]] == [[0xB9, 123, 0], [0xB9, 120, 0]]
+    msgs = [m for _, m, _ in sent.log]
+    assert balanced(msgs) and msgs[-2:] == PANIC_TAIL

@@ -59,6 +59,14 @@ def test_closed_hat_chokes_open_hat():
     assert ring > 0.01 and left < 0.2 * ring
 
 
+def test_a_closed_hat_note_off_does_not_choke_the_open_hat():
+    """MIDI files carry a note-off for every closed hat; only the strike closes the hat
+    (a note-off choking the ringing open hat dropped notes from rendered WAVs)."""
+    open_only, _ = _render([Event(0, 46, 100)], 20000)
+    with_off, _ = _render([Event(0, 46, 100), Event(5000, 42, 0)], 20000)
+    np.testing.assert_array_equal(with_off, open_only)
+
+
 def test_block_size_does_not_change_the_sound():
     """The live callback's block size varies; the audio must not."""
     events = [Event(f, p, v) for f, p, v in [(0, 36, 110), (700, 42, 60), (1500, 46, 90), (5513, 42, 80),

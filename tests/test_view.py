@@ -51,6 +51,7 @@ def test_grid_has_nine_voices_of_64_steps_and_the_header():
     assert "groove seed 7" in lines[1] and "T 0.90" in lines[1] and "morph 2/4" in lines[1]
     assert "next cycle" in lines[1]
     assert "Drum Performer Clock" in lines[2]
+    assert "style any" in lines[3]  # the status above has no style: "any"
     rows = [ln for ln in lines if ln[:1].isdigit() and ln[1:2] == " "]
     assert len(rows) == drums.NUM_VOICES
     for v, row in enumerate(rows):

@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from model import drums, midifile
+from model import bundle, drums, midifile
 from model.errors import DrumPerformerError
+from model.fileio import atomic_savez, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 CACHE_VERSION = 3  # bump when the representation changes (2: per-track style, kind, session; 3: fill window count)
-ANY_STYLE = "any"  # style of a file without a genre (a folder without info.csv); style index 0
+ANY_STYLE = bundle.ANY_STYLE  # style of a file without a genre (a folder without info.csv); style index 0
 FILL_CONTEXTS = 4  # training windows per GMD fill clip: different 3-bar grooves before the fill bar
 MIDI_SUFFIXES = (".mid", ".midi")
 
@@ -295,9 +296,7 @@ def _concat(patterns: list[drums.Pattern], infos: list[FileInfo]) -> Tracks:
 def _save_cache(cache: Path, tracks: dict[str, Tracks], summary: Summary) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     for s, t in tracks.items():
-        tmp = cache / f"{s}.tmp.npz"
-        np.savez(tmp, classes=t.classes, velocity=t.velocity, offset=t.offset, starts=t.starts)
-        tmp.replace(cache / f"{s}.npz")
+        atomic_savez(cache / f"{s}.npz", classes=t.classes, velocity=t.velocity, offset=t.offset, starts=t.starts)
     manifest = {
         "version": CACHE_VERSION,
         "folder": summary.folder,
@@ -310,9 +309,7 @@ def _save_cache(cache: Path, tracks: dict[str, Tracks], summary: Summary) -> Non
         "infos": {s: [dataclasses.asdict(i) for i in t.infos] for s, t in tracks.items()},
         "unknown_pitches": {str(k): v for k, v in summary.unknown_pitches.items()},
     }
-    tmp = cache / "manifest.tmp.json"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(cache / "manifest.json")  # written last: its presence means the cache is whole
+    atomic_write_text(json.dumps(manifest, indent=1), cache / "manifest.json")  # last: it means the cache is whole
 
 
 def _load_cache(cache: Path, summary: Summary) -> dict[str, Tracks]:

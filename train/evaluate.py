@@ -7,6 +7,10 @@ ONNX model alike. A backend is three functions over arrays:
 * ``decode(z, temperature, noise) -> (classes, velocity, offset)``  free-running
 * ``teacher(z, batch) -> (classes, velocity, offset)`` teacher-forced argmax, or None
 
+:func:`torch_backend` scores a run's weights, :func:`engine_backend` an exported
+model through the runtime engine (evaluation uses the engine, not the other
+way round: the runtime knows nothing of evaluation).
+
 Sample statistics follow Yang & Lerch (2020): for each feature the overlapping
 area (OA) of the smoothed distributions of generated and real examples;
 ``sample_oa`` is the mean OA over the features.
@@ -23,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from model import drums
+from model.fileio import atomic_write, atomic_write_text
+from model.sampling import gumbel, kl_divergence
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +161,7 @@ def overlap_area(a: np.ndarray, b: np.ndarray, points: int = 512) -> float:
     return float(np.trapezoid(np.minimum(kde(a), kde(b)), xs))
 
 
-def gumbel_noise(rng: np.random.Generator, shape) -> np.ndarray:
-    """Standard Gumbel noise, float32 (Gumbel-max sampling: argmax(logits + T * noise))."""
-    u = rng.random(shape, dtype=np.float32).clip(1e-9, 1 - 1e-9)
-    return -np.log(-np.log(u))
+gumbel_noise = gumbel  # standard Gumbel noise; the one numpy definition is model.sampling.gumbel
 
 
 # --- metrics ----------------------------------------------------------------
@@ -199,7 +202,7 @@ def evaluate(
         b = windows.batch(idx)
         # a fill window is encoded from its groove (the beat bar the fill replaced), like training
         mu, logvar = backend.encode({"classes": b["enc_classes"], "velocity": b["enc_velocity"], "offset": b["enc_offset"]})
-        kls.append(0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar).sum(-1))
+        kls.append(kl_divergence(mu, logvar))
         c, v, o = backend.decode(mu, 0.0, zero_noise[: len(idx)], b["style"], b["fill"])
         free_c.append(c)
         free_v.append(v)
@@ -270,7 +273,7 @@ def sample_hits(backend: Backend, n: int, temperature: float, rng: np.random.Gen
     for a in range(0, n, batch):
         k = min(batch, n - a)
         z = backend.draw(k, rng, style)
-        noise = gumbel_noise(rng, (k, drums.STEPS, drums.NUM_CLASSES))
+        noise = gumbel(rng, (k, drums.STEPS, drums.NUM_CLASSES))
         f = None if fill is None else np.broadcast_to(np.asarray(fill, np.float32), (k, drums.BARS))
         c, _, _ = backend.decode(z, temperature, noise, np.full(k, style, np.int64), f)
         out.append(drums.index_to_hits(c))
@@ -313,7 +316,7 @@ def style_check(backend: Backend, windows, train_windows, temperature: float, se
         for a in range(0, per_style, batch):
             n = min(batch, per_style - a)
             z = backend.draw(n, rng, k + 1)
-            cc, vv, oo = backend.decode(z, temperature, gumbel_noise(rng, (n, drums.STEPS, drums.NUM_CLASSES)),
+            cc, vv, oo = backend.decode(z, temperature, gumbel(rng, (n, drums.STEPS, drums.NUM_CLASSES)),
                                         np.full(n, k + 1, np.int64), None)
             c.append(cc)
             v.append(vv)
@@ -352,7 +355,7 @@ def fill_check(backend: Backend, windows, train_windows, temperature: float, see
         for a in range(0, n, batch):
             k = min(batch, n - a)
             z = backend.draw(k, rng, 0)
-            cc, vv, _ = backend.decode(z, temperature, gumbel_noise(rng, (k, drums.STEPS, drums.NUM_CLASSES)),
+            cc, vv, _ = backend.decode(z, temperature, gumbel(rng, (k, drums.STEPS, drums.NUM_CLASSES)),
                                        np.zeros(k, np.int64), None if f is None else np.broadcast_to(f, (k, drums.BARS)))
             c.append(cc)
             v.append(vv)
@@ -506,7 +509,7 @@ def training_curve(metrics_path: Path, out_png: Path) -> bool:
         a_.set_xlabel("step")
         a_.legend()
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
     return True
 
@@ -514,9 +517,9 @@ def training_curve(metrics_path: Path, out_png: Path) -> bool:
 def write_report(rep: dict, json_path: Path, metrics_path: Path | None = None) -> list[Path]:
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(rep, indent=2))
+    atomic_write_text(json.dumps(rep, indent=2), json_path)
     md = json_path.with_suffix(".md")
-    md.write_text(markdown(rep))
+    atomic_write_text(markdown(rep), md)
     out = [json_path, md]
     if metrics_path is not None:
         png = json_path.with_suffix(".png")

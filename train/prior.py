@@ -17,12 +17,13 @@ Arrays (saved as ``prior.npz`` in the run and in the exported model folder):
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-PRIOR = "prior.npz"
+from model.bundle import PRIOR as PRIOR  # the same file name in the run and in the model folder
+from model.fileio import atomic_savez
+
 COMPONENTS = 64  # at most, per style; chosen on validation by benchmarks/prior_choice.py (runs/default:
 #                 mean feature overlap 0.71 with N(0, I), 0.82 at K=16, 0.86 at K=64; near copies 0 %, 1.3 %, 3.5 %)
 MIN_PER_COMPONENT = 40  # a style with few windows gets fewer components (at least 1)
@@ -65,12 +66,8 @@ def draw(prior: dict, style: int, rng: np.random.Generator, n: int) -> np.ndarra
 
 
 def save(prior: dict, path: Path) -> None:
-    """Atomic .npz write (temp file + rename)."""
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in prior.items()})
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    """Atomic .npz write (model.fileio)."""
+    atomic_savez(path, **{k: np.asarray(v) for k, v in prior.items()})
 
 
 ARRAYS = ("weights", "means", "scales")

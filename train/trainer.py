@@ -31,6 +31,7 @@ from torch import nn
 from model import drums
 from model.config import RunConfig
 from model.errors import DrumPerformerError
+from model.fileio import atomic_write, atomic_write_text
 from model.vae import GrooveVAE, losses
 from train.data import WindowSet, preprocess, style_counts
 from train.evaluate import features
@@ -87,23 +88,7 @@ def setup_distributed() -> Dist:
 
 
 def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave a half file behind
-        raise
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_run_config(run: Path) -> RunConfig:
