@@ -281,6 +281,11 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # the run's tap encoder and humanizer, when trained (train-tap)
+    from export.band import add_encoders
+
+    if add_encoders(run, out):
+        meta = json.loads((out / META).read_text())
     return meta
 
 

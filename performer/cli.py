@@ -25,7 +25,7 @@ from model.errors import DrumPerformerError
 
 PROG = "drum-performer"
 # in the order their subcommands appear in --help
-COMMANDS = ("performer.offline", "train.commands", "export.commands", "performer.live_cli")
+COMMANDS = ("performer.offline", "train.commands", "export.commands", "performer.live_cli", "performer.band_cli")
 
 
 def _die(msg: str, code: int = 1) -> int:

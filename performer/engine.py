@@ -169,6 +169,13 @@ class Engine:
         _release_freed_heap()
         return engine
 
+    def extra_session(self, name: str):
+        """A session (the live options) for another graph listed in model.json's files,
+        e.g. the tap encoder that ``performer.band`` loads on first use."""
+        if name not in self.meta.get("files", {}):
+            raise EngineError(f"the model in {self.folder} has no {name}")
+        return session(self.folder / name)
+
     @property
     def _encoder(self):
         if self._encoder_session is None:

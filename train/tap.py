@@ -1,0 +1,257 @@
+"""Small networks beside a trained model: the tap encoder (drumify) and the humanizer.
+
+Both are BiLSTMs over a reduced view of a GMD window, trained with the run's
+own model frozen, so the decoder (and the shipped sampler graph) stays exactly
+as it is:
+
+* ``tap``: the window flattened to one voice (per step: any hit, the loudest
+  velocity and its offset; ``performer.band.flatten``) -> z. Objective
+  ``mu``: the squared distance to the frozen full encoder's posterior mean of
+  the real window, the cheap way into the latent space (GrooVAE's Tap2Drum
+  trained a whole VAE instead; the brief here is a few thousand CPU steps).
+  Objective ``decode`` adds the frozen decoder's teacher-forced cross-entropy
+  of the real classes, pulling z toward what makes the decoder play the hits.
+  Measured on the shipped model (test hit F1 at temperature 0): 3000 ``mu``
+  steps 0.501; + 1500 ``decode`` steps 0.484 (worse, and 4x slower per step);
+  3000 + 2000 + 2000 ``mu`` steps (``--resume``) 0.513, the shipped encoder.
+* ``humanize``: the window quantised (its hits, plus where each step sits in
+  the bar) -> per step and voice a velocity and an offset, trained with L1 on
+  the real performance (the figure of merit is a mean absolute error, and L1
+  gives the conditional median). Why its own small network and not z for the
+  frozen decoder's heads: with the shipped model even the true posterior mean
+  of the real window, forced through the sampler with the exact classes, cut
+  the timing error only to 0.82x of "no offsets" (300 test windows), and z
+  encoded from the quantised window to 0.88x; the heads were trained to
+  explain a performance given z, not to guess it from the hits.
+
+Weights go to ``RUN/tap.pt`` / ``RUN/humanize.pt`` with the config they were
+built with and the digest of the model weights they were trained against.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model import drums
+from model.errors import DrumPerformerError
+from performer import band
+from train import trainer
+
+log = logging.getLogger(__name__)
+
+KINDS = ("tap", "humanize")
+
+
+class TapError(DrumPerformerError):
+    pass
+
+
+@dataclass
+class TapConfig:
+    kind: str = "tap"
+    hidden: int = 128  # BiLSTM units per direction (small: a few thousand CPU steps)
+    layers: int = 1  # humanizer BiLSTM layers
+    steps: int = 3000  # optimiser steps
+    batch_size: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+    threads: int = 1  # the machine is shared: one core by default
+    resume: bool = False  # start from the run's existing weights of this kind (train longer in stages)
+    objective: str = "mu"  # tap: "mu" (distance to the posterior mean) or "decode" (+ the frozen decoder's
+    #                        teacher-forced class cross-entropy per step: asks for the z that plays the hits)
+    decode_weight: float = 1.0
+
+
+def input_size(kind: str) -> int:
+    return 3 if kind == "tap" else band.HUMANIZE_FEATURES
+
+
+def inputs(kind: str, hits: np.ndarray, velocity: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(B, T, V) real windows -> (B, T, F) input of this kind (the same views the performer
+    builds from a MIDI clip: ``band.flatten`` / ``band.humanize_input``)."""
+    if kind == "tap":
+        return band.flatten(hits, velocity, offset)
+    return band.humanize_input(hits)
+
+
+class TapEncoder(nn.Module):
+    """(B, T, F) per-step features -> z (B, Z) from the final BiLSTM states (tap)."""
+
+    def __init__(self, features: int, hidden: int, z: int):
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, 1, batch_first=True, bidirectional=True)
+        self.out = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.Tanh(), nn.Linear(2 * hidden, z))
+
+    def forward(self, taps: torch.Tensor) -> torch.Tensor:
+        out, (h, _) = self.lstm(taps)  # h (2, B, H)
+        return self.out(torch.cat([h[-2], h[-1]], dim=-1))
+
+
+class Humanizer(nn.Module):
+    """(B, T, F) quantised steps -> velocity (B, T, V) in 0..1, offset (B, T, V) in [-0.5, 0.5),
+    the same ranges as the decoder's heads."""
+
+    def __init__(self, features: int, hidden: int, layers: int = 1, voices: int = drums.NUM_VOICES):
+        super().__init__()
+        self.v = voices
+        self.lstm = nn.LSTM(features, hidden, layers, batch_first=True, bidirectional=True)
+        self.out = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * voices))
+
+    def forward(self, steps: torch.Tensor):
+        h, _ = self.lstm(steps)  # (B, T, 2H)
+        vel, off = self.out(h).split(self.v, dim=-1)
+        return torch.sigmoid(vel), 0.5 * torch.tanh(off)
+
+
+def build(kind: str, hidden: int, z: int, layers: int = 1) -> nn.Module:
+    return TapEncoder(input_size(kind), hidden, z) if kind == "tap" else Humanizer(input_size(kind), hidden, layers)
+
+
+def weights_path(run: Path, kind: str) -> Path:
+    return Path(run) / f"{kind}.pt"
+
+
+@torch.no_grad()
+def posterior_means(model, ws, batch: int = 512) -> np.ndarray:
+    out = [np.zeros((0, model.config.z), np.float32)]
+    for a in range(0, len(ws), batch):
+        b = ws.batch(np.arange(a, min(a + batch, len(ws))))
+        mu, _ = model.encoder(torch.from_numpy(b["classes"]), torch.from_numpy(b["velocity"]),
+                              torch.from_numpy(b["offset"]))
+        out.append(mu.numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def train(run: str | Path, data_folder: str | Path, cfg: TapConfig, cache_dir=None, on_log=None) -> dict:
+    """Train one small encoder against the frozen model in ``run``; writes RUN/<kind>.pt. -> summary."""
+    from train.data import WindowSet, preprocess
+
+    if cfg.kind not in KINDS:
+        raise TapError(f"unknown encoder kind {cfg.kind!r} (choose from {', '.join(KINDS)})")
+    run = Path(run)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, rc = trainer.load_model(run)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    tracks, _ = preprocess(data_folder, cache_dir)
+    sets = {s: WindowSet(tracks[s], rc.model.styles, fills=False) for s in ("train", "validation")}
+    if len(sets["train"]) == 0:
+        raise TapError(f"{data_folder} has no training windows")
+    t0 = time.perf_counter()
+    need_mu = cfg.kind == "tap"
+    mus = {s: posterior_means(model, ws) if need_mu else None for s, ws in sets.items()}
+    feats = {s: inputs(cfg.kind, ws.hits > 0.5, ws.velocity, ws.offset) for s, ws in sets.items()}
+    log.info("inputs of %d windows in %.0f s", len(sets["train"]), time.perf_counter() - t0)
+    enc = build(cfg.kind, cfg.hidden, rc.model.z, cfg.layers)
+    done_steps = 0
+    if cfg.resume:
+        prev, prev_summary = load(run, cfg.kind)
+        enc.load_state_dict(prev.state_dict())
+        done_steps = int(prev_summary.get("total_steps", prev_summary["config"]["steps"]))
+    opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
+    rng = np.random.default_rng(cfg.seed)
+    ws, n = sets["train"], len(sets["train"])
+    hist = []
+    for step in range(1, cfg.steps + 1):
+        idx = rng.integers(0, n, cfg.batch_size)
+        loss, parts = _loss(model, enc, cfg, ws, feats["train"], mus["train"], idx)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == cfg.steps:
+            hist.append({"step": step, **parts})
+            if on_log:
+                on_log(step, parts)
+    enc.eval()
+    val = _validate(model, enc, cfg, sets["validation"], feats["validation"], mus["validation"])
+    summary = {"kind": cfg.kind, "config": asdict(cfg), "validation": val, "seconds": time.perf_counter() - t0,
+               "total_steps": done_steps + cfg.steps,
+               "model_weights_sha256": trainer.weights_digest(run), "z": rc.model.z, "history": hist}
+    trainer.atomic_save({"state": enc.state_dict(), "summary": summary}, weights_path(run, cfg.kind))
+    (run / f"{cfg.kind}.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
+    return summary
+
+
+def _loss(model, enc, cfg, ws, feats, mus, idx):
+    x = torch.from_numpy(feats[idx])
+    if cfg.kind == "tap":
+        z = enc(x)
+        mse = ((z - torch.from_numpy(mus[idx])) ** 2).mean()
+        parts = {"mu_mse": float(mse.detach())}
+        loss = mse
+        if cfg.objective == "decode":
+            classes = torch.from_numpy(ws.classes[idx])
+            logits = model.decoder(model.conductor(z), classes)[0]  # (B, T, C), the model's own weights frozen
+            ce = nn.functional.cross_entropy(logits.transpose(1, 2), classes)
+            loss = loss + cfg.decode_weight * ce
+            parts["ce"] = float(ce.detach())
+        parts["loss"] = float(loss.detach())
+        return loss, parts
+    b = ws.batch(idx)
+    hits = torch.from_numpy(b["hits"])
+    pv, po = enc(x)
+    n_hits = hits.sum().clamp(min=1.0)
+    v_err = ((pv - torch.from_numpy(b["velocity"])).abs() * hits).sum() / n_hits
+    o_err = ((po - torch.from_numpy(b["offset"])).abs() * hits).sum() / n_hits
+    loss = v_err + o_err
+    return loss, {"vel_mae": float(v_err.detach()), "off_mae": float(o_err.detach()), "loss": float(loss.detach())}
+
+
+@torch.no_grad()
+def _validate(model, enc, cfg, ws, feats, mus, limit: int = 1024) -> dict:
+    idx = np.arange(min(limit, len(ws)))
+    if len(idx) == 0:
+        return {}
+    return _loss(model, enc, cfg, ws, feats, mus, idx)[1]
+
+
+def load(run: str | Path, kind: str) -> tuple[TapEncoder, dict]:
+    p = weights_path(Path(run), kind)
+    if not p.exists():
+        raise TapError(f"{run} has no {p.name}: run drum-performer train-tap --kind {kind} first")
+    blob = torch.load(p, map_location="cpu", weights_only=False)
+    s = blob["summary"]
+    known = {f.name for f in fields(TapConfig)}
+    c = TapConfig(**{k: v for k, v in s["config"].items() if k in known})
+    enc = build(kind, c.hidden, s["z"], c.layers)
+    enc.load_state_dict(blob["state"])
+    enc.eval()
+    return enc, s
+
+
+# --- CLI (the parser is in performer.band_cli, which must not import torch) -----------------------------
+
+
+def run_cli(a) -> int:
+    cfg = TapConfig(kind=a.kind, threads=a.threads, resume=a.resume, objective=a.objective)
+    if a.lr:
+        cfg.lr = a.lr
+    if a.steps:
+        cfg.steps = a.steps
+
+    def on_log(step, parts):
+        log.info("step %d %s", step, " ".join(f"{k} {v:.4f}" for k, v in parts.items()))
+
+    s = train(a.run, a.data, cfg, a.cache, on_log)
+    print(f"{a.kind} encoder: {cfg.steps} steps in {s['seconds']:.0f} s; validation "
+          + ", ".join(f"{k} {v:.4f}" for k, v in s["validation"].items()))
+    if a.model:
+        from export.band import add_encoder
+
+        add_encoder(a.run, a.model, a.kind)
+        print(f"added {a.kind}.onnx to {a.model}")
+    return 0
