@@ -450,6 +450,116 @@ def _signalled(flag: dict, dist: Dist) -> int:
     return sig
 
 
+@dataclass
+class _State:
+    """What a training run carries from step to step (and what a checkpoint holds)."""
+
+    model: GrooveVAE
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0
+    best: float = math.inf  # lowest selection score so far (validation loss, or minus val_recon)
+
+    def checkpoint(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "step": self.step, "best": self.best}
+
+
+def _load_windows(data, cache_dir, cfg: RunConfig, resume: bool, on_summary) -> tuple:
+    """Stage 1: the dataset -> training and validation windows (and the styles, on a new run)."""
+    tc = cfg.train
+    tracks, summary = preprocess(data, cache_dir)
+    if on_summary:
+        on_summary(summary.lines())
+    if cfg.model.style_embed and not cfg.model.styles and not resume:
+        cfg.model.styles = choose_styles(tracks["train"], tc.min_style_windows)
+    train_ws = WindowSet(tracks["train"], cfg.model.styles, fills=cfg.model.fills)
+    val_ws = WindowSet(tracks["validation"], cfg.model.styles, fills=cfg.model.fills)
+    if len(train_ws) < tc.batch_size:
+        raise TrainError(f"only {len(train_ws)} training windows, fewer than one batch of {tc.batch_size}")
+    return tracks, summary, train_ws, val_ws
+
+
+def _build(cfg: RunConfig, dist: Dist, ck: dict | None) -> _State:
+    """Stage 2: the model, optimiser and schedule, fresh (or warm-started) or from a checkpoint."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    model = GrooveVAE(cfg.model).to(dist.device)
+    if tc.init and ck is None:
+        warm_start(model, Path(tc.init))
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.steps, eta_min=tc.lr_min)
+    state = _State(model, opt, sched)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        sched.T_max = tc.steps  # resuming with more steps stretches the schedule
+        state.step, state.best = ck["step"], ck["best"]
+    return state
+
+
+def _write_config(run: Path, cfg: RunConfig, summary, tracks, overwrite: bool) -> None:
+    """A new run's config.json: the settings plus what data they saw (rank 0)."""
+    run.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        clear_run(run)
+    d = cfg.to_dict()
+    d["data"] = {"folder": summary.folder, "source": summary.source, "windows": summary.windows,
+                 "fill_windows": summary.fill_windows, "style_windows": style_counts(tracks["train"])}
+    atomic_write_text(json.dumps(d, indent=2), run / CONFIG)
+
+
+def _train_step(net: nn.Module, s: _State, ws: WindowSet, tc, dist: Dist, run: Path) -> dict:
+    """Stage 3: one optimiser step on batch ``s.step``; every random draw seeded from
+    (seed, step, rank), so a resumed run takes exactly the same steps."""
+    per_rank = tc.batch_size // dist.world
+    idx = _mixed_indices(tc.seed, s.step, ws, tc.batch_size, tc.fill_share)
+    idx = idx[dist.rank * per_rank : (dist.rank + 1) * per_rank]
+    nb = ws.batch(idx)
+    rng = np.random.default_rng((tc.seed, s.step, dist.rank))
+    if tc.mix_groups > 0 or tc.drop_voice > 0:
+        nb = augment(nb, ws, rng, tc.mix_groups, tc.drop_voice)
+    if tc.style_dropout > 0:
+        nb["style"] = np.where(rng.random(len(idx)) < tc.style_dropout, 0, nb["style"])
+    batch = _batch_to(nb, dist.device)
+    torch.manual_seed(hash((tc.seed, s.step, dist.rank)) & 0x7FFFFFFF)
+    beta = tc.beta * min(1.0, s.step / max(1, tc.beta_anneal_steps))
+    loss, st = losses(net, batch, beta, tc)
+    if not torch.isfinite(loss):
+        raise TrainError(
+            f"loss became {float(loss.detach())} at step {s.step + 1}; stopped, the last good checkpoint "
+            f"in {run} is kept (try a lower --lr)"
+        )
+    s.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
+    if not torch.isfinite(gnorm):
+        raise TrainError(
+            f"gradient became {float(gnorm)} at step {s.step + 1}; stopped, the last good checkpoint "
+            f"in {run} is kept (try a lower --lr)"
+        )
+    s.opt.step()
+    s.sched.step()
+    s.step += 1
+    out = {k: float(v) for k, v in st.items()}
+    out.update(step=s.step, beta=beta, lr=s.sched.get_last_lr()[0])
+    return out
+
+
+def _validate_and_select(s: _State, val_ws: WindowSet, cfg: RunConfig, dist: Dist, run: Path, train_loss: float) -> dict:
+    """Stage 4: validation; model.pt keeps the best weights so far (``select``), float16."""
+    v = validate(s.model, val_ws, cfg, dist.device) if len(val_ws) else {}
+    v["step"] = s.step
+    # lower is better: validation loss, or minus free-running reconstruction accuracy
+    score = -v["val_recon"] if cfg.train.select == "val_recon" and "val_recon" in v else v.get("val_loss", train_loss)
+    if score < s.best and dist.main:
+        s.best = score
+        sd = {k: t.detach().to("cpu", torch.float16) for k, t in s.model.state_dict().items()}
+        atomic_save(sd, run / WEIGHTS)
+    return v
+
+
 def train(
     data: str | Path,
     run: str | Path,
@@ -461,6 +571,11 @@ def train(
     overwrite: bool = False,
 ) -> TrainResult:
     """Train (or resume) a run. Raises TrainError / DataError.
+
+    The stages, in order: look at the run folder; windows (:func:`_load_windows`);
+    model and optimiser (:func:`_build`); config.json; the step loop
+    (:func:`_train_step`, metrics, :func:`_validate_and_select`, checkpoints,
+    signals); the best weights' attributes and prior.
 
     ``overwrite``: start again in a folder that holds a run or other files
     (the old run's files are removed). A SIGINT/SIGTERM saves a checkpoint and
@@ -478,127 +593,53 @@ def train(
         tdist.barrier()
     # the caller passes the run's saved config on resume (see load_run_config), maybe with more steps
     ck = load_checkpoint(run, tc.steps, dist.device) if resume else None
-
-    tracks, summary = preprocess(data, cache_dir)
-    if on_summary and dist.main:
-        on_summary(summary.lines())
-    if cfg.model.style_embed and not cfg.model.styles and not resume:
-        cfg.model.styles = choose_styles(tracks["train"], tc.min_style_windows)
-    train_ws = WindowSet(tracks["train"], cfg.model.styles, fills=cfg.model.fills)
-    val_ws = WindowSet(tracks["validation"], cfg.model.styles, fills=cfg.model.fills)
-    if len(train_ws) < tc.batch_size:
-        raise TrainError(f"only {len(train_ws)} training windows, fewer than one batch of {tc.batch_size}")
+    tracks, summary, train_ws, val_ws = _load_windows(data, cache_dir, cfg, resume, on_summary if dist.main else None)
     if tc.batch_size % dist.world:
         raise TrainError(f"batch size {tc.batch_size} is not divisible by {dist.world} processes")
+    s = _build(cfg, dist, ck)
+    if dist.main:
+        if ck is not None:
+            _truncate_metrics(run / METRICS, s.step)
+        else:
+            _write_config(run, cfg, summary, tracks, overwrite)
 
-    torch.manual_seed(tc.seed)  # identical initial weights on every rank
-    model = GrooveVAE(cfg.model).to(dist.device)
-    if tc.init and not resume:
-        warm_start(model, Path(tc.init))
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.steps, eta_min=tc.lr_min)
-    step, best = 0, math.inf
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        sched.T_max = tc.steps
-        step, best = ck["step"], ck["best"]
-        if dist.main:
-            _truncate_metrics(run / METRICS, step)
-    elif dist.main:
-        run.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            clear_run(run)
-        d = cfg.to_dict()
-        d["data"] = {"folder": summary.folder, "source": summary.source, "windows": summary.windows,
-                     "fill_windows": summary.fill_windows, "style_windows": style_counts(tracks["train"])}
-        atomic_write_text(json.dumps(d, indent=2), run / CONFIG)
-
-    net: nn.Module = model
-    if dist.world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
-    per_rank = tc.batch_size // dist.world
+    net: nn.Module = nn.parallel.DistributedDataParallel(s.model) if dist.world > 1 else s.model
     eval_every = tc.eval_every or max(1, len(train_ws) // tc.batch_size)  # 0: once per epoch
     metrics_f = open(run / METRICS, "a") if dist.main else None  # noqa: SIM115
     last: dict = {}
-    t0, seen0 = time.perf_counter(), step
-
-    def checkpoint() -> None:
-        if dist.main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "step": step,
-                "best": best,
-            }
-            atomic_save(state, run / CHECKPOINT)
+    t0, seen0 = time.perf_counter(), s.step
 
     def emit(rec: dict) -> None:
         if metrics_f:
             metrics_f.write(json.dumps(rec) + "\n")
             metrics_f.flush()
 
+    def checkpoint() -> None:
+        if dist.main:
+            atomic_save(s.checkpoint(), run / CHECKPOINT)
+
     stop: dict = {}
     old_handlers = catch_stop_signals(stop)
     try:
-        model.train()
-        while step < tc.steps:
-            idx = _mixed_indices(tc.seed, step, train_ws, tc.batch_size, tc.fill_share)
-            idx = idx[dist.rank * per_rank : (dist.rank + 1) * per_rank]
-            nb = train_ws.batch(idx)
-            rng = np.random.default_rng((tc.seed, step, dist.rank))
-            if tc.mix_groups > 0 or tc.drop_voice > 0:
-                nb = augment(nb, train_ws, rng, tc.mix_groups, tc.drop_voice)
-            if tc.style_dropout > 0:
-                nb["style"] = np.where(rng.random(len(idx)) < tc.style_dropout, 0, nb["style"])
-            batch = _batch_to(nb, dist.device)
-            torch.manual_seed(hash((tc.seed, step, dist.rank)) & 0x7FFFFFFF)
-            beta = tc.beta * min(1.0, step / max(1, tc.beta_anneal_steps))
-            loss, st = losses(net, batch, beta, tc)
-            if not torch.isfinite(loss):
-                raise TrainError(
-                    f"loss became {float(loss.detach())} at step {step + 1}; stopped, the last good checkpoint "
-                    f"in {run} is kept (try a lower --lr)"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            if not torch.isfinite(gnorm):
-                raise TrainError(
-                    f"gradient became {float(gnorm)} at step {step + 1}; stopped, the last good checkpoint "
-                    f"in {run} is kept (try a lower --lr)"
-                )
-            opt.step()
-            sched.step()
-            step += 1
-            last = {k: float(v) for k, v in st.items()}
-            last.update(step=step, beta=beta, lr=sched.get_last_lr()[0])
-            if step % tc.log_every == 0 or step == tc.steps:
-                el = time.perf_counter() - t0
-                last["windows_per_s"] = (step - seen0) * tc.batch_size / max(el, 1e-9)
+        s.model.train()
+        while s.step < tc.steps:
+            last = _train_step(net, s, train_ws, tc, dist, run)
+            if s.step % tc.log_every == 0 or s.step == tc.steps:
+                last["windows_per_s"] = (s.step - seen0) * tc.batch_size / max(time.perf_counter() - t0, 1e-9)
                 emit(last)
             if on_progress and dist.main:
-                on_progress(step, tc.steps, last)
-            if step % eval_every == 0 or step == tc.steps:
-                v = validate(model, val_ws, cfg, dist.device) if len(val_ws) else {}
-                v["step"] = step
+                on_progress(s.step, tc.steps, last)
+            if s.step % eval_every == 0 or s.step == tc.steps:
+                v = _validate_and_select(s, val_ws, cfg, dist, run, last["loss"])
                 emit(v)
                 last.update(v)
-                # lower is better: validation loss, or minus free-running reconstruction accuracy
-                score = -v["val_recon"] if tc.select == "val_recon" and "val_recon" in v else v.get("val_loss", last["loss"])
-                if score < best and dist.main:
-                    best = score
-                    sd = {k: t.detach().to("cpu", torch.float16) for k, t in model.state_dict().items()}
-                    atomic_save(sd, run / WEIGHTS)
-            if step % tc.ckpt_every == 0 or step == tc.steps:
+            if s.step % tc.ckpt_every == 0 or s.step == tc.steps:
                 checkpoint()
             sig = _signalled(stop, dist)
             if sig:
                 checkpoint()
                 raise TrainInterrupted(
-                    f"stopped at step {step} of {tc.steps} by {signal.Signals(sig).name}, checkpoint saved; "
+                    f"stopped at step {s.step} of {tc.steps} by {signal.Signals(sig).name}, checkpoint saved; "
                     f"resume with: drum-performer train --data {data} --run {run} --resume",
                     128 + sig,
                 )
@@ -614,4 +655,4 @@ def train(
         best_model, _ = load_model(run)
         write_attributes(run, best_model, train_ws)
         write_prior(run, best_model, train_ws)
-    return TrainResult(last, model, dist.rank)
+    return TrainResult(last, s.model, dist.rank)
