@@ -54,22 +54,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", help="exported model folder (default: the shipped model)")
     p.set_defaults(func=run_drumify)
 
-    p = sub.add_parser("train-tap", help="train the tap (drumify) or humanize encoder into a run's latent space "
-                       "(needs the train extra)")
-    p.add_argument("--run", required=True, help="trained run folder (its model stays frozen)")
-    p.add_argument("--data", required=True, help="dataset folder (GMD)")
-    p.add_argument("--kind", choices=("tap", "humanize"), default="tap",
-                   help="tap: one-voice onsets -> z; humanize: quantised drums -> velocities and offsets")
-    p.add_argument("--steps", type=positive_int, help="optimiser steps (default 3000)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's weights of this kind")
-    p.add_argument("--objective", choices=("mu", "decode"), default="mu",
-                   help="tap: match the posterior mean, or also the frozen decoder's cross-entropy (slower)")
-    p.add_argument("--lr", type=nonneg_float, help="Adam learning rate (default 2e-3)")
-    p.add_argument("--cache", help="preprocessing cache folder")
-    p.add_argument("--model", help="also add the trained encoder to this exported model folder")
-    p.set_defaults(func=run_train_tap)
-
 
 def _channel(s: str) -> int:
     try:
@@ -305,12 +289,3 @@ def run_drumify(a) -> int:
     for w in written:
         print(f"  {w}")
     return 0
-
-
-def run_train_tap(a) -> int:
-    from performer.cli import _need_torch
-
-    _need_torch("train-tap")
-    from train import tap
-
-    return tap.run_cli(a)

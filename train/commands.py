@@ -19,6 +19,7 @@ from model.ranges import NONNEGATIVE, POSITIVE_INT, SEED
 def add_parsers(sub) -> None:
     _add_train(sub)
     _add_eval(sub)
+    _add_train_tap(sub)
 
 
 # --- train ------------------------------------------------------------------
@@ -157,3 +158,37 @@ def run_eval(a) -> int:
     )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+# --- train-tap (drumify / humanize encoders) ---------------------------------
+
+
+def _add_train_tap(sub) -> None:
+    p = sub.add_parser("train-tap", help="train the tap (drumify) or humanize encoder into a run's latent space "
+                       "(needs the train extra)")
+    p.add_argument("--run", required=True, help="trained run folder (its model stays frozen)")
+    p.add_argument("--data", required=True, help="dataset folder (GMD)")
+    p.add_argument("--kind", choices=("tap", "humanize"), default="tap",
+                   help="tap: one-voice onsets -> z; humanize: quantised drums -> velocities and offsets")
+    p.add_argument("--steps", type=POSITIVE_INT.arg(), help="optimiser steps (default 3000)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's weights of this kind")
+    p.add_argument("--objective", choices=("mu", "decode"), default="mu",
+                   help="tap: match the posterior mean, or also the frozen decoder's cross-entropy (slower)")
+    p.add_argument("--lr", type=NONNEGATIVE.arg(), help="Adam learning rate (default 2e-3)")
+    p.add_argument("--cache", help="preprocessing cache folder")
+    p.add_argument("--model", help="also add the trained encoder to this exported model folder")
+    p.set_defaults(func=run_train_tap)
+
+
+def run_train_tap(a) -> int:
+    need_torch("train-tap")
+    from train import tap
+
+    code = tap.run_cli(a)
+    if a.model:  # export's side of it: the trained encoder into the model folder
+        from export.band import add_encoder
+
+        add_encoder(a.run, a.model, a.kind)
+        print(f"added {a.kind}.onnx to {a.model}")
+    return code

@@ -249,9 +249,4 @@ def run_cli(a) -> int:
     s = train(a.run, a.data, cfg, a.cache, on_log)
     print(f"{a.kind} encoder: {cfg.steps} steps in {s['seconds']:.0f} s; validation "
           + ", ".join(f"{k} {v:.4f}" for k, v in s["validation"].items()))
-    if a.model:
-        from export.band import add_encoder
-
-        add_encoder(a.run, a.model, a.kind)
-        print(f"added {a.kind}.onnx to {a.model}")
     return 0
