@@ -45,6 +45,9 @@ def fill_groove(live_model):
 @h.retry_invalid()
 def test_a_fill_asked_in_bar_2_plays_in_bar_4_of_the_same_cycle_then_the_groove_returns(server, live_model,
                                                                                          fill_groove):
+    """The pad is pressed in bar 2; where it really arrived is read off the clock recording
+    (a loaded test machine can lag): asked before bar 4 -> this cycle's bar 4, asked in
+    bar 4 -> the next cycle's (the contract for both); the groove plays before and after."""
     seed, groove, fill = fill_groove
     assert np.array_equal(groove.hits[: 3 * S], fill.hits[: 3 * S])  # the model's contract: only bar 4 changes
     pad = h.Sender(server, f"dp-pad-{uuid.uuid4().hex[:4]}")
@@ -54,18 +57,27 @@ def test_a_fill_asked_in_bar_2_plays_in_bar_4_of_the_same_cycle_then_the_groove_
             rig.start()
             assert rig.wait_pos(S * STEP + 2 * STEP), "the clock did not reach bar 2"
             pad.send(bytes([0x90, FILL_NOTE, 100]))  # the fill pad, in bar 2
+            sent = rig.rec.now()
             pad.send(bytes([0x80, FILL_NOTE, 0]))
-            assert rig.wait_pos(h.TICKS_PER_CYCLE + 3 * S * STEP), "the clock did not reach cycle 2, bar 4"
+            assert rig.wait_pos(2 * h.TICKS_PER_CYCLE - STEP), "the clock did not reach the end of cycle 2"
             alive, t = stop_and_take(rig)
     finally:
         pad.close()
     assert alive, t.output[-3000:]
+    sent_pos = max((k.pos for k in t.track.ticks if k.frame <= sent), default=0)
+    bar4 = 3 * S * STEP
+    if bar4 - 2 * STEP < sent_pos < bar4:
+        pytest.skip(f"the pad arrived at song position {sent_pos}, within a step or two of bar 4 (either cycle is right)")
+    fill_cycle = 0 if sent_pos < bar4 else 1
     placed = t.placed()
-    assert_plays(placed, groove, range(0, 3 * S), "bars 1-3 before the fill")
-    assert_plays(placed, fill, range(3 * S, 4 * S), "bar 4: the learned fill asked in bar 2")
-    # the next cycle plays the groove again (steps of cycle 2 are 64 + the pattern's)
-    got = {(p.step - drums.STEPS, p.voice) for p in placed if drums.STEPS <= p.step < drums.STEPS + 3 * S}
-    assert got == h.expected_hits(groove.hits, range(0, 3 * S)), "the groove did not return after the fill"
+    for cycle in (0, 1):
+        base = cycle * drums.STEPS
+        mine = [h.Placed(p.note, p.step - base, p.voice, p.error_frames) for p in placed if base <= p.step < base + drums.STEPS]
+        assert_plays(mine, groove, range(0, 3 * S), f"cycle {cycle + 1}, bars 1-3: the groove")
+        want = fill if cycle == fill_cycle else groove
+        assert_plays(mine, want, range(3 * S, 4 * S),
+                     f"cycle {cycle + 1}, bar 4 ({'the fill' if cycle == fill_cycle else 'the groove'}; "
+                     f"the pad arrived at song position {sent_pos})")
     assert not h.unreleased(t.notes)
 
 
