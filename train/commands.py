@@ -177,7 +177,6 @@ def _add_train_tap(sub) -> None:
                    help="tap: match the posterior mean, or also the frozen decoder's cross-entropy (slower)")
     p.add_argument("--lr", type=NONNEGATIVE.arg(), help="Adam learning rate (default 2e-3)")
     p.add_argument("--cache", help="preprocessing cache folder")
-    p.add_argument("--model", help="also add the trained encoder to this exported model folder")
     p.set_defaults(func=run_train_tap)
 
 
@@ -186,9 +185,7 @@ def run_train_tap(a) -> int:
     from train import tap
 
     code = tap.run_cli(a)
-    if a.model:  # export's side of it: the trained encoder into the model folder
-        from export.band import add_encoder
-
-        add_encoder(a.run, a.model, a.kind)
-        print(f"added {a.kind}.onnx to {a.model}")
+    # shipping it is export's job (train never imports export): export puts tap.onnx / humanize.onnx
+    # beside the other graphs whenever the run folder holds tap.pt / humanize.pt
+    print(f"{a.kind}.pt is in {a.run}; 'drum-performer export --run {a.run} --out DIR' ships it")
     return code
