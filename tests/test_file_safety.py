@@ -13,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mido
@@ -73,7 +72,7 @@ def test_record_never_overwrites_an_existing_take(tmp_path):
     take.write_bytes(b"yesterday's take")
     assert live_app.check_record_path(str(take)) == tmp_path / "take-2.mid"
     live = Live(seed=6, bpm=400, quantize=True, record=str(take))
-    time.sleep(0.3)
+    assert live.log.wait_notes(4)  # a take with notes in it
     live.finish()
     assert "error" not in live.result
     assert take.read_bytes() == b"yesterday's take"
@@ -127,7 +126,7 @@ def test_a_take_that_cannot_be_written_at_exit_is_saved_elsewhere(tmp_path, monk
     folder = tmp_path / "gig"
     folder.mkdir()
     live = Live(seed=6, bpm=400, quantize=True, record=str(folder / "take.mid"))
-    time.sleep(0.3)
+    assert live.log.wait_notes(4)
     undo = make_readonly(folder)  # the folder went read-only during the take
     if undo is None:
         pytest.skip("cannot make a read-only folder here")

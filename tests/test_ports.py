@@ -19,7 +19,7 @@ from performer.ports import (
     match_port,
 )
 from tests.conftest import run_cli
-from tests.live_fakes import FakeRtMidi, private_jack_server
+from tests.live_fakes import FakeRtMidi, private_jack_server, wait_until
 
 # --- matching -------------------------------------------------------------------------
 
@@ -253,9 +253,12 @@ def test_jack_port_loss_is_reported_and_recovered(on_jack, caplog):
         out.send([0x99, 36, 100])
         assert rec.wait_for(lambda e: e.data[0] == 0x99, 3.0)
         rec.close()
-        time.sleep(0.2)
-        out.check()
-        assert out.status == "lost"
+
+        def lost() -> bool:
+            out.check()
+            return out.status == "lost"
+
+        assert wait_until(lost, 5.0)  # JACK tells of the vanished port within a few periods
         out.send([0x99, 38, 100])  # no exception while it is gone
         rec = Recorder(on_jack, name="dp-sink", inputs=("notes",))
         out.check()
