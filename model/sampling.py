@@ -26,6 +26,18 @@ def gumbel(rng: np.random.Generator, shape) -> np.ndarray:
     return -np.log(-np.log(u))
 
 
+def mixture_draw(rng: np.random.Generator, weights, means, scales, n: int) -> np.ndarray:
+    """(n, Z) float32 draws from a diagonal Gaussian mixture: weights (K,), means and scales (K, Z).
+
+    The learned latent prior's one sampler: the engine draws a live groove's z with it
+    (n = 1) and evaluation draws batches, so a seed gives the same z on both paths.
+    """
+    w = np.asarray(weights, np.float64)
+    k = rng.choice(len(w), size=n, p=w / w.sum())
+    eps = rng.standard_normal((n, np.shape(means)[-1])).astype(np.float32)
+    return (np.asarray(means, np.float32)[k] + np.asarray(scales, np.float32)[k] * eps).astype(np.float32)
+
+
 def kl_divergence(mu, logvar, exp: Callable = np.exp):
     """KL(q || N(0, I)) per example, in nats: (B, Z) -> (B,).
 

@@ -25,7 +25,7 @@ import numpy as np
 from model import bundle, drums
 from model.config import FILL_STRENGTH
 from model.errors import DrumPerformerError
-from model.sampling import gumbel
+from model.sampling import gumbel, mixture_draw
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,7 @@ class Engine:
         if self.prior_mixture is None:
             return rng.standard_normal(self.z_size).astype(np.float32)
         w, m, sc = self.prior_mixture
-        k = rng.choice(w.shape[1], p=w[style])
-        return (m[style, k] + sc[style, k] * rng.standard_normal(self.z_size).astype(np.float32)).astype(np.float32)
+        return mixture_draw(rng, w[style], m[style], sc[style], 1)[0]
 
     def prior(self, seed: int | None = None, style: str | None = None) -> np.ndarray:
         """z from the model's prior (the learned mixture of the style, else N(0, I)), (Z,)

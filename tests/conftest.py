@@ -104,3 +104,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert "error" in last.lower(), err
     for n in needles:
         assert n.lower() in last.lower(), err
+
+
+def tiny_train_config(steps: int = 20):
+    """The ``tiny`` preset for ``steps`` steps on one thread: what the trainer tests train."""
+    from model.config import preset
+
+    cfg = preset("tiny")
+    cfg.train.steps = steps
+    cfg.train.threads = 1
+    return cfg

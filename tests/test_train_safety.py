@@ -12,20 +12,16 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_train_config
 
 torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
 
-from model.config import preset  # noqa: E402
 from train import trainer  # noqa: E402
 from train.data import WindowSet, preprocess  # noqa: E402
 
 
 def _cfg(steps=20):
-    cfg = preset("tiny")
-    cfg.train.steps = steps
-    cfg.train.threads = 1
-    return cfg
+    return tiny_train_config(steps)
 
 
 def _train_windows(model, data):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli, tiny_train_config
 
 torch = pytest.importorskip("torch", reason="needs the train extra (torch)")
 
@@ -14,10 +14,7 @@ from train import trainer  # noqa: E402
 
 
 def _cfg(steps=20):
-    cfg = preset("tiny")
-    cfg.train.steps = steps
-    cfg.train.threads = 1
-    return cfg
+    return tiny_train_config(steps)
 
 
 def _weights(path):

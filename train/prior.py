@@ -23,6 +23,7 @@ import numpy as np
 
 from model.bundle import PRIOR as PRIOR  # the same file name in the run and in the model folder
 from model.fileio import atomic_savez
+from model.sampling import mixture_draw
 
 COMPONENTS = 64  # at most, per style; chosen on validation by benchmarks/prior_choice.py (runs/default:
 #                 mean feature overlap 0.71 with N(0, I), 0.82 at K=16, 0.86 at K=64; near copies 0 %, 1.3 %, 3.5 %)
@@ -56,13 +57,8 @@ def fit(mu: np.ndarray, style: np.ndarray, n_styles: int, components: int = COMP
 
 
 def draw(prior: dict, style: int, rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n, Z) draws from one style's mixture (the engine does the same, one at a time)."""
-    w = np.asarray(prior["weights"][style], np.float64)
-    k = rng.choice(len(w), size=n, p=w / w.sum())
-    eps = rng.standard_normal((n, prior["means"].shape[-1])).astype(np.float32)
-    means = np.asarray(prior["means"][style], np.float32)
-    scales = np.asarray(prior["scales"][style], np.float32)
-    return (means[k] + scales[k] * eps).astype(np.float32)
+    """(n, Z) draws from one style's mixture (model.sampling.mixture_draw, as the engine)."""
+    return mixture_draw(rng, prior["weights"][style], prior["means"][style], prior["scales"][style], n)
 
 
 def save(prior: dict, path: Path) -> None:
