@@ -41,7 +41,7 @@ from performer.director import Director
 from performer.link_clock import require_binding
 from performer.options import LiveError, LiveOptions, check_record_path, free_path
 from performer.scheduler import Player, Scheduler
-from performer.wiring import PortSink, Recorder, Sink, open_clock, open_sinks
+from performer.wiring import PortSink, Recorder, Sink, connect_ahead, open_clock, open_sinks
 
 __all__ = ["LiveApp", "LiveError", "LiveOptions", "Recorder", "check_record_path", "free_path"]
 
@@ -126,13 +126,17 @@ class LiveApp:
             "step": step,
             "pattern": pattern,
             "director": d.status() if d else {},
-            "out": self.output.describe() if self.output else "-",
+            "out": self._out_text() if self.output else "-",
             "clock": clock.describe() if clock else "-",
             "mode": mode,
             "help": self.help,
             "last_action": self.controller.last_action if self.controller else "",
             "messages": list(self.log_buffer.lines) if self.log_buffer else [],
         }
+
+    def _out_text(self) -> str:
+        """The MIDI output, and the audio output when there is one (``--audio``)."""
+        return " + ".join([self.output.describe()] + [s.describe() for s in self.sinks if hasattr(s, "lead_s")])
 
     # -- run
 
@@ -142,6 +146,10 @@ class LiveApp:
         midi_map = MidiMap.load(opts.map)
         if opts.link:
             require_binding()  # one line before the model or any port is opened
+        if opts.audio:
+            from performer.audio_out import check_installed
+
+            check_installed()  # one line saying what to install, before the model loads
         if self.engine is None:
             from performer.engine import Engine  # onnxruntime: only the live path pays for it
 
@@ -174,6 +182,7 @@ class LiveApp:
                 lead=DEFAULT_LEAD + opts.latency_ms / 1000.0,
             )
             self.sinks = open_sinks(opts, self.output, self.clock) + self.extra_sinks
+            connect_ahead(self.sinks, self.scheduler)
             self.controller = Controller(
                 self.director, midi_map, on_quit=lambda: self.request_stop(0), on_help=self.toggle_help
             )
@@ -190,7 +199,7 @@ class LiveApp:
             self.player.ready.wait(2.0)
             self.ready_s = time.perf_counter() - t0
             info = {
-                "out": self.output.describe(),
+                "out": self._out_text(),
                 "clock": self.clock.describe(),
                 "seed": self.seed,
                 "api": self.output.api,

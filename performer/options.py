@@ -65,6 +65,8 @@ class LiveOptions:
     link: bool = False  # follow an Ableton Link session (--bpm: the tempo it starts a session at)
     style: str | None = None  # the model's style to start in (None: "any"); checked against the model at load
     fills_every: int = 0  # a learned fill in bar 4 of every N-th cycle (0: only when asked)
+    audio: bool = False  # also play through the default audio output (performer.audio_out)
+    soundfont: str | None = None  # --audio with this SoundFont's GM kit instead of the built-in one
 
     RANGES: ClassVar[dict[str, Range]] = {
         "channel": Range(int, 1, 16),
@@ -95,6 +97,8 @@ class LiveOptions:
             raise LiveError(f"--api {self.api!r} must be one of {', '.join(API_CHOICES)}")
         if self.record is not None:
             self.record = str(check_record_path(self.record))
+        if self.soundfont is not None and not Path(self.soundfont).expanduser().is_file():
+            raise LiveError(f"--soundfont {self.soundfont} does not exist")
 
 
 # --- where --record writes ------------------------------------------------------------------------
