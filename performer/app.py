@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from model import drums
 from model.errors import DrumPerformerError
@@ -296,8 +297,9 @@ class LiveApp:
                         log.exception("checking %s failed", p)
             last_check = now
             if not self._told_unconnected and self.ready_s is not None:
-                self._told_unconnected = ports_mod.warn_unconnected(
-                    self.output, None if self.opts.bpm else self.input)
+                # --audio: the drums are heard without a listener on the MIDI output
+                out = self.output if not self.opts.audio else self.__dict__.setdefault("_heard", SimpleNamespace())
+                self._told_unconnected = ports_mod.warn_unconnected(out, None if self.opts.bpm else self.input)
         if self.player is not None and not self.player.is_alive() and not self._stop.is_set():
             self.request_stop(1)
         return last_check

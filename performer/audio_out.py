@@ -20,14 +20,13 @@ director twice for each cycle (it hands out fills and morph steps once); and
 a constant delay of the audio would put it a block plus latency behind MIDI.
 
 The note's time (``time.perf_counter``, the clock's timeline) is put on the
-stream's frame timeline *inside the audio callback*: each callback measures
-``perf_counter() - currentTime`` (the stream's clock, whatever PortAudio
-uses on this host: frames under JACK, a system clock elsewhere; never
-compared with any other clock) and keeps the smallest value of the last
-second (a late wake-up only makes it larger), which gives the
-``outputBufferDacTime`` of the block on the performer's timeline. The output
-latency is compensated by that DAC time: a note is rendered at
-``frame0 + (t - dac) * rate``. Note-offs are made here too, ``gate`` after
+stream's frame timeline *inside the audio callback* (:class:`StreamClock`):
+the callback's own ``perf_counter()``, its block's first frame and the
+output latency PortAudio reports (``outputBufferDacTime - currentTime``, a
+difference within the stream's clock, never compared with another clock)
+give when that frame is heard; the earliest-woken callback of the last half
+second is kept. The output latency is compensated by that DAC time: a note
+is rendered at ``frame0 + (t - dac) * rate``. Note-offs are made here too, ``gate`` after
 each note-on's frame (a SoundFont voice needs them; the built-in kit ignores
 them); the scheduler's wall-time note-offs would reach the stream a block
 plus latency late. Stop, CC123 and CC120 clear the renderer: queued notes
@@ -52,7 +51,6 @@ import contextlib
 import gc
 import importlib.util
 import logging
-import math
 import os
 import queue
 import signal
@@ -60,6 +58,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +72,7 @@ JACK_HOSTAPI = "JACK Audio Connection Kit"
 # Added to latency + block in lead_s: the audio callback's wake-up jitter and the
 # sender's own (a note that misses its callback is heard late, at the next block's start)
 LEAD_MARGIN_S = 0.006
-MIN_OFFSET_WINDOW_S = 0.5  # the stream-clock offset is the minimum over the last 0.5..1 s
+MIN_OFFSET_WINDOW_S = 0.5  # the frame-0 time is the minimum over the last 0.5 s of callbacks
 CC_ALL_SOUND_OFF, CC_ALL_NOTES_OFF = 120, 123
 _CLEAR = None  # in the sink's inbox: clear the renderer at this point of the queue
 
@@ -111,27 +110,38 @@ def require():
 
 
 class StreamClock:
-    """Maps the stream's callback times onto ``time.perf_counter``.
+    """When the stream's frame 0 is heard, on the ``time.perf_counter`` timeline.
 
-    ``offset = perf_counter() - currentTime`` is measured at every callback;
-    the smallest value over the last ``window``..``2 * window`` seconds is the
-    estimate (two buckets of ``window`` each), so a callback that ran late
-    does not move it, and a changed offset (a restarted stream, drift between
-    the sound card and the system clock) is followed within two windows.
+    Frame ``f`` is heard at ``A + f / rate``. Each callback for the block that
+    starts at frame ``f0`` runs one output latency ``L`` (the callback's
+    ``outputBufferDacTime - currentTime``) before that block is heard, plus
+    however late the audio thread woke, so ``now - f0 / rate + L`` is ``A``
+    plus a wake-up delay, never less: the smallest value over the last
+    ``window`` seconds is the estimate (a sliding minimum). Why frames and not
+    PortAudio's ``currentTime`` itself: under JACK that is interpolated and
+    jumps by up to a period now and then, and one early outlier would hold a
+    minimum wrong for the whole window. An underflow (the device played
+    frames this stream never rendered) moves ``A``: the estimate starts afresh.
     """
 
     def __init__(self, window: float = MIN_OFFSET_WINDOW_S) -> None:
         self.window = window
-        self._bucket_t: float | None = None
-        self._prev = math.inf
-        self._cur = math.inf
+        self.resets = 0
+        self._win: deque[tuple[float, float]] = deque()  # (callback time, observed A), A increasing
 
-    def update(self, now: float, stream_time: float) -> float:
-        o = now - stream_time
-        if self._bucket_t is None or now - self._bucket_t >= self.window:
-            self._prev, self._cur, self._bucket_t = self._cur, math.inf, now
-        self._cur = min(self._cur, o)
-        return min(self._prev, self._cur)
+    def update(self, now: float, frame_s: float, latency: float, glitch: bool = False) -> float:
+        """``frame_s``: the block's first frame in seconds (frame / rate); returns ``A``."""
+        win = self._win
+        if glitch and win:
+            self.resets += 1
+            win.clear()
+        a = now - frame_s + latency
+        while win and win[-1][1] >= a:
+            win.pop()
+        win.append((now, a))
+        while win[0][0] < now - self.window:
+            win.popleft()
+        return win[0][1]
 
 
 class AudioEngine:
@@ -178,19 +188,21 @@ class AudioEngine:
 
     # -- the audio thread
 
-    def process(self, frames: int, now: float, stream_time: float, dac_time: float) -> np.ndarray:
+    def process(self, frames: int, now: float, stream_time: float, dac_time: float,
+                glitch: bool = False) -> np.ndarray:
         """One block: the notes queued so far onto frames, then the renderer's audio.
 
         ``stream_time`` and ``dac_time`` are the callback's ``currentTime`` and
         ``outputBufferDacTime`` (the stream's clock), ``now`` is perf_counter at
-        the callback's start.
+        the callback's start; ``glitch``: the device reported an underflow.
         """
         self.callbacks += 1
         self.block = frames
         self.latency = max(0.0, dac_time - stream_time)
-        dac = dac_time + self._clock.update(now, stream_time)  # this block's DAC time, perf_counter
         r = self.renderer
         f0 = r.frame
+        # this block's DAC time on the perf_counter timeline
+        dac = self._clock.update(now, f0 / self.rate, self.latency, glitch) + f0 / self.rate
         f1 = f0 + frames
         offs = self._offs
         while True:
@@ -220,10 +232,11 @@ class AudioEngine:
         if self._last_cb is not None and now - self._last_cb > self.max_gap:
             self.max_gap = now - self._last_cb
         self._last_cb = now
-        if status and status.output_underflow:
+        glitch = bool(status and status.output_underflow)
+        if glitch:
             self.underflows += 1
         try:
-            block = self.process(frames, now, time_info.currentTime, time_info.outputBufferDacTime)
+            block = self.process(frames, now, time_info.currentTime, time_info.outputBufferDacTime, glitch)
             if out.shape[1] == block.shape[1]:
                 out[:] = block
             else:  # a mono device
@@ -251,7 +264,8 @@ class AudioEngine:
         stream.start()
 
     def stats(self) -> str:
-        return (f"{self.callbacks} blocks, {self.underflows} underflows, {self.late} late notes, "
+        return (f"{self.callbacks} blocks, {self.underflows} underflows, {self._clock.resets} clock resets, "
+                f"{self.late} late notes, "
                 f"longest callback {1000 * self.max_busy:.2f} ms, "
                 f"longest gap between callbacks {1000 * self.max_gap:.2f} ms")
 

@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
             state["gaps"] += 1
         state["next"] = base + frames
         i = base - state["start"]
-        if 0 <= i and i + frames <= len(buf):
+        if i >= 0 and i + frames <= len(buf):
             buf[i : i + frames] = port.get_array()
             state["n"] = i + frames
 

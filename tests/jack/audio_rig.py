@@ -142,12 +142,21 @@ class LiveTake:
                                skip_before=self.started + int(skip_s * rate))
 
 
+# Voices muted (1-based, model.drums order) for a clear onset measurement: the hi-hats, crash and
+# ride ring through the next notes, and an energy detector cannot place a note under them.
+CYMBALS = (3, 4, 8, 9)
+
+
 def play(server: h.JackServer, args: list[str], bpm: float, seconds: float, workdir: Path,
-         audio: bool = True) -> LiveTake:
+         audio: bool = True, mute: tuple[int, ...] = ()) -> LiveTake:
     """Run ``drum-performer ARGS [--audio]`` on jack_midi_clock at ``bpm`` for ``seconds`` of playing,
     recording its MIDI and (with ``audio``) its audio output. The audio recorder runs either way,
-    so that a run without audio has the same JACK graph to compare xruns with."""
+    so that a run without audio has the same JACK graph to compare xruns with. ``mute``: voices
+    muted before Start with the performer's own control (its mute pads on the clock input)."""
+    from performer.controls import ACTIONS
+
     arec = AudioRecorder(server, workdir / f"audio-{uuid.uuid4().hex[:6]}.npz", seconds + 20.0)
+    pad = h.Sender(server, f"dp-pad-{uuid.uuid4().hex[:4]}") if mute else None
     try:
         with h.Rig(server, start_performer=False, bpm=bpm) as rig:
             before = set(audio_ports(rig.rec))
@@ -161,6 +170,12 @@ def play(server: h.JackServer, args: list[str], bpm: float, seconds: float, work
                 for p in outs:
                     rig.rec.connect(p, arec.port)
                 latency = playback_latency(server, outs[0])
+            if pad is not None:
+                rig.rec.connect(pad.port_name, perf.clock_port)
+                for v in mute:
+                    pad.send(bytes([0x90, ACTIONS["mute"].note + v - 1, 100]))
+                    pad.send(bytes([0x80, ACTIONS["mute"].note + v - 1, 0]))
+                time.sleep(0.1)
             started = rig.start().frame
             assert rig.wait_pos(h.PPQN * 2), "the clock did not roll"
             kids = child_pids(perf.pid)
@@ -176,5 +191,7 @@ def play(server: h.JackServer, args: list[str], bpm: float, seconds: float, work
         log = perf.output()
     finally:
         arec.close()
+        if pad is not None:
+            pad.close()
     return LiveTake(bpm, started, stopped, track, notes, xruns, take, len(outs), latency,
                     100.0 * (c1 - c0) / (w1 - w0), 100.0 * (k1 - k0) / (w1 - w0), log)
