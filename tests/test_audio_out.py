@@ -383,3 +383,37 @@ def test_live_audio_options_parse_and_a_missing_soundfont_is_refused(tmp_path):
         LiveOptions(soundfont=str(tmp_path / "nope.sf2")).validate()
     a = p.parse_args(["live", "--audio"])
     assert a.audio and a.soundfont is None
+
+
+def test_with_link_the_audio_gets_each_note_at_the_sessions_grid_time_across_a_tempo_change():
+    """--link --audio: the ahead lane on a Link clock (the simulated session of test_link_clock) hands
+    every note ahead_s before the performer time of its session 16th, before and after a peer's
+    tempo change, and the engine renders it on the frame heard then."""
+    from model import drums
+    from performer.scheduler import Scheduler
+    from tests.live_fakes import Sim
+    from tests.test_link_clock import HOST_OFFSET_S, SimSession, host, make
+
+    pat = simple_pattern({s: [0] for s in range(0, drums.STEPS, 2)})
+    st, session, clock = make(SimSession(120.0, beat0=0.0, host0_us=host(0.0)))
+    sched = Scheduler(StaticSource(pat), quantize=True)
+    sim = Sim(sched, clock)
+    clock.bridge.perf = lambda: sim.now
+    clock.bridge.host_us = lambda: (sim.now + HOST_OFFSET_S) * 1e6
+    lane = AheadLog(lambda: sim.now)
+    sched.set_ahead(lane, 0.014)
+    clock.start(0.0)
+    sim.run_until(4.0)
+    session.change_tempo(150.0, host(4.0))
+    sim.run_until(8.0)
+    assert len(lane.got) > 30
+    for arrived, pos, t, *_ in lane.got:
+        step = session.beat_at(host(t)) * 4
+        assert abs(step - pos / 6) < 1e-6  # the note of step k sounds at session step k
+        assert t - arrived == pytest.approx(0.014, abs=1e-6)  # ahead_s early, at either tempo
+    eng = ao.AudioEngine(FakeRenderer(), RATE)
+    for _, _, t, pitch, vel, gate in lane.got[:3]:
+        eng.note(t + 100.0, pitch, vel, gate)  # the stream below starts at perf time 100
+    run_blocks(eng, 400)
+    assert [e.frame for e in eng.renderer.events if e != "clear" and e.velocity] == [
+        dac_frame(t + 100.0) for _, _, t, *_ in lane.got[:3]]
