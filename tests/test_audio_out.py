@@ -311,6 +311,7 @@ def test_an_app_with_an_early_sink_gives_it_the_notes_lead_s_ahead():
     run2 = AppRunWith([early], bpm=240, quantize=True, seed=3)
     try:
         assert early.done.wait(10), "no notes reached the early sink"
+        assert run2.app.status()["out"].endswith(" + early")  # the view's out line names it
     finally:
         run2.finish()
     leads = [t - arrived for arrived, t in early.got[:8]]
@@ -417,3 +418,25 @@ def test_with_link_the_audio_gets_each_note_at_the_sessions_grid_time_across_a_t
     run_blocks(eng, 400)
     assert [e.frame for e in eng.renderer.events if e != "clear" and e.velocity] == [
         dac_frame(t + 100.0) for _, _, t, *_ in lane.got[:3]]
+
+
+def test_with_a_soundfont_the_sound_starts_on_the_mapped_frame():
+    from pathlib import Path
+
+    sf2 = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+    if not sf2.is_file():
+        pytest.skip("no TimGM6mb.sf2 here")
+    pytest.importorskip("tinysoundfont")
+    from performer.soundfont import SoundFontRenderer
+
+    eng = ao.AudioEngine(SoundFontRenderer(sf2, sample_rate=RATE), RATE)
+    out = []
+    for k in range(400):
+        if k == 2:
+            eng.note(100.03, 38, 110, 0.05)
+        s = 5.0 + k * BLOCK / RATE
+        out.append(eng.process(BLOCK, 100.0 + k * BLOCK / RATE, s, s + LAT))
+    audio = np.abs(np.concatenate(out)).max(axis=1)
+    first = int(np.flatnonzero(audio > 1e-4)[0])
+    assert 0 <= first - dac_frame(100.03) <= round(0.002 * RATE)
+    assert eng.late == 0
