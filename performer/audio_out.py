@@ -297,7 +297,7 @@ def block_frames(hostapi: str, low_latency_s: float, rate: int) -> int:
 def pick_device(sd, api: str) -> int:
     """The output device: JACK's when the MIDI goes over JACK (``--api jack``) and PortAudio
     sees a JACK server, else the system's default output."""
-    if api == "jack":
+    if str(api).lower() == "jack":
         for h in sd.query_hostapis():
             if h["name"] == JACK_HOSTAPI and h["default_output_device"] >= 0:
                 return h["default_output_device"]

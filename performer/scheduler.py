@@ -280,7 +280,18 @@ class Scheduler:
         return wake
 
     def _poll_ahead(self, now: float, clock: ClockSource, arrived: float, limit: float, stale: float) -> float:
-        """The ahead lane: what the MIDI lane does, ``ahead_s`` earlier; returns its next wake-up."""
+        """The ahead lane: what the MIDI lane does, ``ahead_s`` earlier; returns its next wake-up.
+
+        Its send limit is ahead by as many clocks as ``ahead_s`` lasts: a MIDI clock lets
+        notes go only 1.5 clocks past the last one received (13.9 ms at 180 BPM, less than
+        an audio stream's block plus latency), and a lane held to that would hand the
+        audio its notes too late at fast tempi. Stop still reaches both lanes at once,
+        and an audio stream clears what it was given.
+        """
+        if math.isfinite(limit):
+            bpm = clock.bpm()
+            if bpm:
+                limit += self.ahead_s / bpm_to_period(bpm)
         heap = self._ahead_heap
         while heap and arrived < heap[0][0] < stale:
             heapq.heappop(heap)

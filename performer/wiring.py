@@ -133,7 +133,8 @@ def open_sinks(opts: LiveOptions, output, clock: ClockSource) -> list[Sink]:
     if opts.audio:
         from performer.audio_out import open_audio_sink  # sounddevice: only --audio pays for it
 
-        sinks.append(open_audio_sink(opts.soundfont, opts.api))
+        # into JACK when the MIDI went there (--api jack, or auto finding JACK)
+        sinks.append(open_audio_sink(opts.soundfont, getattr(output, "api", opts.api)))
     return sinks
 
 

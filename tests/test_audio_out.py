@@ -228,7 +228,25 @@ def test_the_ahead_lane_never_passes_the_midi_clocks_send_limit():
     sim.ticks(0.001, period, 48)  # two beats, then nothing
     sim.run_until(48 * period + 0.05)
     last = 47
-    assert lane.got and max(g[1] for g in lane.got) <= last + clock.guard_ticks
+    # the lane's limit runs ahead_s (2.4 clocks here) ahead of the MIDI lane's (1.5 past the last)
+    assert lane.got and max(g[1] for g in lane.got) <= last + clock.guard_ticks + 0.05 / period
+    assert 54 not in [g[1] for g in lane.got]  # the next 16th after the clock stopped never goes
+
+
+def test_following_midi_clock_at_180_bpm_the_audio_still_gets_its_notes_ahead_s_early():
+    """At 180 BPM a clock is 13.9 ms: held to the MIDI lane's limit (1.5 clocks past the last one
+    received), the audio would get notes only ~14 ms early, less than the 16.7 ms it asks for."""
+    src = StaticSource(simple_pattern({s: [0] for s in range(64)}))
+    sim, clock = midi_sim(src)
+    lane = AheadLog(lambda: sim.now)
+    sim.sched.set_ahead(lane, 0.0167)
+    period = 60.0 / (24 * 180.0)
+    sim.feed_at(0.0, ("start",))
+    sim.ticks(0.001, period, 24 * 8)
+    sim.run_until(24 * 8 * period)
+    steady = [g for g in lane.got if g[1] >= 24]  # after the first beat (the tempo is known)
+    assert len(steady) > 20
+    assert min(t - arrived for arrived, _, t, *_ in steady) >= 0.0167 - 1e-6
 
 
 # --- the sink in the performer ----------------------------------------------------------------
