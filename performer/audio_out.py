@@ -13,13 +13,17 @@ before its time, so this sink takes its notes from the scheduler's *ahead
 lane* (:meth:`performer.scheduler.Scheduler.set_ahead`) :attr:`AudioSink.lead_s`
 seconds early: the same notes, from the same pattern and the same clock
 prediction, so MIDI and audio cannot disagree on what is played, and the
-scheduler keeps its safety rules (a stalled MIDI clock stops both lanes).
+scheduler keeps its safety rules (a Stop or a dropout stops both lanes).
 Why not the other ways: a larger ``lead`` for every sink would make the MIDI
 port early; a second scheduler reading the pattern source would ask the
 director twice for each cycle (it hands out fills and morph steps once); and
 a constant delay of the audio would put it a block plus latency behind MIDI.
 
-The note's time (``time.perf_counter``, the clock's timeline) is put on the
+The stream runs in a process of its own (:class:`AudioSink` says why);
+notes reach it as lines on a pipe. Clock domains: a note's time is on the
+performer's timeline, ``time.perf_counter`` (CLOCK_MONOTONIC on Linux,
+system-wide, so the same in both processes); JACK's and Link's clocks
+(CLOCK_MONOTONIC_RAW) are never read here. The time is put on the
 stream's frame timeline *inside the audio callback* (:class:`StreamClock`):
 the callback's own ``perf_counter()``, its block's first frame and the
 output latency PortAudio reports (``outputBufferDacTime - currentTime``, a
@@ -171,6 +175,9 @@ class AudioEngine:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._offs: dict[int, int] = {}  # pitch -> frame of its note-off (audio thread only)
         self._clock = StreamClock()
+        self.input_fd = -1  # the audio process: notes are read from here inside the callback
+        self.eof = threading.Event()
+        self._partial = b""
 
     @property
     def lead_s(self) -> float:
@@ -227,8 +234,29 @@ class AudioEngine:
             r.schedule(Event(offs.pop(pitch), pitch, 0))
         return r.render(frames)
 
+    def read_input(self) -> None:
+        """Take the note lines waiting on ``input_fd`` (non-blocking): ``N t pitch velocity gate``
+        and ``C``; at its end, set ``eof``."""
+        try:
+            data = os.read(self.input_fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self.input_fd = -1
+            self.eof.set()
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            f = line.split()
+            if len(f) == 5 and f[0] == b"N":
+                self.note(float(f[1]), int(f[2]), int(f[3]), float(f[4]))
+            elif f and f[0] == b"C":
+                self.clear()
+
     def _callback(self, out, frames, time_info, status) -> None:
         now = self.now()
+        if self.input_fd >= 0:
+            self.read_input()
         if self._last_cb is not None and now - self._last_cb > self.max_gap:
             self.max_gap = now - self._last_cb
         self._last_cb = now
@@ -321,8 +349,8 @@ class AudioSink:
     the main thread, ordinary threads that the OS may preempt while they hold
     it; measured here on a loaded 2-core machine, the callback then waited up
     to 34 ms, and JACK counted about 10 xruns a second. In its own process the
-    callback shares the GIL only with a reader thread that sleeps in ``read``
-    between notes. The two processes share the timeline: ``time.perf_counter``
+    callback is the only Python thread that runs: it reads the notes from the
+    pipe itself. The two processes share the timeline: ``time.perf_counter``
     is the system-wide monotonic clock (CLOCK_MONOTONIC on Linux).
     """
 
@@ -459,7 +487,8 @@ def child_main(argv: list[str] | None = None) -> int:
     """The audio process: ``N t pitch velocity gate`` and ``C`` lines on stdin, until its end.
 
     Garbage collection is off once set up: the callback allocates no cycles, and a
-    collection pass would hold the GIL across several blocks.
+    collection pass would hold the GIL across several blocks. The notes are read by the
+    callback itself (see below).
     """
     import argparse
 
@@ -486,20 +515,22 @@ def child_main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     gc.disable()
-    # this thread takes the GIL for each note line; preempted by ordinary load while holding it,
-    # it would stall the callback (priority inversion): as a low realtime thread it is not
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    # The callback reads the notes itself (a non-blocking read of the pipe at each block):
+    # a reader thread would take the GIL for each line, and the callback, on JACK's
+    # realtime thread, would wait whenever that thread was preempted holding it (measured:
+    # callbacks of up to 15 ms, and xruns). This thread only waits, without the GIL.
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+    engine.input_fd = fd
     out.write(f"R {engine.lead_s!r} {engine.name} ({1000 * engine.latency:.1f} ms)\n")
     out.flush()
-    for line in sys.stdin.buffer:
-        f = line.split()
-        if not f:
-            continue
-        if f[0] == b"N" and len(f) == 5:
-            engine.note(float(f[1]), int(f[2]), int(f[3]), float(f[4]))
-        elif f[0] == b"C":
-            engine.clear()
+    while not engine.eof.wait(0.5):
+        if engine.stream is not None and not engine.stream.active:  # the device stopped: read here
+            os.set_blocking(fd, True)
+            for line in sys.stdin.buffer:
+                if line.startswith(b"C"):
+                    engine.clear()
+            break
     time.sleep(2 * (engine.block or 1024) / engine.rate)  # let a last clear() reach the renderer
     engine.close()
     out.write(f"S {engine.stats()}\n")
