@@ -306,7 +306,7 @@ class Player(threading.Thread):
         now: Callable[[], float] = time.perf_counter,
         poll: Callable[[], list] | None = None,
         poll_interval: float = 0.002,
-        cue_poll_interval: float = 0.0005,
+        cue_poll_interval: float = 0.001,
     ) -> None:
         super().__init__(name="drum-performer-sender", daemon=True)
         self.clock = clock
@@ -319,15 +319,16 @@ class Player(threading.Thread):
         self.now = now
         self.poll = poll  # drains an input port's own queue; called every poll_interval
         self.poll_interval = poll_interval
-        # While stopped (or started and waiting for the first clock) the port is polled faster.
-        # Why: a Continue (or Start) arrives in the same JACK period as the clock it cues, so
-        # the cued step's notes are a reaction and must reach the output before the next period
-        # (2.7 ms at 128 frames, 48 kHz) to land within one period. Polled every 2 ms, the
-        # reaction missed that period in 2 of 8 runs on this 2-core machine (the notes came one
-        # period later, 4.5 ms after their tick: tests/jack/test_e2e.py
-        # test_continue_resumes_at_the_right_step[spp]). While playing, notes leave on the
-        # clock's prediction, so 2 ms is plenty there; 0.5 ms while stopped costs a few % CPU
-        # only when nothing plays.
+        # While stopped (or started and waiting for the first clock) the port is polled every
+        # 1 ms. Why: a Continue (or Start) arrives in the same JACK period as the clock it cues,
+        # so the cued step's notes are a reaction and must reach the output before the next
+        # period (2.7 ms at 128 frames, 48 kHz) to land within one period. Polled every 2 ms,
+        # the reaction missed that period in 2 of 8 runs on this 2-core machine (the notes came
+        # a period later, 4.5 ms after their tick: tests/jack/test_e2e.py
+        # test_continue_resumes_at_the_right_step[spp]); at 1 ms and at 0.5 ms, in none of 19
+        # and 19 runs. CPU while stopped (benchmarks/live_timing.py, "stop %"): 3.3 % at 2 ms,
+        # 4.7 % at 1 ms, 8.3 % at 0.5 ms. While playing, notes leave on the clock's
+        # prediction, so 2 ms is plenty there.
         self.cue_poll_interval = cue_poll_interval
         self.parser = MidiParser()
         self.stamper = StampMapper()
