@@ -325,8 +325,8 @@ class Player(threading.Thread):
         # period (2.7 ms at 128 frames, 48 kHz) to land within one period. Polled every 2 ms,
         # the reaction missed that period in 2 of 8 runs on this 2-core machine (the notes came
         # a period later, 4.5 ms after their tick: tests/jack/test_e2e.py
-        # test_continue_resumes_at_the_right_step[spp]); at 1 ms and at 0.5 ms, in none of 19
-        # and 19 runs. CPU while stopped (benchmarks/live_timing.py, "stop %"): 3.3 % at 2 ms,
+        # test_continue_resumes_at_the_right_step[spp]); at 1 ms in none of 18 runs, at 0.5 ms
+        # in none of 19 (load 4-5; two other runs failed otherwise: a clock lost under load). CPU while stopped (benchmarks/live_timing.py, "stop %"): 3.3 % at 2 ms,
         # 4.7 % at 1 ms, 8.3 % at 0.5 ms. While playing, notes leave on the clock's
         # prediction, so 2 ms is plenty there.
         self.cue_poll_interval = cue_poll_interval
