@@ -248,8 +248,13 @@ class LiveApp:
         opts = self.opts
         if self.output is None:
             self.output = ports_mod.open_output(opts.port, opts.api)
+        self._open_clock_input()
+        # after the clock input: whoever looks for the performer's new input finds the clock's first
         if opts.follow is not None and self.follow_port is None:
             self.follow_port = ports_mod.open_follow_input(self.follow_inbox, opts.follow or None, self.output.api)
+
+    def _open_clock_input(self) -> None:
+        opts = self.opts
         if self.input is None:
             api = self.output.api
             if opts.clock_port is None and not ports_mod.virtual_supported(api):
