@@ -463,3 +463,24 @@ def test_the_shipped_model_follows_a_played_rhythm(engine):
         share[amount] = on / max(hits, 1)
     assert share[1.0] > share[0.0] + 0.1, share
 
+
+
+def test_the_follow_input_is_matched_like_the_clock_port_or_created_virtual(monkeypatch):
+    from performer import ports
+    from tests.live_fakes import FakeRtMidi
+
+    avail = ["Keys MIDI 1", "Synth In", "drum-performer-clock:Drum Performer Clock"]
+    made = []
+
+    def fake_open(kind, api="auto", client=None):
+        made.append((kind, client))
+        return FakeRtMidi(avail), "alsa"
+
+    monkeypatch.setattr(ports, "open_midi", fake_open)
+    keys = ports.open_follow_input(queue.SimpleQueue(), "keys", "alsa")
+    assert keys.name == "Keys MIDI 1" and keys.polled and not keys.virtual
+    assert made[-1] == ("in", ports.FOLLOW_CLIENT_NAME)
+    virtual = ports.open_follow_input(queue.SimpleQueue(), None, "alsa")
+    assert virtual.virtual and virtual.name == "Drum Performer Follow"
+    with pytest.raises(ports.PortError, match="no MIDI input port matches 'drum performer'"):
+        ports.open_follow_input(queue.SimpleQueue(), "drum performer", "alsa")  # never our own ports
