@@ -18,7 +18,7 @@ onset grids of 25-50 % density with velocities and small offsets.
 
 The budget a follow decode must fit is the sampled decode's (spec: p99 well
 under one clock tick at 200 BPM, 12.5 ms); a follow request has a whole bar
-(150 ms at 400 BPM) between being asked and its boundary.
+(600 ms at 400 BPM) between being asked and its boundary.
 """
 
 from __future__ import annotations

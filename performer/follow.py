@@ -15,10 +15,10 @@ there -- bar 4 of cycle k-1 and bars 1-3 of cycle k, each at its own place in
 the cycle -- and asks the director for a ``follow`` request, which its worker
 decodes during bar 4 and which lands at the boundary to cycle k+1 like every
 other request. Why there: it is the most recent four bars that still leaves a
-whole bar (500 ms at 120 BPM, 150 ms at 400) for the tap encoder and the decode
+whole bar (2 s at 120 BPM, 600 ms at 400) for the tap encoder and the decode
 (a few ms) and any queueing, so following never delays a cycle; a window that
-ends at the boundary itself could not be decoded before it, and the previous
-whole cycle would answer a bar later than needed. A note for the last 16th of
+ends at the boundary itself could not be decoded before it, and the last whole
+cycle (bars 1-4 of cycle k-1) would be three bars older. A note for the last 16th of
 bar 3 may be played up to half a step late and still count: by the bar line
 it is in (the step is 6 clocks, the bar line is 3 clocks after its latest time).
 
