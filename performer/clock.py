@@ -788,3 +788,24 @@ class MidiClock:
     @property
     def cue(self) -> int:
         return self._cue
+
+
+def position_at(clock: ClockSource, t: float) -> float | None:
+    """The song position (fractional clocks) at time ``t``, an input event's timestamp in the
+    same clock domain as the clock's own ticks; None while the clock is not playing.
+
+    Unlike ``clock.position(now)`` (the playhead, which never goes back behind the last
+    clock seen), an event stamped just before the last clock gets its own place on the
+    fitted tick line: that is where the player put it. Kept apart from the followers'
+    transport logic so reading positions cannot change it.
+    """
+    if not clock.running:
+        return None
+    if isinstance(clock, MidiClock):
+        if clock._first_pending:
+            return None
+        n = clock.est.invert(t)
+        if n is None:
+            return float(clock._last_pos)
+        return min(n + clock._base, clock._last_pos + GAP_TICKS)
+    return clock.position(t)
