@@ -6,7 +6,7 @@ thread: the sender thread drains the port every couple of milliseconds (with
 the clock input), stamps each message from the driver's own deltas (a
 :class:`~performer.clock.StampMapper` of its own, so the stamps are in the
 same ``perf_counter`` domain as the clock's ticks) and places every note-on
-on the song position at that stamp (:func:`performer.clock.position_at`).
+on the song position at that stamp (the clock's ``position_at``).
 Every note-on counts, on any channel, with its velocity.
 
 **Which bars are "the last 4 bars heard".** When the playhead passes the bar
@@ -48,7 +48,6 @@ from performer.clock import (
     TICKS_PER_STEP,
     MidiParser,
     StampMapper,
-    position_at,
 )
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class Follower:
         self.check(now)
 
     def note(self, t: float, velocity: int) -> None:
-        pos = position_at(self.clock, t)
+        pos = self.clock.position_at(t)
         if pos is None or pos < -TICKS_PER_STEP:
             return
         self.notes += 1

@@ -39,7 +39,6 @@ import numpy as np
 
 from model import drums
 from performer.clock import (
-    NEG_INF,
     STOP,
     TICKS_PER_STEP,
     TRANSPORT_KINDS,
@@ -398,7 +397,7 @@ class Player(threading.Thread):
         self.ready.set()
         while not self._quit.is_set():
             now = self.now()
-            wait = min(wake - now, self.poll_cap(cap) if polling else cap)
+            wait = min(wake - now, self.poll_cap(cap, now) if polling else cap)
             item = None
             if polling:
                 # the port is drained below; the inbox only carries stop and reopen marks
@@ -420,10 +419,10 @@ class Player(threading.Thread):
                 continue  # a polling tick with nothing new: the schedule stands
             wake = self.step(now)
 
-    def poll_cap(self, cap: float) -> float:
+    def poll_cap(self, cap: float, now: float) -> float:
         """The longest sleep between two polls of the port: shorter while a Start or Continue
         (and the first clock after it) is waited for, since those notes are a reaction."""
-        if self.clock.arrived() == NEG_INF:
+        if self.clock.state(now) in ("stopped", "starting"):
             return min(cap, self.cue_poll_interval)
         return cap
 

@@ -17,7 +17,7 @@ import pytest
 
 from model import drums
 from performer import band
-from performer.clock import TICKS_PER_STEP, InternalClock, MidiClock, bpm_to_period, position_at
+from performer.clock import TICKS_PER_STEP, InternalClock, MidiClock, bpm_to_period
 from performer.controls import ACTIONS, Controller
 from performer.director import Director
 from performer.follow import Follower
@@ -146,10 +146,10 @@ def test_position_at_places_an_event_between_clocks_even_behind_the_last_one():
     last = 29 * p
     # an event stamped 2.5 clocks before the last clock: the playhead never goes back, the event does
     assert c.position(last - 2.5 * p) == pytest.approx(29.0)
-    assert position_at(c, last - 2.5 * p) == pytest.approx(26.5, abs=1e-6)
-    assert position_at(c, 10.25 * p) == pytest.approx(10.25, abs=1e-6)
+    assert c.position_at(last - 2.5 * p) == pytest.approx(26.5, abs=1e-6)
+    assert c.position_at(10.25 * p) == pytest.approx(10.25, abs=1e-6)
     c.feed(("stop",), last + p)
-    assert position_at(c, last) is None
+    assert c.position_at(last) is None
 
 
 # --- the follower in simulated time ---------------------------------------------------------------

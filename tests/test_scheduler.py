@@ -17,6 +17,7 @@ from performer.clock import (
     START,
     STOP,
     TICKS_PER_STEP,
+    InternalClock,
     MidiClock,
     bpm_to_period,
 )
@@ -386,10 +387,14 @@ def test_player_polls_faster_while_a_start_or_continue_is_waited_for():
     for _ in range(30):  # a master streaming clocks while stopped
         t += 0.02
         clock.feed(("clock",), t)
-    assert player.poll_cap(0.002) == 0.001  # stopped
+    assert player.poll_cap(0.002, t) == 0.001  # stopped
     clock.feed(("continue",), t + 0.001)
-    assert player.poll_cap(0.002) == 0.001  # running, its first clock not yet here
+    assert player.poll_cap(0.002, t + 0.002) == 0.001  # running, its first clock not yet here
     clock.feed(("clock",), t + 0.02)
-    assert player.poll_cap(0.002) == 0.002  # playing
+    assert player.poll_cap(0.002, t + 0.021) == 0.002  # playing
     clock.feed(("stop",), t + 0.03)
-    assert player.poll_cap(0.002) == 0.001
+    assert player.poll_cap(0.002, t + 0.031) == 0.001
+    internal = InternalClock(120.0, start_delay=0.0)
+    player.clock = internal
+    internal.start(t)
+    assert player.poll_cap(0.002, t + 0.01) == 0.002  # an internal clock plays at once: nothing to await
