@@ -153,7 +153,7 @@ def _child(backend: str, seconds: float) -> dict:
         "callback_max_ms": float(b.max()),
         "longest_gap_ms": float(gaps.max()) if len(gaps) else None,
         "underflows_or_xruns": problems[0],
-        "import_and_setup_s": import_s,
+        "import_backend_and_build_kit_s": import_s,
         "open_s": open_s,
         "dac_time_per_block": dac_time,
         "reaches_default_output_without_jack": reaches_default,

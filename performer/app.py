@@ -93,6 +93,7 @@ class LiveApp:
         self.log_buffer = None
         self.ready_s: float | None = None
         self._told_unconnected = False
+        self._audio_stand_in = SimpleNamespace()
 
     # -- control from outside
 
@@ -339,8 +340,9 @@ class LiveApp:
                         log.exception("checking %s failed", p)
             last_check = now
             if not self._told_unconnected and self.ready_s is not None:
-                # --audio: the drums are heard without a listener on the MIDI output
-                out = self.output if not self.opts.audio else self.__dict__.setdefault("_heard", SimpleNamespace())
+                # --audio: the drums are heard without a listener on the MIDI output; only the
+                # clock input is checked (a stand-in output has no listeners to report)
+                out = self._audio_stand_in if self.opts.audio else self.output
                 self._told_unconnected = ports_mod.warn_unconnected(out, None if self.opts.bpm else self.input)
         if self.player is not None and not self.player.is_alive() and not self._stop.is_set():
             self.request_stop(1)
