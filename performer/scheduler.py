@@ -362,7 +362,7 @@ class Player(threading.Thread):
         now: Callable[[], float] = time.perf_counter,
         poll: Callable[[], list] | None = None,
         poll_interval: float = 0.002,
-        cue_poll_interval: float = 0.001,
+        cue_poll_interval: float = 0.0005,
     ) -> None:
         super().__init__(name="drum-performer-sender", daemon=True)
         self.clock = clock
@@ -376,15 +376,16 @@ class Player(threading.Thread):
         self.poll = poll  # drains an input port's own queue; called every poll_interval
         self.poll_interval = poll_interval
         # While stopped (or started and waiting for the first clock) the port is polled every
-        # 1 ms. Why: a Continue (or Start) arrives in the same JACK period as the clock it cues,
-        # so the cued step's notes are a reaction and must reach the output before the next
-        # period (2.7 ms at 128 frames, 48 kHz) to land within one period. Polled every 2 ms,
-        # the reaction missed that period in 2 of 8 runs on this 2-core machine (the notes came
-        # a period later, 4.5 ms after their tick: tests/jack/test_e2e.py
-        # test_continue_resumes_at_the_right_step[spp]); at 1 ms in none of 18 runs, at 0.5 ms
-        # in none of 19 (load 4-5; two other runs failed otherwise: a clock lost under load). CPU while stopped (benchmarks/live_timing.py, "stop %"): 3.3 % at 2 ms,
-        # 4.7 % at 1 ms, 8.3 % at 0.5 ms. While playing, notes leave on the clock's
-        # prediction, so 2 ms is plenty there.
+        # 0.5 ms. Why: a Continue (or Start) arrives in the same JACK period as the clock it
+        # cues, so the cued step's notes are a reaction and must reach the output before the
+        # next period (2.7 ms at 128 frames, 48 kHz) to land within one period. The reaction
+        # itself (parse, transport, the cued step's pattern, send) took 0.6-2 ms in the live
+        # process (instrumented runs), so the poll's own delay must be small. Polled every
+        # 2 ms, the notes missed that period (came 4.5 ms after their tick) in 2 of 8 runs of
+        # tests/jack/test_e2e.py test_continue_resumes_at_the_right_step[spp]; every 1 ms, in
+        # 1 of 27 (in a full-suite run); every 0.5 ms, in none of 27. Cost: CPU while stopped
+        # (benchmarks/live_timing.py, "stop %") 3.3 % at 2 ms, 4.7 % at 1 ms, 8.3 % at 0.5 ms.
+        # While playing, notes leave on the clock's prediction, so 2 ms is plenty there.
         self.cue_poll_interval = cue_poll_interval
         self.parser = MidiParser()
         self.stamper = StampMapper()

@@ -382,18 +382,18 @@ def test_player_polls_faster_while_a_start_or_continue_is_waited_for():
     src = StaticSource(simple_pattern({s: [0] for s in range(64)}))
     clock = MidiClock()
     player = Player(clock, Scheduler(src, quantize=True), LogSink().send,
-                    poll=list, poll_interval=0.002, cue_poll_interval=0.001)
+                    poll=list, poll_interval=0.002, cue_poll_interval=0.0005)
     t = 10.0
     for _ in range(30):  # a master streaming clocks while stopped
         t += 0.02
         clock.feed(("clock",), t)
-    assert player.poll_cap(0.002, t) == 0.001  # stopped
+    assert player.poll_cap(0.002, t) == 0.0005  # stopped
     clock.feed(("continue",), t + 0.001)
-    assert player.poll_cap(0.002, t + 0.002) == 0.001  # running, its first clock not yet here
+    assert player.poll_cap(0.002, t + 0.002) == 0.0005  # running, its first clock not yet here
     clock.feed(("clock",), t + 0.02)
     assert player.poll_cap(0.002, t + 0.021) == 0.002  # playing
     clock.feed(("stop",), t + 0.03)
-    assert player.poll_cap(0.002, t + 0.031) == 0.001
+    assert player.poll_cap(0.002, t + 0.031) == 0.0005
     internal = InternalClock(120.0, start_delay=0.0)
     player.clock = internal
     internal.start(t)
