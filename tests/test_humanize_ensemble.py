@@ -20,7 +20,7 @@ def test_ensemble_outputs_the_mean_of_its_members():
 
     torch.manual_seed(0)
     ens = tap.build("humanize", 8, 4, members=3)
-    assert isinstance(ens, tap.HumanizerEnsemble) and len(ens.members) == 3
+    assert isinstance(ens, tap.Ensemble) and len(ens.members) == 3
     ens.eval()
     x = torch.rand(2, drums.STEPS, tap.input_size("humanize"))
     with torch.no_grad():
@@ -61,7 +61,7 @@ def test_trained_ensemble_loads_and_exports_as_one_graph(tiny_run, tiny_model, t
                                                   dropout=0.3))
     assert {h["member"] for h in s["history"]} == {0, 1}
     enc, summary = tap.load(run, "humanize")
-    assert isinstance(enc, tap.HumanizerEnsemble) and len(enc.members) == 2
+    assert isinstance(enc, tap.Ensemble) and len(enc.members) == 2
     assert summary["config"]["members"] == 2
     out = tmp_path / "model"
     shutil.copytree(tiny_model, out)
@@ -83,3 +83,37 @@ def test_resume_refuses_another_shape(tiny_run, tmp_path):
     with pytest.raises(tap.TapError, match="another shape"):
         tap.train(run, GMD_FIXTURE, tap.TapConfig(kind="humanize", hidden=8, steps=2, batch_size=4, members=2,
                                                   resume=True))
+
+
+def test_tap_ensemble_with_positions_exports_and_old_encoders_still_load(tiny_run, tiny_model, tmp_path):
+    """A tap encoder trained now (positions inside the graph, two members) keeps the (B, T, 3)
+    input; one saved before the option (no "positions" in its config) loads without them."""
+    need_torch()
+    import torch
+
+    from export.band import add_encoder
+    from performer import band
+    from performer.engine import Engine
+    from train import tap
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    tap.train(run, GMD_FIXTURE, tap.TapConfig(kind="tap", hidden=8, steps=2, batch_size=4, members=2))
+    enc, summary = tap.load(run, "tap")
+    assert isinstance(enc, tap.Ensemble) and all(m.positions for m in enc.members)
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    add_encoder(run, out, "tap")
+    e = Engine.load(out)
+    taps = np.zeros((3, drums.STEPS, 3), np.float32)
+    taps[:, ::4, 0] = 1.0
+    z = band.tap_z(e, taps)
+    with torch.no_grad():
+        assert np.allclose(z, enc(torch.from_numpy(taps)).numpy(), atol=1e-4)
+    # an encoder from before the option
+    blob = torch.load(run / "tap.pt", weights_only=False)
+    old = tap.build("tap", 8, summary["z"])
+    cfg = {k: v for k, v in blob["summary"]["config"].items() if k not in ("positions", "members")}
+    torch.save({"state": old.state_dict(), "summary": {**blob["summary"], "config": cfg}}, run / "tap.pt")
+    again, _ = tap.load(run, "tap")
+    assert isinstance(again, tap.TapEncoder) and not again.positions
