@@ -9,8 +9,8 @@ from the same clock the performer follows.
 
 Reported per tempo: median / p99 / max absolute error (ms), p99 with notes
 near an xrun left out (30 ms before to one beat after), the performer's CPU use while playing (utime +
-stime from /proc over the wall time, as % of one core), its resident memory,
-and cold start: command -> JACK ports registered, and command -> the
+stime from /proc over the wall time, as % of one core), its CPU while stopped
+(the clock streaming, before Start), its resident memory, and cold start: command -> JACK ports registered, and command -> the
 performer's "ready" line (model loaded, sender running).
 
 Targets (issue 4): median <= 1.5 ms, p99 <= one period + 0.5 ms at -p 128,
@@ -38,6 +38,7 @@ from tests.jack import harness as h
 # at an xrun, and a performer sending at predicted times is off until its tempo
 # fit catches up).
 XRUN_BEFORE_MS = 30.0
+STOPPED_S = 3.0  # seconds of CPU measured while stopped, before Start
 
 
 def machine() -> dict:
@@ -74,6 +75,10 @@ def run_tempo(server: h.JackServer, bpm: float, model: Path, seed: int, cycles: 
     with h.Rig(server, args, bpm=bpm) as rig:
         perf = rig.performer
         ready_line_s = perf.wait_ready_line(10.0)
+        # CPU while stopped, the clock streaming: the input is polled fast then (a Start is awaited)
+        s0, v0 = h.cpu_seconds(perf.pid), time.monotonic()
+        time.sleep(STOPPED_S)
+        s1, v1 = h.cpu_seconds(perf.pid), time.monotonic()
         rig.start()
         # CPU over whole cycles of playing, after the first bar (the start-up decode is cold start's)
         assert rig.wait_pos(h.PPQN * 4), "the clock did not roll"
@@ -107,6 +112,7 @@ def run_tempo(server: h.JackServer, bpm: float, model: Path, seed: int, cycles: 
         "xruns_while_playing": len(xruns_playing),
         "clock_holes": len(track.gaps()),
         "cpu_percent": 100.0 * (c1 - c0) / (w1 - w0),
+        "cpu_percent_stopped": 100.0 * (s1 - s0) / (v1 - v0),
         "rss_mb": mem.get("VmRSS", 0) / 1024,
         "own_mb": (mem.get("RssAnon", 0) + mem.get("RssFile", 0)) / 1024,  # without JACK's shared memory
         "jack_shm_mb": mem.get("RssShmem", 0) / 1024,
@@ -125,14 +131,14 @@ def h_pitches() -> tuple[int, ...]:
 
 def table(results: list[dict], period_ms: float) -> str:
     head = (f"{'BPM':>5} {'notes':>6} {'median':>7} {'p99':>7} {'max':>7} | {'p99*':>7} {'xruns':>5} | "
-            f"{'CPU %':>6} {'RSS MB':>7} {'own MB':>7} {'PSS MB':>7} | {'ports s':>7} {'ready s':>7}")
+            f"{'CPU %':>6} {'stop %':>6} {'RSS MB':>7} {'own MB':>7} {'PSS MB':>7} | {'ports s':>7} {'ready s':>7}")
     rows = [head, "-" * len(head)]
     for r in results:
         ready = r["cold_start_ready_s"]
         rows.append(
             f"{r['bpm']:>5g} {r['notes']:>6d} {r['all']['median_ms']:>7.3f} {r['all']['p99_ms']:>7.3f} "
             f"{r['all']['max_ms']:>7.3f} | {r['no_xrun']['p99_ms']:>7.3f} {r['xruns_while_playing']:>5d} | "
-            f"{r['cpu_percent']:>6.2f} {r['rss_mb']:>7.1f} {r['own_mb']:>7.1f} {r['pss_mb']:>7.1f} | {r['cold_start_ports_s']:>7.3f} "
+            f"{r['cpu_percent']:>6.2f} {r['cpu_percent_stopped']:>6.2f} {r['rss_mb']:>7.1f} {r['own_mb']:>7.1f} {r['pss_mb']:>7.1f} | {r['cold_start_ports_s']:>7.3f} "
             f"{ready if ready is not None else float('nan'):>7.3f}")
     rows.append(f"errors in ms, |note-on frame - its step's tick frame|; p99* leaves out notes from "
                 f"{XRUN_BEFORE_MS:g} ms before to one beat after an xrun")

@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 from model import drums
 from model.errors import DrumPerformerError
+from performer import band
 from performer import ports as ports_mod
 from performer.clock import TICKS_PER_CYCLE, TICKS_PER_STEP, ClockSource, Transport
 from performer.controls import Controller, MidiMap
@@ -65,7 +66,8 @@ class LiveApp:
     ``sinks`` are more outputs, after the port and the recorder (see performer.wiring.Sink)."""
 
     def __init__(self, opts: LiveOptions, *, engine=None, output=None, input_port=None,
-                 inbox: queue.SimpleQueue | None = None, term=None, sinks: list[Sink] = ()) -> None:
+                 inbox: queue.SimpleQueue | None = None, term=None, sinks: list[Sink] = (),
+                 follow_port=None, follow_inbox: queue.SimpleQueue | None = None) -> None:
         opts.validate()
         self.opts = opts
         self.engine = engine
@@ -81,6 +83,9 @@ class LiveApp:
         self.player: Player | None = None
         self.clock: ClockSource | None = None
         self.extra_sinks = list(sinks)
+        self.follow_port = follow_port  # --follow: the player's input (injected, or opened in run)
+        self.follow_inbox = follow_inbox if follow_inbox is not None else queue.SimpleQueue()
+        self.follower = None
         self.sinks: list[Sink] = []
         self.controller: Controller | None = None
         self.seed: int | None = None
@@ -131,6 +136,7 @@ class LiveApp:
             "mode": mode,
             "help": self.help,
             "last_action": self.controller.last_action if self.controller else "",
+            "follow": self.follower.status() if self.follower is not None else None,
             "messages": list(self.log_buffer.lines) if self.log_buffer else [],
         }
 
@@ -140,6 +146,11 @@ class LiveApp:
         t0 = time.perf_counter()
         opts = self.opts
         midi_map = MidiMap.load(opts.map)
+        groove = None
+        if opts.groove_file is not None:  # a bad clip: one line before the model or any port is opened
+            groove, note = band.load_groove(opts.groove_file)
+            if note:
+                log.warning("--groove %s: %s", opts.groove_file, note)
         if opts.link:
             require_binding()  # one line before the model or any port is opened
         if self.engine is None:
@@ -155,8 +166,13 @@ class LiveApp:
             self.engine.style_index(opts.style)  # an unknown style: one line naming the known ones
         if opts.fills_every and not getattr(self.engine, "has_fills", False):
             raise LiveError("--fills: this model has no fills (it was trained without GMD's fill clips)")
+        if opts.follow is not None and hasattr(self.engine, "meta") and not band.has_tap(self.engine):
+            raise LiveError(f"--follow: the model in {self.engine.folder} has no tap encoder (drum-performer train-tap)")
         self.director = Director(self.engine, self.seed, temperature, opts.morph_cycles,
-                                 style=opts.style, fills_every=opts.fills_every)
+                                 style=opts.style, fills_every=opts.fills_every,
+                                 follow=opts.follow_amount if opts.follow is not None else 0.0,
+                                 humanize=opts.humanize, groove=groove,
+                                 groove_label=f"groove {os.path.basename(opts.groove_file or '')}")
         headless = opts.headless
         if headless is None:
             headless = self.term is None and not (sys.stdin.isatty() and sys.stdout.isatty())
@@ -178,6 +194,11 @@ class LiveApp:
                 self.director, midi_map, on_quit=lambda: self.request_stop(0), on_help=self.toggle_help
             )
             poll = self.input.poll if self.input is not None and self.input.polled else None
+            if opts.follow is not None:
+                from performer.follow import Follower
+
+                self.follower = Follower(self.director, self.clock, self.follow_port, self.follow_inbox)
+                poll = self._follow_poll(poll)
             self.player = Player(
                 self.clock, self.scheduler, self._send, self.inbox,
                 on_control=self.controller.midi, on_transport=self._on_transport, poll=poll,
@@ -196,6 +217,7 @@ class LiveApp:
                 "api": self.output.api,
                 "ready_s": self.ready_s,
                 "headless": headless,
+                "follow": self.follow_port.describe() if self.follow_port is not None else None,
             }
             log.info("ready in %.2f s: out %s, clock %s, seed %d", self.ready_s, info["out"], info["clock"], self.seed)
             if on_ready is not None:
@@ -226,6 +248,13 @@ class LiveApp:
         opts = self.opts
         if self.output is None:
             self.output = ports_mod.open_output(opts.port, opts.api)
+        self._open_clock_input()
+        # after the clock input: whoever looks for the performer's new input finds the clock's first
+        if opts.follow is not None and self.follow_port is None:
+            self.follow_port = ports_mod.open_follow_input(self.follow_inbox, opts.follow or None, self.output.api)
+
+    def _open_clock_input(self) -> None:
+        opts = self.opts
         if self.input is None:
             api = self.output.api
             if opts.clock_port is None and not ports_mod.virtual_supported(api):
@@ -238,11 +267,24 @@ class LiveApp:
                 return
             self.input = ports_mod.open_input(self.inbox, opts.clock_port, api)
 
+    def _follow_poll(self, clock_poll):
+        """The sender thread's poll with --follow: the player's input is drained first (it only
+        queues and places notes), then the clock input's messages go on as before."""
+        follower, now = self.follower, time.perf_counter
+
+        def poll() -> list:
+            follower.drain(now())
+            return clock_poll() if clock_poll is not None else []
+
+        return poll
+
     def _send(self, msg: list[int], pos: float | None) -> None:
         for sink in self.sinks:
             sink.send(msg, pos)
 
     def _on_transport(self, ev: Transport) -> None:
+        if self.follower is not None:
+            self.follower.transport(ev)
         for sink in self.sinks:
             sink.transport(ev)
 
@@ -279,7 +321,7 @@ class LiveApp:
     def _housekeeping(self, last_check: float) -> float:
         now = time.monotonic()
         if now - last_check >= PORT_CHECK_INTERVAL:
-            for p in (*self.sinks, self.input):
+            for p in (*self.sinks, self.input, self.follow_port):
                 if p is not None:
                     try:
                         p.check()
@@ -349,9 +391,10 @@ class LiveApp:
         close_clock = getattr(self.clock, "close", None)  # a Link clock leaves its session
         if close_clock is not None:
             close_clock()
-        if self.input is not None:
-            with contextlib.suppress(Exception):
-                self.input.close()
+        for port in (self.input, self.follow_port):
+            if port is not None:
+                with contextlib.suppress(Exception):
+                    port.close()
         if not self.sinks and self.output is not None:  # it failed before the sinks were made
             self.sinks = [PortSink(self.output)]
         first: DrumPerformerError | None = None

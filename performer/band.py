@@ -21,6 +21,8 @@ in steps [-0.5, 0.5).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from model import drums
@@ -193,3 +195,81 @@ def _gumbel(rng: np.random.Generator) -> np.ndarray:
     u = rng.random((1, drums.STEPS, drums.NUM_CLASSES), dtype=np.float32)
     np.clip(u, 1e-9, 1.0 - 1e-7, out=u)
     return -np.log(-np.log(u))
+
+
+# --- live: follow a player, humanize what is held ----------------------------------------------------
+
+
+def slerp_at(z_a: np.ndarray, z_b: np.ndarray, t: float) -> np.ndarray:
+    """The point a fraction ``t`` (0..1) of the way from z_a to z_b along the great circle (a
+    morph's path, so a blended groove is as typical of the prior as its two ends); a straight
+    line when the two are (nearly) parallel."""
+    a, b = np.asarray(z_a, np.float64), np.asarray(z_b, np.float64)
+    t = float(min(1.0, max(0.0, t)))
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    cos = float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else 1.0
+    omega = math.acos(min(1.0, max(-1.0, cos)))
+    if omega < 1e-4:
+        out = (1 - t) * a + t * b
+    else:
+        out = (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)
+    return out.astype(np.float32)
+
+
+def follow_z(engine, z_playing: np.ndarray, taps: np.ndarray, amount: float) -> np.ndarray:
+    """The live follow path: the tap encoder's z of what was heard, blended with the playing
+    groove's z by ``amount`` (0: the playing z exactly, 1: the heard rhythm's z exactly)."""
+    if amount <= 0:
+        return np.asarray(z_playing, np.float32)
+    z_heard = tap_z(engine, np.asarray(taps, np.float32)[None])[0]
+    return z_heard if amount >= 1 else slerp_at(z_playing, z_heard, amount)
+
+
+def heard_taps(onsets, first_step: int) -> np.ndarray:
+    """Note-ons heard live -> (T, 3) taps of the 64 steps from global 16th ``first_step`` on.
+
+    ``onsets``: (song position in steps, fractional; velocity 0..1). Each goes to its nearest
+    step (what the training windows did with GMD's onsets); the steps are laid out by their
+    place in the 4-bar cycle (step mod 64), so a window that starts at bar 4 of a cycle keeps
+    every bar at its own bar line. Per step the loudest onset gives velocity and offset.
+    """
+    taps = np.zeros((drums.STEPS, 3), np.float32)
+    for pos, vel in onsets:
+        s = math.floor(pos + 0.5)
+        if not first_step <= s < first_step + drums.STEPS:
+            continue
+        row = taps[s % drums.STEPS]
+        if row[0] == 0 or vel > row[1]:
+            row[:] = (1.0, vel, min(0.499, max(-0.5, pos - s)))
+    return taps
+
+
+def load_groove(path: str) -> tuple[drums.Pattern, str]:
+    """``--groove FILE.mid`` -> (the 4-bar starting Pattern, a note of what was done to fit it, or "").
+
+    Drum channel notes through the 9-voice table, as everywhere. A 1- or 2-bar clip is looped
+    to 4 bars (a beat repeats), 3 bars get a bar of rest, beyond 4 bars the first 4 are used.
+    Not 4/4, no drums, unreadable: a BandError that names the file (one line).
+    """
+    from model import midifile
+
+    try:
+        track = midifile.read_drum_track(path, max_bars=drums.BARS + 2).pattern
+    except midifile.MidiReadError as e:
+        raise BandError(f"--groove {path}: {e}") from None
+    arr = track.to_array()
+    bars = arr.shape[0] // drums.STEPS_PER_BAR
+    note = ""
+    if bars in (1, 2):
+        arr = np.tile(arr, (drums.BARS // bars, 1))
+        note = f"{bars}-bar clip looped to 4 bars"
+    elif bars == 3:
+        arr = np.concatenate([arr, np.zeros((drums.STEPS_PER_BAR, arr.shape[1]), np.float32)])
+        note = "3-bar clip: a bar of rest added"
+    elif bars > drums.BARS:
+        arr = arr[: drums.STEPS]
+        note = "longer than 4 bars: the first 4 are played"
+    pattern = drums.Pattern.from_array(arr)
+    if not pattern.hits.any():
+        raise BandError(f"--groove {path}: no drum hits in the first 4 bars")
+    return pattern, note

@@ -481,6 +481,10 @@ class ClockSource(Protocol):
     def position(self, now: float) -> float:
         """The playhead: song position (fractional) at ``now``."""
 
+    def position_at(self, t: float) -> float | None:
+        """Where an input event stamped ``t`` (the clock's time domain) falls in the song; None
+        while not playing. Unlike the playhead it may lie just behind the last clock seen."""
+
     def bpm(self) -> float | None: ...
 
     def next_check(self, now: float) -> float | None:
@@ -541,6 +545,9 @@ class InternalClock:
 
     def position(self, now: float) -> float:
         return (now - self._t0) / self.tick if self.running else 0.0
+
+    def position_at(self, t: float) -> float | None:
+        return self.position(t) if self.running else None
 
     def bpm(self) -> float | None:
         return self._bpm
@@ -781,6 +788,16 @@ class MidiClock:
         reach = self.freewheel_ticks if self.freewheeling(now) else GAP_TICKS
         return max(float(self._last_pos), min(pos, self._last_pos + reach))
 
+    def position_at(self, t: float) -> float | None:
+        # the fitted tick line, not the playhead (which never goes back behind the last clock):
+        # a note stamped just before the last clock gets its own place, where the player put it
+        if not self.running or self._first_pending:
+            return None
+        n = self.est.invert(t)
+        if n is None:
+            return float(self._last_pos)
+        return min(n + self._base, self._last_pos + GAP_TICKS)
+
     def bpm(self) -> float | None:
         p = self.est.period
         return period_to_bpm(p) if p else None
@@ -788,3 +805,4 @@ class MidiClock:
     @property
     def cue(self) -> int:
         return self._cue
+

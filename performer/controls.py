@@ -25,7 +25,7 @@ input port and are mapped by the default table that a JSON file
 
 ``defaults`` false starts from an empty table; ``channel`` (1..16) listens to
 one channel only (null: any). CC actions that follow a value (those with a
-``turn``: "temperature", "density", "morph_cycles", "mute:N") follow the
+``turn``: "temperature", "density", "morph_cycles", "follow", "mute:N") follow the
 controller's position; other actions fire when the value rises to 64 or
 more. Note actions fire on note-on.
 """
@@ -42,7 +42,7 @@ from pathlib import Path
 from model import drums
 from model.errors import DrumPerformerError
 from performer.clock import CC, NOTE_ON
-from performer.director import DENSITY_LIMIT, MORPH_MAX, MORPH_MIN
+from performer.director import DENSITY_LIMIT, FOLLOW_STEP, MORPH_MAX, MORPH_MIN
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,12 @@ def _style_from_cc(c: Controller, n: int | None, value: int) -> str:
     return f"style {name}"
 
 
+def _follow_from_cc(c: Controller, n: int | None, value: int) -> str:
+    amount = round(value / 127.0, 2)
+    c.director.request("set_follow", amount)
+    return f"follow {amount:.0%}"
+
+
 def _mute_from_cc(c: Controller, n: int | None, value: int) -> str:
     on = value >= PRESS_THRESHOLD
     c.director.set_mute(n - 1, on)
@@ -166,6 +172,8 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
            press=_request("style", -1)),
     Action("style_next", "next style (a new groove in it)", NEXT_CYCLE, "style +", (".",), 83,
            press=_request("style", +1)),
+    Action("follow_up", f"--follow: follow amount + {FOLLOW_STEP:.0%} (after 100%: 0, ignore the player)",
+           NEXT_CYCLE, "follow amount", ("F",), 84, press=_request("follow_step", +1)),
     # continuous: a CC's value, no key, no note
     Action("temperature", "temperature from the value (0..127 over the model's range)", NEXT_CYCLE,
            cc=26, turn=_temperature_from_cc),
@@ -174,6 +182,8 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
            cc=28, turn=_morph_cycles_from_cc),
     Action("style", "style from the value (0..127 over any + the model's styles)", NEXT_CYCLE, cc=30,
            turn=_style_from_cc),
+    Action("follow", "--follow: follow amount from the value (0..127 over 0..100%)", NEXT_CYCLE, cc=31,
+           turn=_follow_from_cc),
 )}
 
 

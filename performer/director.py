@@ -25,6 +25,18 @@ groove) through N-1 slerp points decoded with seed k's noise; a lock (``l``)
 regenerates the free voices with seed k's noise. Temperature and density
 changes re-decode the playing groove with its own seed. So the same seed and
 the same controls at the same cycles replay the same performance.
+
+Playing with the band (issue 9): a ``follow`` request (made by
+:class:`performer.follow.Follower` once per cycle, from the 4 bars it heard)
+blends the next groove's latent towards the tap encoder's latent of the heard
+rhythm by the follow amount and decodes it with the groove's own seed: it
+takes no seed, so following never shifts the seeds of later requests, and an
+amount of 0 is never asked for. ``--groove FILE.mid`` starts from a user's
+clip (played as loaded; its latent is the model's encoding of it, for the
+requests that need one); ``--humanize`` gives a user's clip, and a lock's
+result, the humanizer's velocities and offsets (the hits stay exactly as
+loaded or locked), since their hits were not chosen together with dynamics
+by the decoder.
 """
 
 from __future__ import annotations
@@ -46,6 +58,8 @@ DENSITY_LIMIT = 1.5
 MORPH_MIN, MORPH_MAX = 1, 16
 # --seed S leaves room below 2**32 (numpy's seed range) for this many later requests' seeds S+1, S+2, ...
 SEED_HEADROOM = 10_000
+UNCHANGED = object()  # a planner's answer when the playing Pattern needs no new decode
+FOLLOW_STEP = 0.25  # the follow-amount key walks 0, 0.25, ... 1 and back to 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,8 @@ class Groove:
     label: str = ""
     style: str | None = None  # the model's style (None: "any"); a style's grooves come from its own prior
     fill: bool = False  # bar 4 is a fill (bars 1-3 are the same groove as without it)
+    follow: float = 0.0  # how far a follow request moves z towards what the player played (0..1)
+    user: bool = False  # hits from the user (--groove FILE), not chosen by the decoder
 
 
 @dataclass
@@ -78,7 +94,8 @@ class Director:
     """Thread-safe. Controls call the request methods from any thread."""
 
     def __init__(self, engine, seed: int, temperature: float = 1.0, morph_cycles: int = 4,
-                 style: str | None = None, fills_every: int = 0) -> None:
+                 style: str | None = None, fills_every: int = 0, follow: float = 0.0,
+                 humanize: bool = False, groove: drums.Pattern | None = None, groove_label: str = "") -> None:
         self.engine = engine
         self.styles: tuple[str, ...] = ("any", *getattr(engine, "styles", ()))
         self.has_fills = bool(getattr(engine, "has_fills", False))
@@ -106,10 +123,15 @@ class Director:
         self.late = 0  # requests that missed their boundary
         self.last_error: str | None = None
         self._density_dir: np.ndarray | None = None
+        self.humanize = bool(humanize)
         style = None if style in (None, "any") else style
         first = Groove(seed=self.seed0, z=None, temperature=float(temperature), style=style,
-                       label=_label(style, f"groove seed {self.seed0}"))
-        self.current = replace(first, pattern=self._decode(first))
+                       label=_label(style, f"groove seed {self.seed0}"), follow=float(follow))
+        if groove is not None:  # the user's clip as loaded (humanized with --humanize); z: its encoding
+            z = np.asarray(engine.encode(groove), np.float32)
+            first = replace(first, z=z, user=True, label=groove_label or "user groove",
+                            pattern=self._humanized(groove) if self.humanize else groove)
+        self.current = first if first.pattern is not None else replace(first, pattern=self._decode(first))
         self._playing = self.current.pattern  # what the scheduler plays in this cycle
         self._worker = threading.Thread(target=self._work, name="drum-performer-decoder", daemon=True)
 
@@ -270,6 +292,8 @@ class Director:
             "style": c.style or "any",
             "fill": self._bar_pending is not None and self._bar_pending[0] == "fill",  # a fill is on its way
             "fills_every": self.fills_every,
+            "follow": c.follow,
+            "humanize": self.humanize,
         }
 
     def _requested(self, c: Groove) -> dict:
@@ -284,7 +308,13 @@ class Director:
                 PLANNERS[action](self, p, arg)
             else:
                 others.append(action)
-        return {"next_temperature": p.g.temperature, "next_density": p.g.density, "next_actions": others}
+        return {"next_temperature": p.g.temperature, "next_density": p.g.density, "next_follow": p.g.follow,
+                "next_actions": others}
+
+    def follow_amount(self) -> float:
+        """The follow amount as the requests made so far leave it (what a follow request now will use)."""
+        with self._cond:
+            return self._requested(self.current)["next_follow"]
 
     # -- the worker
 
@@ -356,14 +386,20 @@ class Director:
 
     def _plan(self, p: _Draft, pending: list[tuple[str, object]]) -> _Plan:
         """Fold the pending requests, in order, into the next cycle's groove."""
+        changed = bool(p.morph)
         if p.morph:  # the path goes on; requests below may still replace it
             (z, seed), p.morph = p.morph[0], p.morph[1:]
             k = p.morph_total - len(p.morph)
             label = f"morph {k}/{p.morph_total} to seed {seed}" if p.morph else f"groove seed {seed}"
             p.g = replace(p.g, z=z, seed=seed, label=label)
         for action, arg in pending:
-            p.decode = True
-            PLANNERS[action](self, p, arg)
+            decode, p.decode = p.decode, True
+            if PLANNERS[action](self, p, arg) is UNCHANGED:
+                p.decode = decode
+            else:
+                changed = True
+        if not changed:  # only knobs that change no note: the playing Pattern goes on as it is
+            return _Plan(replace(p.g, pattern=p.cur.pattern), p.seeds, [], 0, p.unmute, False)
         return _Plan(p.g, p.seeds, p.morph, p.morph_total if p.morph else 0, p.unmute, p.decode)
 
     def _decode(self, g: Groove) -> drums.Pattern:
@@ -375,8 +411,17 @@ class Director:
         lock = (g.lock_src, g.keep) if g.keep is not None and g.lock_src is not None else None
         cond = {k: v for k, v in (("style", g.style), ("fill", g.fill)) if v}  # only what is asked for
         if z is None:
-            return self.engine.sample(temperature=g.temperature, seed=g.seed, lock=lock, **cond)
-        return self.engine.sample(z=np.asarray(z, np.float32), temperature=g.temperature, seed=g.seed, lock=lock, **cond)
+            p = self.engine.sample(temperature=g.temperature, seed=g.seed, lock=lock, **cond)
+        else:
+            p = self.engine.sample(z=np.asarray(z, np.float32), temperature=g.temperature, seed=g.seed, lock=lock, **cond)
+        return self._humanized(p) if self.humanize and lock is not None else p
+
+    def _humanized(self, p: drums.Pattern) -> drums.Pattern:
+        """--humanize: the same hits with the humanizer's velocities and offsets (its most likely
+        performance: temperature 0, so the same hits always play the same way)."""
+        from performer import band
+
+        return band.humanize_pattern(self.engine, p)
 
 
 def _clamp(x: float, lo: float, hi: float) -> float:
@@ -482,13 +527,37 @@ def _plan_lock(d: Director, p: _Draft, keep: object) -> None:
 
 
 def _plan_recall(d: Director, p: _Draft, saved: object) -> None:
-    p.g = replace(saved, label=saved.label.replace(" (recalled)", "") + " (recalled)")
+    p.g = replace(saved, label=saved.label.replace(" (recalled)", "") + " (recalled)", follow=p.g.follow)
     p.end_morph()
     p.decode = False  # the saved Pattern is the groove, bit for bit (unless a later request changes it)
 
 
+def _plan_follow(d: Director, p: _Draft, taps: object) -> object:
+    """What the player played in the last 4 bars (see performer.follow) -> the next groove: z moved
+    by the follow amount towards the tap encoder's z of it, decoded with the groove's own seed
+    (no seed taken). Locks and style stay; amount 0 changes nothing."""
+    from performer import band
+
+    amount = p.g.follow
+    if amount <= 0:
+        return UNCHANGED
+    z = band.follow_z(d.engine, d._resolved_z(p.g), np.asarray(taps, np.float32), amount)
+    p.g = replace(p.g, z=z, user=False, label=_label(p.g.style, f"follow {amount:.0%} seed {p.g.seed}"))
+
+
+def _plan_follow_step(d: Director, p: _Draft, steps: object) -> object:
+    """The key: 0, 25, 50, 75, 100 % and round to 0."""
+    v = round(p.g.follow + FOLLOW_STEP * float(steps), 3)
+    return _plan_set_follow(d, p, 0.0 if v > 1.0 + 1e-9 else v)
+
+
+def _plan_set_follow(d: Director, p: _Draft, value: object) -> object:
+    p.g = replace(p.g, follow=_clamp(float(value), 0.0, 1.0))
+    return UNCHANGED  # only what later follow requests do changes: the playing pattern stays
+
+
 # the knobs: their planners only set a number, so the view can show where they will land
-_PREVIEWED = frozenset(("temperature", "set_temperature", "density", "set_density"))
+_PREVIEWED = frozenset(("temperature", "set_temperature", "density", "set_density", "follow_step", "set_follow"))
 
 PLANNERS: dict[str, Callable[[Director, _Draft, object], None]] = {
     "new": _plan_new,
@@ -502,6 +571,9 @@ PLANNERS: dict[str, Callable[[Director, _Draft, object], None]] = {
     "recall": _plan_recall,
     "style": _plan_style,
     "set_style": _plan_set_style,
+    "follow": _plan_follow,
+    "follow_step": _plan_follow_step,
+    "set_follow": _plan_set_follow,
 }
 
 

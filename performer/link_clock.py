@@ -311,6 +311,9 @@ class LinkClock:
     def position(self, now: float) -> float:
         return self._pos(now) if self.running else float(self._cue)
 
+    def position_at(self, t: float) -> float | None:
+        return self._pos(t) if self.running else None
+
     def bpm(self) -> float | None:
         return self.snap.tempo if self.snap else None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from model.ranges import number
 from performer.clock import SPP_UNITS
 from performer.controls import epilog
-from performer.options import LiveOptions, fills_arg
+from performer.options import LiveError, LiveOptions, fills_arg
 from performer.ports import API_CHOICES
 
 SEED_EPILOG = """\
@@ -29,6 +29,16 @@ def _ranged(name: str):
     """The argparse type of a live option, from its range in LiveOptions.RANGES."""
     r = _R[name]
     return number(r.kind, r.lo, r.hi if math.isfinite(r.hi) else None, r.unit)
+
+
+class _GrooveArg(argparse.Action):
+    """``--groove`` alone: the default playing mode (kept for scripts); ``--groove FILE.mid``: a clip."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is None:
+            namespace.groove_mode = True
+        else:
+            namespace.groove_file = values
 
 
 def add_parsers(sub) -> None:
@@ -46,6 +56,13 @@ def add_parsers(sub) -> None:
                    "of NAME (default: create a virtual output 'Drum Performer')")
     g.add_argument("--clock-port", metavar="NAME",
                    help="take clock and MIDI controls from this input (default: a virtual input 'Drum Performer Clock')")
+    g.add_argument("--follow", nargs="?", const="", default=None, metavar="NAME",
+                   help="listen to a player on this MIDI input (matched like --clock-port; default: a virtual "
+                   "input 'Drum Performer Follow'): each cycle's groove is drumified from the 4 bars heard")
+    g.add_argument("--follow-amount", type=_ranged("follow_amount"), default=LiveOptions.follow_amount, metavar="A",
+                   help="how far each cycle's groove moves towards what the player played, "
+                   f"{_R['follow_amount'].text()} (0 ignores the player; default {LiveOptions.follow_amount:g}; "
+                   "F and CC 31 change it live)")
     g.add_argument("--api", choices=API_CHOICES, default="auto", help="MIDI backend (default: auto)")
     g.add_argument("--channel", type=_ranged("channel"), default=LiveOptions.channel, metavar="N",
                    help=f"MIDI channel of the drums, {_R['channel'].text()} (default: 10, General MIDI drums)")
@@ -63,11 +80,14 @@ def add_parsers(sub) -> None:
     c.add_argument("--latency-ms", type=_ranged("latency_ms"), default=LiveOptions.latency_ms, metavar="MS",
                    help="send notes MS earlier to make up for output latency (negative: later)")
     m = p.add_argument_group("groove")
-    mode = m.add_mutually_exclusive_group()
-    mode.add_argument("--groove", dest="quantize", action="store_false",
-                      help="play the model's velocities and microtiming (default)")
-    mode.add_argument("--quantize", dest="quantize", action="store_true",
-                      help="play on the 16th grid, keeping the model's velocities")
+    m.add_argument("--groove", nargs="?", action=_GrooveArg, default=None, metavar="FILE.mid", dest="groove_file",
+                   help="play the model's velocities and microtiming (default); with FILE.mid: start from "
+                   "this drum clip (4 bars: shorter ones are looped, longer ones cut)")
+    m.add_argument("--quantize", dest="quantize", action="store_true",
+                   help="play on the 16th grid, keeping the model's velocities")
+    m.add_argument("--humanize", action="store_true",
+                   help="give a --groove clip and a lock's result the model's velocities and microtiming "
+                   "(the hits stay as they are)")
     m.add_argument("--swing", type=_ranged("swing"), default=LiveOptions.swing, metavar="PCT",
                    help="delay every second 16th by PCT percent of a 16th (33 = triplet shuffle; default 0)")
     m.add_argument("--seed", type=_ranged("seed"), metavar="N",
@@ -89,7 +109,7 @@ def add_parsers(sub) -> None:
     o.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output")
     o.add_argument("--headless", action="store_true",
                    help="no terminal view or keys, even on a terminal (controls from MIDI only)")
-    p.set_defaults(func=run_live, quantize=False)
+    p.set_defaults(func=run_live, quantize=False, groove_mode=False)
 
     q = sub.add_parser("ports", help="list MIDI inputs and outputs")
     q.add_argument("--api", choices=API_CHOICES, default="auto", help="MIDI backend (default: auto)")
@@ -120,7 +140,13 @@ def run_live(a) -> int:
         style=a.style,
         fills_every=a.fills,
         link=a.link,
+        follow=a.follow,
+        follow_amount=a.follow_amount,
+        humanize=a.humanize,
+        groove_file=a.groove_file,
     )
+    if a.groove_mode and a.quantize:
+        raise LiveError("argument --groove: not allowed with argument --quantize (they are the two playing modes)")
     if a.record is not None:
         opts.validate()  # the --record check, before anything plays: one line if it fails
         if Path(opts.record) != Path(a.record).expanduser():
@@ -130,9 +156,10 @@ def run_live(a) -> int:
     def ready(info: dict) -> None:
         if info["headless"]:
             clock = info["clock"]
+            follow = f", following {info['follow']}" if info.get("follow") else ""
             print(
                 f"drum-performer: ready in {info['ready_s']:.2f} s: drums to {info['out']}, clock from {clock}, "
-                f"seed {info['seed']} (Ctrl-C to stop)",
+                f"seed {info['seed']}{follow} (Ctrl-C to stop)",
                 file=sys.stderr,
                 flush=True,
             )

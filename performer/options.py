@@ -65,6 +65,10 @@ class LiveOptions:
     link: bool = False  # follow an Ableton Link session (--bpm: the tempo it starts a session at)
     style: str | None = None  # the model's style to start in (None: "any"); checked against the model at load
     fills_every: int = 0  # a learned fill in bar 4 of every N-th cycle (0: only when asked)
+    follow: str | None = None  # --follow: None off; "" a virtual input "Drum Performer Follow"; else a port name
+    follow_amount: float = 0.5  # how far each cycle's groove moves towards what the player played
+    humanize: bool = False  # the humanizer's velocities and offsets for a --groove clip and a lock's result
+    groove_file: str | None = None  # --groove FILE.mid: the starting groove (4 bars of a drum clip)
 
     RANGES: ClassVar[dict[str, Range]] = {
         "channel": Range(int, 1, 16),
@@ -76,6 +80,7 @@ class LiveOptions:
         "temperature": Range(float, 0, math.inf),  # the model's own range is checked once it is loaded
         "morph_cycles": Range(int, MORPH_MIN, MORPH_MAX),
         "fills_every": Range(int, 0, 64),
+        "follow_amount": Range(float, 0, 1),  # 0 ignores the player, 1 plays what the tap encoder hears
     }
 
     @staticmethod

@@ -1,11 +1,12 @@
 """MIDI ports: find them by name, open or create them, survive them going away.
 
-``--port NAME`` matching (the same for ``--clock-port``): an exact name first,
+``--port NAME`` matching (the same for ``--clock-port`` and ``--follow``): an exact name first,
 then a case-insensitive one, then every word of NAME appearing in the port
 name ("IAC Bus 1" finds "IAC Driver Bus 1"). Several matches at the first
 level that has any is an error that lists them; none is an error that lists
 what exists. Without a name the performer creates virtual ports ("Drum
-Performer" out, "Drum Performer Clock" in); Windows has none, so there the
+Performer" out, "Drum Performer Clock" in, "Drum Performer Follow" in for
+``--follow`` without a name); Windows has none, so there the
 error points to loopMIDI.
 
 Ports are context managers. ``send`` is thread-safe and never raises: a port
@@ -44,6 +45,8 @@ CLIENT_NAME = "drum-performer"
 CLOCK_CLIENT_NAME = "drum-performer-clock"
 OUT_NAME = "Drum Performer"
 CLOCK_NAME = "Drum Performer Clock"
+FOLLOW_CLIENT_NAME = "drum-performer-follow"
+FOLLOW_NAME = "Drum Performer Follow"
 API_CHOICES = ("auto", "alsa", "jack", "coremidi", "winmm")
 _API_ATTR = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK", "coremidi": "API_MACOSX_CORE", "winmm": "API_WINDOWS_MM"}
 _API_LABEL = {"alsa": "ALSA", "jack": "JACK", "coremidi": "CoreMIDI", "winmm": "Windows MultiMedia"}
@@ -793,6 +796,22 @@ def open_input(inbox: queue.SimpleQueue, target: str | None = None, api: str = "
     try:
         return RtMidiInput(midi, name, inbox, target, rebuild=lambda: open_midi("in", name)[0],
                            unsticker=unsticker)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            midi.delete()
+        raise
+
+
+def open_follow_input(inbox: queue.SimpleQueue, target: str | None = None, api: str = "auto") -> RtMidiInput:
+    """``--follow [NAME]``: the input the player's notes arrive on, matched like ``--clock-port``,
+    or a virtual input "Drum Performer Follow". Polled (nothing of ours on the driver's thread),
+    with the driver's deltas, exactly like the clock input; ``inbox`` gets its reopen marks."""
+    if target is None and (sys.platform == "win32" or api == "winmm"):
+        raise PortError(LOOPMIDI_HINT.replace("--clock-port NAME for the DAW's clock", "--follow NAME"))
+    midi, name = open_midi("in", api, client=FOLLOW_CLIENT_NAME)
+    try:
+        return RtMidiInput(midi, name, inbox, target, local_name=FOLLOW_NAME,
+                           rebuild=lambda: open_midi("in", name, client=FOLLOW_CLIENT_NAME)[0])
     except BaseException:
         with contextlib.suppress(Exception):
             midi.delete()

@@ -305,6 +305,7 @@ class Player(threading.Thread):
         now: Callable[[], float] = time.perf_counter,
         poll: Callable[[], list] | None = None,
         poll_interval: float = 0.002,
+        cue_poll_interval: float = 0.001,
     ) -> None:
         super().__init__(name="drum-performer-sender", daemon=True)
         self.clock = clock
@@ -317,6 +318,17 @@ class Player(threading.Thread):
         self.now = now
         self.poll = poll  # drains an input port's own queue; called every poll_interval
         self.poll_interval = poll_interval
+        # While stopped (or started and waiting for the first clock) the port is polled every
+        # 1 ms. Why: a Continue (or Start) arrives in the same JACK period as the clock it cues,
+        # so the cued step's notes are a reaction and must reach the output before the next
+        # period (2.7 ms at 128 frames, 48 kHz) to land within one period. Polled every 2 ms,
+        # the reaction missed that period in 2 of 8 runs on this 2-core machine (the notes came
+        # a period later, 4.5 ms after their tick: tests/jack/test_e2e.py
+        # test_continue_resumes_at_the_right_step[spp]); at 1 ms in none of 18 runs, at 0.5 ms
+        # in none of 19 (load 4-5; two other runs failed otherwise: a clock lost under load). CPU while stopped (benchmarks/live_timing.py, "stop %"): 3.3 % at 2 ms,
+        # 4.7 % at 1 ms, 8.3 % at 0.5 ms. While playing, notes leave on the clock's
+        # prediction, so 2 ms is plenty there.
+        self.cue_poll_interval = cue_poll_interval
         self.parser = MidiParser()
         self.stamper = StampMapper()
         self.error: BaseException | None = None
@@ -385,7 +397,7 @@ class Player(threading.Thread):
         self.ready.set()
         while not self._quit.is_set():
             now = self.now()
-            wait = min(wake - now, cap)
+            wait = min(wake - now, self.poll_cap(cap, now) if polling else cap)
             item = None
             if polling:
                 # the port is drained below; the inbox only carries stop and reopen marks
@@ -406,6 +418,13 @@ class Player(threading.Thread):
             if not got and now < wake:
                 continue  # a polling tick with nothing new: the schedule stands
             wake = self.step(now)
+
+    def poll_cap(self, cap: float, now: float) -> float:
+        """The longest sleep between two polls of the port: shorter while a Start or Continue
+        (and the first clock after it) is waited for, since those notes are a reaction."""
+        if self.clock.state(now) in ("stopped", "starting"):
+            return min(cap, self.cue_poll_interval)
+        return cap
 
     def step(self, now: float) -> float:
         """One pass at ``now``, after the input that arrived was fed to the clock: transport

@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from model import drums
 from performer.clock import TICKS_PER_STEP
 from performer.controls import help_lines
@@ -34,9 +36,11 @@ ACTION_WORDS = {
     "set_temperature": "temperature knob", "set_density": "density knob", "morph_cycles": "morph length knob",
     "save": "save to slot", "recall": "recall slot", "help": "help", "quit": "quit", "mute": "mute voice",
     "fill": "fill in bar 4", "style_prev": "previous style", "style_next": "next style", "style": "style knob",
+    "follow_up": "follow amount up", "follow": "follow knob",
 }
 PENDING_WORDS = {"new": "new groove", "variation": "variation", "morph": "morph", "lock": "lock",
-                 "recall": "recall", "style": "style change", "set_style": "style change"}
+                 "recall": "recall", "style": "style change", "set_style": "style change",
+                 "follow": "follow the player"}
 
 
 def action_words(last: str) -> str:
@@ -99,6 +103,13 @@ def render(s: dict, width: int = 100) -> list[str]:
     fill_s = "fill coming in bar 4" if d.get("fill") else (f"fills every {fills} cycles" if fills else "fills: f")
     lines.append(f"out {s.get('out', '-')}   clock {s.get('clock', '-')}   {s.get('mode', '')}")
     lines.append(f"style {d.get('style', 'any')}   {fill_s}")
+    follow = s.get("follow")
+    if follow is not None:
+        amount, nxt = d.get("follow", 0.0), d.get("next_follow", d.get("follow", 0.0))
+        then = f" (next cycle: {nxt:.0%})" if abs(nxt - amount) > 1e-9 else ""
+        cyc = follow.get("heard_cycle")
+        heard = "nothing heard yet" if cyc is None else f"heard for cycle {cyc + 1}: {_onsets(follow.get('heard'))}"
+        lines.append(f"follow {amount:.0%}{then} from {follow.get('port', '-')}   {heard}")
     lines.append("")
     header = [" "] * (_column(drums.STEPS - 1) + 1)
     for b in range(drums.BARS):
@@ -115,6 +126,8 @@ def render(s: dict, width: int = 100) -> list[str]:
         label = f"{v + 1} {drums.VOICE_LABELS[v]} {m}{lk}"
         row = pattern.row(v) if pattern is not None else ""
         lines.append(f"{label:<{LABEL_W}}{row}")
+    if follow is not None and follow.get("heard") is not None:
+        lines.append(f"{'heard':<{LABEL_W}}{_strip(follow['heard'])}")
     step = s.get("step")
     marker = ""
     if step is not None and transport != "stopped":
@@ -128,6 +141,20 @@ def render(s: dict, width: int = 100) -> list[str]:
     for msg in s.get("messages", ()):
         lines.append(msg)
     return [ln[:width] for ln in lines]
+
+
+def _strip(taps) -> str:
+    """(64, 3) taps -> one row in the grid's notation (X loud, x soft, - beat, . 16th, | bar)."""
+    hits = np.zeros((drums.STEPS, drums.NUM_VOICES), bool)
+    vel = np.zeros(hits.shape, np.float32)
+    hits[:, 0] = np.asarray(taps)[:, 0] > 0.5
+    vel[:, 0] = np.asarray(taps)[:, 1]
+    return drums.Pattern(hits, vel, np.zeros(hits.shape, np.float32)).row(0)
+
+
+def _onsets(taps) -> str:
+    n = int((np.asarray(taps)[:, 0] > 0.5).sum()) if taps is not None else 0
+    return f"{n} onsets" if n else "silence (the groove goes on)"
 
 
 class LogBuffer(logging.Handler):

@@ -17,6 +17,7 @@ from performer.clock import (
     START,
     STOP,
     TICKS_PER_STEP,
+    InternalClock,
     MidiClock,
     bpm_to_period,
 )
@@ -373,3 +374,27 @@ def test_player_internal_error_still_releases_every_note_and_panics():
     assert isinstance(player.error, RuntimeError)
     msgs = [m for _, m, _ in sent.log]
     assert balanced(msgs) and msgs[-2:] == PANIC_TAIL
+
+
+def test_player_polls_faster_while_a_start_or_continue_is_waited_for():
+    """Stopped, or started and waiting for the first clock: the cued notes are a reaction to
+    the input, so the port is polled at the short interval; once clocks run, at the normal one."""
+    src = StaticSource(simple_pattern({s: [0] for s in range(64)}))
+    clock = MidiClock()
+    player = Player(clock, Scheduler(src, quantize=True), LogSink().send,
+                    poll=list, poll_interval=0.002, cue_poll_interval=0.001)
+    t = 10.0
+    for _ in range(30):  # a master streaming clocks while stopped
+        t += 0.02
+        clock.feed(("clock",), t)
+    assert player.poll_cap(0.002, t) == 0.001  # stopped
+    clock.feed(("continue",), t + 0.001)
+    assert player.poll_cap(0.002, t + 0.002) == 0.001  # running, its first clock not yet here
+    clock.feed(("clock",), t + 0.02)
+    assert player.poll_cap(0.002, t + 0.021) == 0.002  # playing
+    clock.feed(("stop",), t + 0.03)
+    assert player.poll_cap(0.002, t + 0.031) == 0.001
+    internal = InternalClock(120.0, start_delay=0.0)
+    player.clock = internal
+    internal.start(t)
+    assert player.poll_cap(0.002, t + 0.01) == 0.002  # an internal clock plays at once: nothing to await

@@ -288,14 +288,7 @@ def test_stop_silences_at_once_and_releases_every_note(server, live_model, groov
             f"note-off of {n.pitch} came {server.ms(e.frame - stop.frame):.3f} ms after Stop")
 
 
-# Known, open (issue 7 stays open for it): after a locate + SPP + Continue, the first step
-# sometimes plays ~12.5 ms late (1 of 3 runs on the idle 2-core machine at stop 6; 3 notes at
-# step 28, the rest on time). Not strict, so it is still run and reported every time.
-_SPP_LATE_FIRST_STEP = pytest.mark.xfail(
-    strict=False, reason="first step after SPP + Continue sometimes ~12.5 ms late (open, being bisected)")
-
-
-@pytest.mark.parametrize("how", [pytest.param("spp", marks=_SPP_LATE_FIRST_STEP), "no-spp"])
+@pytest.mark.parametrize("how", ["spp", "no-spp"])
 @h.retry_invalid()
 def test_continue_resumes_at_the_right_step(server, live_model, groove, how):
     """Stop mid-cycle, then continue: after locate + SPP at another step, or (clock
