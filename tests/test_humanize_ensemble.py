@@ -117,3 +117,25 @@ def test_tap_ensemble_with_positions_exports_and_old_encoders_still_load(tiny_ru
     torch.save({"state": old.state_dict(), "summary": {**blob["summary"], "config": cfg}}, run / "tap.pt")
     again, _ = tap.load(run, "tap")
     assert isinstance(again, tap.TapEncoder) and not again.positions
+
+
+def test_export_replaces_a_model_folder_that_has_encoders(tiny_run, tiny_model, tmp_path):
+    """The shipped folder holds tap.onnx and humanize.onnx: re-exporting into it must work (it
+    was refused as 'not an exported model' before those names were a model folder's files)."""
+    need_torch()
+    from export import exporter
+    from export.band import add_encoder
+    from model import bundle
+    from train import tap
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    for kind in tap.KINDS:
+        tap.train(run, GMD_FIXTURE, tap.TapConfig(kind=kind, hidden=8, steps=2, batch_size=4))
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    for kind in tap.KINDS:
+        add_encoder(run, out, kind)
+    assert bundle.is_model_folder(out)
+    meta = exporter.export(run, out)
+    assert {"tap.onnx", "humanize.onnx"} <= set(meta["files"])
