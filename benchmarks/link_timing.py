@@ -37,7 +37,12 @@ at a time) and needs an asyncio event loop. LinkPython 0.1.1 (Ableton's
 original) ships only a 2021 source package whose bundled pybind11 does not
 compile against Python 3.11.
 
-    python -m benchmarks.link_timing [--json FILE] [--seconds 16] [--after 8] [--to-bpm 150]
+With ``--audio`` the performer also plays its built-in kit (``--link
+--audio``), an audio client of ours records it, and each audible onset is
+placed against its own MIDI note-on (tests/jack/audio_rig.py): keys
+``audio_median_abs_err_ms``, ``audio_max_abs_err_ms`` (120 BPM part).
+
+    python -m benchmarks.link_timing [--json FILE] [--seconds 16] [--after 8] [--to-bpm 150] [--audio]
 """
 
 from __future__ import annotations
@@ -129,16 +134,39 @@ def run(a) -> dict:
     if reason:
         raise SystemExit(reason)
     server = h.JackServer(period=a.period).start()
-    rec = fc = peer = perf = None
+    rec = fc = peer = perf = arec = pad = None
+    latency, outs, audio = 0, [], None
     try:
         rec = h.Recorder(server, name=f"dp-link-rec-{uuid.uuid4().hex[:4]}", inputs=("notes",))
         fc = FrameClock(rec.client)
+        if a.audio:
+            from tests.jack import audio_rig as ar
+
+            arec = ar.AudioRecorder(server, Path(a.audio_dir) / f"link-audio-{uuid.uuid4().hex[:6]}.npz",
+                                    a.seconds + a.after + 30.0)
+            before = set(ar.audio_ports(rec))
         perf = h.Performer(server, rec, ["--link", "--bpm", "97", "--quantize", "--seed", str(a.seed),
                                          "--latency-ms", f"{a.latency_ms:g}",
+                                         *(["--audio"] if a.audio else []),
                                          *(["--model", a.model] if a.model else [])], need_clock=False)
         rec.connect(perf.out_port, rec.port("notes"))
         if perf.wait_ready_line(30.0) is None:
             raise RuntimeError(f"the performer never said it was ready:\n{perf.output()[-2000:]}")
+        if arec is not None:
+            outs = ar.audio_ports(rec, before)
+            if not outs:
+                raise RuntimeError(f"no audio ports from the performer:\n{perf.output()[-2000:]}")
+            for port in outs:
+                rec.connect(port, arec.port)
+            latency = ar.playback_latency(server, outs[0])
+            if perf.clock_port:  # cymbals ring over the next onsets: muted with the performer's pads
+                from performer.controls import ACTIONS
+
+                pad = h.Sender(server, f"dp-pad-{uuid.uuid4().hex[:4]}")
+                rec.connect(pad.port_name, perf.clock_port)
+                for v in ar.CYMBALS:
+                    pad.send(bytes([0x90, ACTIONS["mute"].note + v - 1, 100]))
+                    pad.send(bytes([0x80, ACTIONS["mute"].note + v - 1, 0]))
         peer = link_rig.Peer(120.0, env=server.env)
         if not peer.wait_peers(1, 15.0):
             raise RuntimeError("the peer never saw the performer in the Link session")
@@ -160,7 +188,12 @@ def run(a) -> dict:
         rec.settle()
         events = rec.events("notes")
         log_tail = perf.output()[-3000:]
+        if arec is not None:
+            audio = arec.take()
     finally:
+        for x in (arec, pad):
+            if x is not None:
+                x.close()
         for x in (peer, perf):
             if x is not None:
                 x.close() if x is peer else x.stop()
@@ -182,6 +215,24 @@ def run(a) -> dict:
             follow = a_errs[i][1] - change["beat"]
             break
     absd = [abs(e) for e in errs]
+    heard = {}
+    if audio is not None:  # --audio: each audible onset against its own MIDI note-on (120 BPM part)
+        on = [(n.frame, n.pitch, n.velocity) for n in notes if n.on and start_us <= fc.host_us(n.frame) < change["host_us"]]
+        aerr, n_exp, frames = ar.onset_errors_ms(audio, on, latency, server.rate, channels=len(outs))
+        ab = [abs(float(e)) for e in aerr]
+        xf = list(rec.xrun_frames)
+        near = [any(-server.frames(30.0) <= int(f) - x <= server.rate * 60.0 / a.bpm for x in xf) for f in frames]
+        clean = [e for e, n in zip(ab, near, strict=True) if not n]
+        heard = {"audio_onsets": len(ab), "audio_note_times": n_exp,
+                 "audio_median_abs_err_ms": h.percentile(ab, 50) if ab else None,
+                 "audio_p95_abs_err_ms": h.percentile(ab, 95) if ab else None,
+                 "audio_max_abs_err_ms": max(ab, default=None),
+                 # onsets from 30 ms before an xrun to one beat after it left out (as live_timing's p99*)
+                 "audio_onsets_no_xrun": len(clean),
+                 "audio_max_abs_err_ms_no_xrun": max(clean, default=None),
+                 "audio_errs_ms": [round(float(e), 2) for e in aerr],
+                 "audio_err_beats": [round(grid_error_ms(fc.host_us(int(f)), start)[1] - start["beat"], 2)
+                                     for f in frames]}
     after_stop = [t for t, _ in ons if stop["host_us"] + 30e3 < t < restart["start_us"] - 5e3]
     second = [t for t, _ in ons if t >= restart["start_us"] - 5e3]
     first = min(second, default=None)
@@ -213,6 +264,7 @@ def run(a) -> dict:
         "after_change_errs_ms": [round(e, 2) for e, _ in a_errs[:40]],
         "after_change_beats": [round(b - change["beat"], 3) for _, b in a_errs[:40]],
         "log_tail": log_tail if not ons else "",
+        **heard,
     }
 
 
@@ -227,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--latency-ms", type=float, default=0.0, help="the performer's --latency-ms")
     p.add_argument("--model", help="exported model folder (default: the shipped one)")
+    p.add_argument("--audio", action="store_true",
+                   help="the performer also plays --audio; its onsets are placed against its MIDI")
+    p.add_argument("--audio-dir", default="/tmp", help="where the audio recording is kept (with --audio)")
     raw = sys.argv[1:] if argv is None else argv
     a = p.parse_args(raw)
     if link_rig.netns_problem():

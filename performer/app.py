@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from model import drums
 from model.errors import DrumPerformerError
@@ -42,7 +43,7 @@ from performer.director import Director
 from performer.link_clock import require_binding
 from performer.options import LiveError, LiveOptions, check_record_path, free_path
 from performer.scheduler import Player, Scheduler
-from performer.wiring import PortSink, Recorder, Sink, open_clock, open_sinks
+from performer.wiring import PortSink, Recorder, Sink, connect_ahead, open_clock, open_sinks
 
 __all__ = ["LiveApp", "LiveError", "LiveOptions", "Recorder", "check_record_path", "free_path"]
 
@@ -92,6 +93,7 @@ class LiveApp:
         self.log_buffer = None
         self.ready_s: float | None = None
         self._told_unconnected = False
+        self._audio_stand_in = SimpleNamespace()
 
     # -- control from outside
 
@@ -131,7 +133,7 @@ class LiveApp:
             "step": step,
             "pattern": pattern,
             "director": d.status() if d else {},
-            "out": self.output.describe() if self.output else "-",
+            "out": self._out_text() if self.output else "-",
             "clock": clock.describe() if clock else "-",
             "mode": mode,
             "help": self.help,
@@ -139,6 +141,10 @@ class LiveApp:
             "follow": self.follower.status() if self.follower is not None else None,
             "messages": list(self.log_buffer.lines) if self.log_buffer else [],
         }
+
+    def _out_text(self) -> str:
+        """The MIDI output, and the audio output when there is one (``--audio``)."""
+        return " + ".join([self.output.describe()] + [s.describe() for s in self.sinks if hasattr(s, "lead_s")])
 
     # -- run
 
@@ -153,6 +159,10 @@ class LiveApp:
                 log.warning("--groove %s: %s", opts.groove_file, note)
         if opts.link:
             require_binding()  # one line before the model or any port is opened
+        if opts.audio:
+            from performer.audio_out import check_installed
+
+            check_installed()  # one line saying what to install, before the model loads
         if self.engine is None:
             from performer.engine import Engine  # onnxruntime: only the live path pays for it
 
@@ -190,6 +200,7 @@ class LiveApp:
                 lead=DEFAULT_LEAD + opts.latency_ms / 1000.0,
             )
             self.sinks = open_sinks(opts, self.output, self.clock) + self.extra_sinks
+            connect_ahead(self.sinks, self.scheduler)
             self.controller = Controller(
                 self.director, midi_map, on_quit=lambda: self.request_stop(0), on_help=self.toggle_help
             )
@@ -211,7 +222,7 @@ class LiveApp:
             self.player.ready.wait(2.0)
             self.ready_s = time.perf_counter() - t0
             info = {
-                "out": self.output.describe(),
+                "out": self._out_text(),
                 "clock": self.clock.describe(),
                 "seed": self.seed,
                 "api": self.output.api,
@@ -329,8 +340,10 @@ class LiveApp:
                         log.exception("checking %s failed", p)
             last_check = now
             if not self._told_unconnected and self.ready_s is not None:
-                self._told_unconnected = ports_mod.warn_unconnected(
-                    self.output, None if self.opts.bpm else self.input)
+                # --audio: the drums are heard without a listener on the MIDI output; only the
+                # clock input is checked (a stand-in output has no listeners to report)
+                out = self._audio_stand_in if self.opts.audio else self.output
+                self._told_unconnected = ports_mod.warn_unconnected(out, None if self.opts.bpm else self.input)
         if self.player is not None and not self.player.is_alive() and not self._stop.is_set():
             self.request_stop(1)
         return last_check

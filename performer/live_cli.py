@@ -16,6 +16,7 @@ from performer.clock import SPP_UNITS
 from performer.controls import epilog
 from performer.options import LiveError, LiveOptions, fills_arg
 from performer.ports import API_CHOICES
+from performer.sound import soundfont_arg
 
 SEED_EPILOG = """\
 --seed S: the first groove is exactly the model's sample for seed S; each later request
@@ -101,6 +102,13 @@ def add_parsers(sub) -> None:
                    help="a learned fill in bar 4 of every N-th cycle (default: off; the f key asks for one)")
     m.add_argument("--morph-cycles", type=_ranged("morph_cycles"), default=LiveOptions.morph_cycles, metavar="N",
                    help=f"cycles a morph (m) takes, {_R['morph_cycles'].text()} (default 4)")
+    au = p.add_argument_group("audio")
+    au.add_argument("--audio", action="store_true",
+                    help="also play the drums through the default audio output with a built-in kit "
+                    "(no DAW or synth needed; needs pip install 'drum-performer[audio]'); with --api jack, into JACK")
+    au.add_argument("--soundfont", type=soundfont_arg, metavar="FILE.sf2",
+                    help="--audio with this SoundFont's General MIDI drum kit instead of the built-in one "
+                    "(implies --audio)")
     o = p.add_argument_group("other")
     o.add_argument("--record", metavar="FILE.mid", help="write what was played to this MIDI file on exit")
     o.add_argument("--map", metavar="FILE", help="JSON file mapping MIDI CCs / notes to controls")
@@ -144,6 +152,8 @@ def run_live(a) -> int:
         follow_amount=a.follow_amount,
         humanize=a.humanize,
         groove_file=a.groove_file,
+        audio=a.audio or a.soundfont is not None,
+        soundfont=a.soundfont,
     )
     if a.groove_mode and a.quantize:
         raise LiveError("argument --groove: not allowed with argument --quantize (they are the two playing modes)")

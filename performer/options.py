@@ -69,6 +69,8 @@ class LiveOptions:
     follow_amount: float = 0.5  # how far each cycle's groove moves towards what the player played
     humanize: bool = False  # the humanizer's velocities and offsets for a --groove clip and a lock's result
     groove_file: str | None = None  # --groove FILE.mid: the starting groove (4 bars of a drum clip)
+    audio: bool = False  # also play through the default audio output (performer.audio_out)
+    soundfont: str | None = None  # --audio with this SoundFont's GM kit instead of the built-in one
 
     RANGES: ClassVar[dict[str, Range]] = {
         "channel": Range(int, 1, 16),
@@ -100,6 +102,8 @@ class LiveOptions:
             raise LiveError(f"--api {self.api!r} must be one of {', '.join(API_CHOICES)}")
         if self.record is not None:
             self.record = str(check_record_path(self.record))
+        if self.soundfont is not None and not Path(self.soundfont).expanduser().is_file():
+            raise LiveError(f"--soundfont {self.soundfont} does not exist")
 
 
 # --- where --record writes ------------------------------------------------------------------------

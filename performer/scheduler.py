@@ -10,6 +10,12 @@ one-period reaction delay over JACK. A note is never sent more than
 ``send_limit`` ahead of the last real tick, so a clock that stops or slows
 cannot make the performer run away.
 
+An output that must have notes earlier than the MIDI port (an audio stream
+renders a block ahead of its DAC; see :mod:`performer.audio_out`) gets them on
+a second lane, :meth:`Scheduler.set_ahead`: the same expanded notes, released
+``ahead_s`` before their predicted time instead of ``lead``, with the same
+send-limit and stale rules, so a clock that stops cannot run it away either.
+
 Every note-on gets its note-off ``gate`` later (wall time, so it fires even if
 the clock vanishes); a pitch struck again while sounding is released first;
 Stop releases everything and sends CC123 (all notes off) on the drum channel;
@@ -67,6 +73,8 @@ GATE_MIN_S, GATE_MAX_S = 0.01, 0.1
 EARLIEST = -0.5 * TICKS_PER_STEP  # the earliest a step's note can be, relative to its grid tick
 
 Send = Callable[[list[int], float | None], None]
+# the ahead lane: (song position, predicted time, pitch, velocity, gate seconds) of each note-on
+Ahead = Callable[[float, float, int, int, float], None]
 
 
 class PatternSource(Protocol):
@@ -124,6 +132,9 @@ class Scheduler:
         self.gate_steps = gate_steps
         self.playing = False
         self._heap: list[tuple[float, int, int, int]] = []  # (pos, seq, pitch, velocity)
+        self._ahead_heap: list[tuple[float, int, int, int]] = []  # the same notes, for the ahead lane
+        self.ahead: Ahead | None = None
+        self.ahead_s = 0.0
         self._offs: list[tuple[float, int, int]] = []  # (time, note id, pitch)
         self._sounding: dict[int, int] = {}  # pitch -> id of the note-on that holds it
         self._seq = 0
@@ -136,6 +147,15 @@ class Scheduler:
         self.late = 0  # note-ons sent after their predicted time (>1 ms): a health figure
         self.dropped = 0  # note-ons that fell due while a stalled clock was waited for (never sent)
 
+    def set_ahead(self, ahead: Ahead, ahead_s: float) -> None:
+        """Also hand every note-on to ``ahead``, ``ahead_s`` seconds before its predicted time.
+
+        A second lane rather than a larger ``lead`` for everyone: the MIDI port must
+        still send at the note's time, and only the audio stream needs it early.
+        """
+        self.ahead = ahead
+        self.ahead_s = ahead_s
+
     # -- transport
 
     def transport(self, ev: Transport, now: float, send: Send) -> None:
@@ -147,6 +167,7 @@ class Scheduler:
     def start(self, pos: int, send: Send | None = None) -> None:
         """Play from song position ``pos`` (the next clock). Mid-step cues begin at the next step."""
         self._heap.clear()
+        self._ahead_heap.clear()
         self.playing = True
         self._gen_step = -(-pos // TICKS_PER_STEP)  # ceil: a step already under way is skipped whole
         self._gen_cycle = None
@@ -156,6 +177,7 @@ class Scheduler:
         """Silence now: pending notes dropped, sounding ones released, then CC123."""
         self.playing = False
         self._heap.clear()
+        self._ahead_heap.clear()
         self.release_all(send)
         send([0xB0 | self.channel, CC_ALL_NOTES_OFF, 0], None)
 
@@ -199,6 +221,8 @@ class Scheduler:
             if not self._mutes[v]:
                 self._seq += 1
                 heapq.heappush(self._heap, (base + d, self._seq, pitch, vel))
+                if self.ahead is not None:
+                    heapq.heappush(self._ahead_heap, (base + d, self._seq, pitch, vel))
 
     def _gate(self, clock: ClockSource) -> float:
         bpm = clock.bpm() or 120.0
@@ -228,6 +252,8 @@ class Scheduler:
                 heapq.heappop(heap)
                 self.dropped += 1
             gate = None
+            if self.ahead is not None:
+                wake = min(wake, self._poll_ahead(now, clock, arrived, limit, stale))
             while heap:
                 pos = heap[0][0]
                 t = clock.time_at(pos)
@@ -251,6 +277,37 @@ class Scheduler:
         if offs:
             wake = min(wake, offs[0][0])
         return wake
+
+    def _poll_ahead(self, now: float, clock: ClockSource, arrived: float, limit: float, stale: float) -> float:
+        """The ahead lane: what the MIDI lane does, ``ahead_s`` earlier; returns its next wake-up.
+
+        Its send limit is ahead by as many clocks as ``ahead_s`` lasts: a MIDI clock lets
+        notes go only 1.5 clocks past the last one received (13.9 ms at 180 BPM, less than
+        an audio stream's block plus latency), and a lane held to that would hand the
+        audio its notes too late at fast tempi. Stop still reaches both lanes at once,
+        and an audio stream clears what it was given.
+        """
+        if math.isfinite(limit):
+            bpm = clock.bpm()
+            if bpm:
+                limit += self.ahead_s / bpm_to_period(bpm)
+        heap = self._ahead_heap
+        while heap and arrived < heap[0][0] < stale:
+            heapq.heappop(heap)
+        gate = None
+        while heap:
+            pos = heap[0][0]
+            t = clock.time_at(pos)
+            if pos > arrived:
+                if pos > limit or t is None:
+                    return max(t - self.ahead_s, now + 0.001) if t is not None else math.inf
+                if t - self.ahead_s > now:
+                    return t - self.ahead_s
+            _, _, pitch, vel = heapq.heappop(heap)
+            if gate is None:
+                gate = self._gate(clock)
+            self.ahead(pos, t if t is not None else now, pitch, vel, gate)
+        return math.inf
 
     def _note_on(self, pitch: int, vel: int, pos: float, off_time: float, send: Send) -> None:
         ch = self.channel

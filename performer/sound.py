@@ -395,13 +395,14 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         return (data.reshape(-1, w.getnchannels()) / 32767.0).astype(np.float32), w.getframerate()
 
 
-def make_renderer(soundfont: str | Path | None = None) -> BlockRenderer:
-    """The built-in kit, or a General MIDI kit from a SoundFont (needs the ``audio`` extra)."""
+def make_renderer(soundfont: str | Path | None = None, sample_rate: int = SAMPLE_RATE) -> BlockRenderer:
+    """The built-in kit, or a General MIDI kit from a SoundFont (needs the ``audio`` extra),
+    at ``sample_rate`` (the live sink: the device's rate)."""
     if soundfont is None:
-        return Renderer()
+        return Renderer(sample_rate=sample_rate)
     from performer import soundfont as sf
 
-    return sf.SoundFontRenderer(soundfont)
+    return sf.SoundFontRenderer(soundfont, sample_rate=sample_rate)
 
 
 def midi_to_wav(mid: str | Path, wav: str | Path, seconds: float = 0.0,

@@ -7,12 +7,12 @@ new source of tempo or a new destination is one class plus one line here:
   the performer follows MIDI clock on the clock input (:class:`MidiClock`).
   ``--link`` follows an Ableton Link session (:class:`performer.link_clock.LinkClock`).
 * :func:`open_sinks`: every message the scheduler sends goes to each
-  :class:`Sink` in order: the MIDI output, then the ``--record`` recorder.
-  The next one (an audio synth) is another :class:`Sink`; like the recorder it
-  takes the clock, and maps a note's song position to its time with
-  ``clock.time_at(pos)`` (performer.sound says what its renderer needs). A sink
-  is handed each message when the MIDI port is, ``lead`` before its time: an
-  audio stream that must have notes a block ahead needs a larger lead than that.
+  :class:`Sink` in order: the MIDI output, then the ``--record`` recorder,
+  then the ``--audio`` output (:class:`performer.audio_out.AudioSink`). A sink
+  is handed each message when the MIDI port is, ``lead`` before its time. A
+  sink that needs its notes earlier (an audio stream renders a block ahead of
+  its DAC) says so with a ``lead_s`` attribute and an ``ahead`` method;
+  :func:`connect_ahead` gives it the scheduler's ahead lane.
 """
 
 from __future__ import annotations
@@ -130,7 +130,29 @@ def open_sinks(opts: LiveOptions, output, clock: ClockSource) -> list[Sink]:
     sinks: list[Sink] = [PortSink(output)]
     if opts.record:
         sinks.append(RecordSink(opts, clock))
+    if opts.audio:
+        from performer.audio_out import open_audio_sink  # sounddevice: only --audio pays for it
+
+        # into JACK when the MIDI went there (--api jack, or auto finding JACK)
+        sinks.append(open_audio_sink(opts.soundfont, getattr(output, "api", opts.api)))
     return sinks
+
+
+def connect_ahead(sinks: list[Sink], scheduler) -> None:
+    """Give the sinks that need notes early (``lead_s``, ``ahead``) the scheduler's ahead lane,
+    at the largest lead any of them asks for (each then places a note at its own time)."""
+    early = [s for s in sinks if getattr(s, "lead_s", 0) > 0]
+    if not early:
+        return
+    if len(early) == 1:
+        scheduler.set_ahead(early[0].ahead, early[0].lead_s)
+        return
+
+    def ahead(pos: float, t: float, pitch: int, velocity: int, gate: float) -> None:
+        for s in early:
+            s.ahead(pos, t, pitch, velocity, gate)
+
+    scheduler.set_ahead(ahead, max(s.lead_s for s in early))
 
 
 class Recorder:

@@ -99,6 +99,31 @@ def test_performer_follows_a_real_link_peer(tmp_path):
     assert res["unreleased"] == 0
 
 
+@pytest.mark.jack
+@pytest.mark.slow
+def test_link_with_audio_sounds_each_note_when_its_midi_plays(tmp_path):
+    """``--link --audio`` against a real peer: the MIDI stays on the peer's grid, and each
+    audible onset of the built-in kit (recorded over JACK) is within 3 ms of its MIDI note-on."""
+    why = link_rig.unavailable() or h.missing_tools()
+    if why:
+        pytest.skip(why)
+    pytest.importorskip("sounddevice", reason="--audio needs the audio extra (sounddevice)")
+    out = tmp_path / "link-audio.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.link_timing", "--json", str(out), "--audio",
+                        "--audio-dir", str(tmp_path), "--seed", "7", "--seconds", "6", "--after", "2"],
+                       text=True, capture_output=True, env=_env(), timeout=240, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["netns"]["interfaces"] == ["lo"]
+    period_ms = 1000.0 * res["jack_period"] / 48000
+    assert res["notes_120"] >= 20, res["log_tail"]
+    assert res["link_median_abs_err_ms"] <= period_ms
+    # onsets near an xrun are left out (the server itself missed its deadline there)
+    assert res["audio_onsets_no_xrun"] >= 8, res
+    assert res["audio_max_abs_err_ms_no_xrun"] <= 3.0, (res["audio_errs_ms"], res["audio_err_beats"])
+    assert res["unreleased"] == 0
+
+
 @pytest.mark.slow
 def test_link_clock_on_the_real_binding_follows_a_real_peer_and_leads_its_tempo():
     """LinkClock + LinkSession (the binding) against a peer process: our tempo change reaches

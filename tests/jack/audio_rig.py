@@ -1,0 +1,203 @@
+"""Recording the performer's ``--audio`` output over JACK, and placing its onsets against its MIDI.
+
+Used by tests/jack/test_audio_live.py and benchmarks/audio_live.py.
+
+What is compared. The MIDI note times are the frames at which the note-ons
+left the performer (the recorder's "notes" input: frame-accurate). The audio
+note times are when the drum sound reaches the output, as the sink promises:
+the frame at which the audio passes through the performer's audio port plus
+that port's playback latency as JACK reports it (``jack_lsp -l``; the
+dummy driver's 256 frames at -p 128). That is what "output latency
+compensated" means: the audio is rendered that much ahead of its time so that
+it is *heard* at the note's time, as an ideal synth on the MIDI port would
+sound the note the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import audio_onsets as ao
+from tests.jack import harness as h
+
+GUARD_S = 0.003  # the tolerance of the test: audio may sound this far from its MIDI note
+AUDIO_CLIENT = re.compile(r"^PortAudio")  # PortAudio's JACK host API names its client so
+
+
+class AudioRecorder:
+    """One audio input (audio_recorder_proc.py in its own process); ``take()`` ends it."""
+
+    def __init__(self, server: h.JackServer, out: Path, seconds: float, timeout: float = 15.0) -> None:
+        self.out = Path(out)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("audio_recorder_proc.py")), server.name,
+             f"dp-audio-rec-{uuid.uuid4().hex[:4]}", str(self.out), str(seconds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=server.env, text=True, bufsize=1)
+        got: list[str] = []
+        t = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        if not got or not got[0].startswith("R "):
+            self.close()
+            raise RuntimeError("the audio recorder client did not start")
+        self.port = got[0].split(" ", 1)[1].strip() + ":in"
+
+    def take(self) -> dict:
+        """Stop recording; {"start": frame, "audio": samples, "xruns": n, "gaps": n}."""
+        self.proc.stdin.close()
+        self.proc.stdout.readline()  # "D" once written
+        self.proc.wait(10.0)
+        with np.load(self.out) as z:
+            return {k: z[k] for k in z.files}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def audio_ports(rec: h.Recorder, before: set[str] = frozenset()) -> list[str]:
+    """The performer's audio outputs (PortAudio's JACK client) that appeared after ``before``."""
+    return [p for p in rec.port_names(is_audio=True, is_output=True)
+            if AUDIO_CLIENT.match(p) and p not in before]
+
+
+def playback_latency(server: h.JackServer, port: str) -> int:
+    """The port's playback latency in frames (the max of JACK's range), from ``jack_lsp -l``."""
+    out = subprocess.run(["jack_lsp", "-l", port], capture_output=True, text=True, env=server.env,
+                         timeout=10).stdout
+    m = re.search(r"playback latency = \[ (\d+) (\d+) \]", out)
+    if not m:
+        raise RuntimeError(f"no playback latency for {port} in: {out!r}")
+    return int(m.group(2))
+
+
+def onset_errors_ms(take: dict, note_frames: list[tuple[int, int, int]], latency: int,
+                    rate: int, channels: int = 2,
+                    skip_before: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+    """Audio onset (heard: recorded frame + ``latency``) minus MIDI note-on frame, in ms, for each
+    audible onset (benchmarks.audio_onsets' detector and selection), and the number of distinct
+    note times inside the recording, and the (MIDI) frame of each measured onset. ``note_frames``: (frame, pitch, velocity) of each MIDI note-on;
+    ``channels``: how many outputs were summed into the recorder's input (the mean is compared
+    with the kit's mono template); notes before frame ``skip_before`` are left out."""
+    audio = take["audio"] / channels
+    start = int(take["start"])
+    # where each note should be in the recording: its MIDI frame, less the latency it is heard after
+    notes = sorted((f - latency - start, p, v) for f, p, v in note_frames
+                   if 0 <= f - latency - start < len(audio) - int(ao.SEARCH_S * rate)
+                   and (skip_before is None or f >= skip_before))
+    if not notes:
+        return np.array([]), 0, np.array([], dtype=np.int64)
+    exp = ao.group(np.array([n[0] for n in notes]), rate)
+    # audible: the note's attack against the mix in the 2 ms before the earliest it may start
+    # (GUARD_S before its MIDI time: rtmidi's JACK output sends the MIDI up to a period late)
+    guard = round(GUARD_S * rate)
+    clear = ao.audible(audio, [(f - guard, p, v) for f, p, v in notes], ao.kit_template, rate) + guard
+    got = dict(zip(exp.tolist(), ao.onset_frames(audio, exp, rate).tolist(), strict=True))
+    errs = np.array([got[f] - f for f in clear.tolist()], dtype=float) * 1000.0 / rate
+    return errs, len(exp), clear + latency + start
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (the audio process of a performer), from /proc."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+@dataclass
+class LiveTake:
+    """One live run: the MIDI recording, the audio recording (``--audio``) and what it cost."""
+
+    bpm: float
+    started: int  # frame of the recorded Start
+    stopped: int  # frame of the recorded Stop
+    track: h.ClockTrack
+    notes: list[h.Note]
+    xrun_frames: list[int]  # as the MIDI recorder was told
+    audio: dict | None  # AudioRecorder.take()
+    channels: int
+    latency: int  # playback latency of the audio port, frames
+    cpu_performer: float  # % of one core while playing
+    cpu_audio: float  # % of one core, the audio process
+    log: str
+
+    def xruns_playing(self) -> int:
+        return sum(1 for f in self.xrun_frames if self.started <= f <= self.stopped)
+
+    def onset_errors_ms(self, rate: int, skip_s: float) -> tuple[np.ndarray, int, np.ndarray]:
+        on = [(n.frame, n.pitch, n.velocity) for n in self.notes if n.on]
+        return onset_errors_ms(self.audio, on, self.latency, rate, channels=self.channels,
+                               skip_before=self.started + int(skip_s * rate))
+
+
+# Voices muted (1-based, model.drums order) for a clear onset measurement: the hi-hats, crash and
+# ride ring through the next notes, and an energy detector cannot place a note under them.
+CYMBALS = (3, 4, 8, 9)
+
+
+def play(server: h.JackServer, args: list[str], bpm: float, seconds: float, workdir: Path,
+         audio: bool = True, mute: tuple[int, ...] = ()) -> LiveTake:
+    """Run ``drum-performer ARGS [--audio]`` on jack_midi_clock at ``bpm`` for ``seconds`` of playing,
+    recording its MIDI and (with ``audio``) its audio output. The audio recorder runs either way,
+    so that a run without audio has the same JACK graph to compare xruns with. ``mute``: voices
+    muted before Start with the performer's own control (its mute pads on the clock input)."""
+    from performer.controls import ACTIONS
+
+    arec = AudioRecorder(server, workdir / f"audio-{uuid.uuid4().hex[:6]}.npz", seconds + 20.0)
+    pad = h.Sender(server, f"dp-pad-{uuid.uuid4().hex[:4]}") if mute else None
+    try:
+        with h.Rig(server, start_performer=False, bpm=bpm) as rig:
+            before = set(audio_ports(rig.rec))
+            perf = rig.start_performer([*args, "--audio"] if audio else list(args))
+            outs: list[str] = []
+            latency = 0
+            if audio:
+                outs = audio_ports(rig.rec, before)
+                if not outs:
+                    raise RuntimeError(f"no audio ports from the performer:\n{perf.output()[-2000:]}")
+                for p in outs:
+                    rig.rec.connect(p, arec.port)
+                latency = playback_latency(server, outs[0])
+            if pad is not None:
+                rig.rec.connect(pad.port_name, perf.clock_port)
+                for v in mute:
+                    pad.send(bytes([0x90, ACTIONS["mute"].note + v - 1, 100]))
+                    pad.send(bytes([0x80, ACTIONS["mute"].note + v - 1, 0]))
+                time.sleep(0.1)
+            started = rig.start().frame
+            assert rig.wait_pos(h.PPQN * 2), "the clock did not roll"
+            kids = child_pids(perf.pid)
+            c0, k0, w0 = h.cpu_seconds(perf.pid), sum(h.cpu_seconds(k) for k in kids), time.monotonic()
+            ok = rig.wait_pos(int(seconds * bpm / 60 * h.PPQN), timeout=seconds + 30)
+            c1, k1, w1 = h.cpu_seconds(perf.pid), sum(h.cpu_seconds(k) for k in kids), time.monotonic()
+            assert ok, "the clock stopped rolling"
+            stopped = rig.stop().frame
+            time.sleep(0.3)
+            rig.rec.settle()
+            track, notes, xruns = rig.track(), rig.notes(), list(rig.rec.xrun_frames)
+        take = arec.take() if audio else None
+        log = perf.output()
+    finally:
+        arec.close()
+        if pad is not None:
+            pad.close()
+    return LiveTake(bpm, started, stopped, track, notes, xruns, take, len(outs), latency,
+                    100.0 * (c1 - c0) / (w1 - w0), 100.0 * (k1 - k0) / (w1 - w0), log)

@@ -1,0 +1,55 @@
+"""``--audio`` live over a private JACK server (dummy driver): the drums are heard when the MIDI says.
+
+The performer follows jack_midi_clock as in the other end-to-end tests, sends
+MIDI (recorded frame-accurately) and plays its built-in kit through PortAudio's
+JACK host API (recorded by an audio client of ours). Every audible onset must
+be heard within 3 ms of its MIDI note-on (tests/jack/audio_rig.py says what
+"heard" means), with no xrun while playing (a take with one is run again, up to
+three times: see the test). The hi-hats and cymbals are muted (the
+performer's own mute pads): their ringing would hide the next onsets from the
+detector; every voice takes the same path. About 12 s of playing: the
+one-minute runs are benchmarks/audio_live.py's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.jack import audio_rig as ar
+from tests.jack import harness as h
+
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
+
+BPM = 120.0
+PLAY_S = 12.0
+MAX_ERR_MS = 3.0
+# Left out: the first beat after Start. Under MIDI clock the first note cannot be known
+# before the first clock arrives (it is sent on arrival), which is less than the audio's
+# block + latency ahead: it is heard up to that much late (measured: 5.3 ms); every later
+# note is predicted from the clock and reaches the audio process early enough.
+FIRST_BEAT_S = 0.5
+
+
+@pytest.fixture(autouse=True)
+def _sounddevice():
+    pytest.importorskip("sounddevice", reason="--audio needs the audio extra (sounddevice)")
+
+
+@h.retry_invalid()
+def test_audio_onsets_follow_the_midi_notes_within_3_ms_without_xruns(server, live_model, tmp_path):
+    take = ar.play(server, ["--model", str(live_model), "--seed", "7", "--quantize", "-v"], BPM, PLAY_S, tmp_path,
+                   mute=ar.CYMBALS)
+    assert "via JACK" in take.log, take.log[-2000:]  # the ready line names the audio output
+    assert any(n.on for n in take.notes), f"no MIDI notes were played:\n{take.log[-2000:]}"
+    if take.xruns_playing():
+        # this shared 2-core machine gives xruns without --audio too (benchmarks/audio_live.py's
+        # MIDI-only runs: 3-14 a minute under load): a take with one is run again, and three
+        # in a row fail
+        raise h.InvalidTake(f"{take.xruns_playing()} xruns while playing")
+    errs, n, _ = take.onset_errors_ms(server.rate, FIRST_BEAT_S)
+    assert len(errs) >= 8, f"only {len(errs)} of {n} onsets audible"
+    a = np.abs(errs)
+    assert a.max() <= MAX_ERR_MS, (
+        f"audio vs MIDI: median {np.median(a):.2f} ms, max {a.max():.2f} ms over {len(a)} onsets; "
+        f"worst: {sorted(errs.tolist(), key=abs)[-5:]}")
