@@ -8,8 +8,13 @@ feature, bar-to-bar repetition, toms+crash per bar) and checked for novelty
 same figure for real validation windows is the yardstick).
 
 Candidates: N(0, I) (what stop 5 shipped), diagonal mixtures of K components
-fitted to the training posterior means, and the "replay" baseline the issue
-warns about (a training posterior mean plus its own posterior noise).
+fitted to the training posterior means, the same mixture fitted to posterior
+samples (the aggregate posterior), a "prior temperature" (every component's
+scales times tau), and the "replay" baseline the issue warns about (a training
+posterior mean plus its own posterior noise). Each mixture also gets its
+held-out fit: the mean log-likelihood of the validation posterior means
+(``val_ll``), the principled way to choose K (a better density of where real
+unseen grooves sit in z), which the sample figures then check.
 
     python -m benchmarks.prior_choice --model performer/models/default --data PATH/groove --json out.json
 """
@@ -49,6 +54,26 @@ def decode_hits(engine: Engine, z: np.ndarray, temperature: float, rng: np.rando
     return drums.index_to_hits(np.concatenate(out))
 
 
+def log_likelihood(p: dict, x: np.ndarray, style: int = 0) -> float:
+    """Mean log-density of the rows of x (N, Z) under one style's diagonal mixture."""
+    w, m, s = (np.asarray(p[k][style], np.float64) for k in ("weights", "means", "scales"))
+    keep = w > 0
+    w, m, s = w[keep] / w[keep].sum(), m[keep], s[keep]
+    out = []
+    for a in range(0, len(x), 256):
+        xx = np.asarray(x[a : a + 256], np.float64)
+        lp = (-0.5 * (((xx[:, None] - m[None]) / s[None]) ** 2).sum(-1) - np.log(s).sum(-1)[None]
+              - 0.5 * x.shape[1] * np.log(2 * np.pi) + np.log(w)[None])  # (n, K)
+        mx = lp.max(1, keepdims=True)
+        out.append(mx[:, 0] + np.log(np.exp(lp - mx).sum(1)))
+    return float(np.concatenate(out).mean())
+
+
+def scaled(p: dict, tau: float) -> dict:
+    """The mixture with every component's scales times tau (a prior temperature)."""
+    return {**p, "scales": (np.asarray(p["scales"], np.float32) * tau).astype(np.float32)}
+
+
 def score(gen_hits, real_hits, train_hits, real_nearest_median) -> dict:
     gf, rf = evaluate.features(gen_hits), evaluate.features(real_hits)
     oa = {k: evaluate.overlap_area(gf[k], rf[k]) for k in rf}
@@ -61,6 +86,7 @@ def score(gen_hits, real_hits, train_hits, real_nearest_median) -> dict:
         "toms_crash_per_bar": float(gf["toms_crash_per_bar"].mean()),
         "kick_on_one": float(gf["kick_on_one"].mean()),
         "snare_backbeat": float(gf["snare_backbeat"].mean()),
+        "oa_per_feature": oa,
         "near_copies": float((near >= 0.9).mean()),
         "nearest_median": float(np.median(near)),
         "nearest_median_minus_real": float(np.median(near) - real_nearest_median),
@@ -73,7 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--temperature", type=float, default=None)
-    ap.add_argument("--components", default="1,4,16,64")
+    ap.add_argument("--components", default="1,4,16,64,128,256")
+    ap.add_argument("--taus", default="0.7,0.85", help="prior temperatures tried on the shipped mixture size")
+    ap.add_argument("--tau-components", type=int, default=prior.COMPONENTS)
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     engine = Engine.load(a.model)
@@ -85,21 +113,36 @@ def main(argv=None) -> int:
     train_hits, real_hits = tr.hits[tr_beats] > 0.5, va.hits[va_beats] > 0.5
     t0 = time.perf_counter()
     mu, logvar = encode_all(engine, tr, tr_beats)
+    val_mu, _ = encode_all(engine, va, va_beats)
     real_near = evaluate.nearest_similarity(real_hits, train_hits)
     rows = {"validation windows (real)": {**score(real_hits, real_hits, train_hits, float(np.median(real_near)))}}
     rows["validation windows (real)"].update(near_copies=float((real_near >= 0.9).mean()), nearest_median=float(np.median(real_near)))
     rng = np.random.default_rng(0)
     cands = {"N(0, I)": rng.standard_normal((a.samples, engine.z_size)).astype(np.float32)}
     style = tr.style[tr_beats]
+    fits = {}
     for k in (int(x) for x in a.components.split(",")):
         p = prior.fit(mu, style, 1, components=k)
+        fits[f"mixture K={k}"] = p
         cands[f"mixture K={k}"] = prior.draw(p, 0, rng, a.samples)
+    base = fits.get(f"mixture K={a.tau_components}") or prior.fit(mu, style, 1, components=a.tau_components)
+    for tau in (float(x) for x in a.taus.split(",") if x):
+        name = f"mixture K={a.tau_components} tau={tau:g}"
+        fits[name] = scaled(base, tau)
+        cands[name] = prior.draw(fits[name], 0, rng, a.samples)
+    zs = (mu + np.exp(0.5 * logvar) * rng.standard_normal(mu.shape)).astype(np.float32)
+    name = f"mixture K={a.tau_components} on posterior samples"
+    fits[name] = prior.fit(zs, style, 1, components=a.tau_components)
+    cands[name] = prior.draw(fits[name], 0, rng, a.samples)
     pick = rng.integers(0, len(mu), a.samples)
     cands["replay (posterior + its noise)"] = (mu[pick] + np.exp(0.5 * logvar[pick]) * rng.standard_normal(mu[pick].shape)).astype(np.float32)
     for name, z in cands.items():
         rows[name] = score(decode_hits(engine, z, temp, np.random.default_rng(1)), real_hits, train_hits, float(np.median(real_near)))
+        if name in fits:
+            rows[name]["val_ll"] = log_likelihood(fits[name], val_mu)
     out = {"model": str(engine.folder), "temperature": temp, "samples": a.samples, "seconds": time.perf_counter() - t0, "rows": rows}
-    cols = ("mean_oa", "min_oa", "bar_repetition", "toms_crash_per_bar", "kick_on_one", "snare_backbeat", "near_copies", "nearest_median")
+    cols = ("val_ll", "mean_oa", "min_oa", "bar_repetition", "toms_crash_per_bar", "kick_on_one", "snare_backbeat",
+            "near_copies", "nearest_median")
     print(f"{'prior':34s} " + " ".join(f"{c[:12]:>12s}" for c in cols))
     for name, r in rows.items():
         print(f"{name:34s} " + " ".join(f"{r.get(c, float('nan')):12.3f}" for c in cols))

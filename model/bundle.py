@@ -48,7 +48,10 @@ FORMAT = 1  # bump when a reader of the old format would misread the new one
 SAMPLER, ENCODER, META = "sampler.onnx", "encoder.onnx", "model.json"
 PRIOR = "prior.npz"  # the learned latent prior: weights (S, K), means and scales (S, K, Z)
 FILES: tuple[str, ...] = (SAMPLER, ENCODER)  # files every model folder has, checksummed in ``files``
-OPTIONAL_FILES: tuple[str, ...] = (PRIOR,)  # files a folder may have; checksummed when present
+# files a folder may have; checksummed when present. tap.onnx / humanize.onnx: the small encoders of
+# train.tap that export.band adds beside the graphs (drumify, humanize); without them here a folder
+# that has them was not recognised as a model folder, so export refused to replace the shipped one
+OPTIONAL_FILES: tuple[str, ...] = (PRIOR, "tap.onnx", "humanize.onnx")
 ANY_STYLE = "any"  # the name of style input 0: no particular style (every style's mix)
 
 # The sampling temperature a model folder may declare, and what export writes: 0 is the argmax

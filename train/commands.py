@@ -176,6 +176,9 @@ def _add_train_tap(sub) -> None:
     p.add_argument("--objective", choices=("mu", "decode"), default="mu",
                    help="tap: match the posterior mean, or also the frozen decoder's cross-entropy (slower)")
     p.add_argument("--lr", type=NONNEGATIVE.arg(), help="Adam learning rate (default 2e-3)")
+    p.add_argument("--hidden", type=POSITIVE_INT.arg(), help="BiLSTM units per direction (default 128)")
+    p.add_argument("--dropout", type=NONNEGATIVE.arg(), help="humanize: dropout on the BiLSTM outputs while training (default 0)")
+    p.add_argument("--members", type=POSITIVE_INT.arg(), help="humanize: networks averaged, each from its own seed (default 1)")
     p.add_argument("--cache", help="preprocessing cache folder")
     p.set_defaults(func=run_train_tap)
 

@@ -151,20 +151,23 @@ def compute_attributes(model: GrooveVAE, windows, batch: int = 512) -> dict[str,
 
 
 @torch.no_grad()
-def compute_prior(model: GrooveVAE, windows, batch: int = 512) -> dict:
-    """The learned latent prior (train/prior.py) from the posterior means of the training beat
-    windows, one mixture per style (row 0: all of them), stamped with the weights it belongs to."""
+def compute_prior(model: GrooveVAE, windows, batch: int = 512, seed: int = 0) -> dict:
+    """The learned latent prior (train/prior.py) from one posterior sample z ~ q(z | x) of each
+    training beat window (the aggregate posterior: the z the decoder was trained on), one
+    mixture per style (row 0: all of them), stamped with the weights it belongs to."""
     from train import prior
 
     beats = np.flatnonzero(~windows.is_fill)
-    mus = []
+    rng = np.random.default_rng(seed)
+    zs = []
     for a in range(0, len(beats), batch):
         b = windows.batch(beats[a : a + batch])
-        mu, _ = model.encoder(
+        mu, logvar = model.encoder(
             torch.from_numpy(b["classes"]), torch.from_numpy(b["velocity"]), torch.from_numpy(b["offset"])
         )
-        mus.append(mu.numpy())
-    return prior.fit(np.concatenate(mus), windows.style[beats], len(model.config.styles) + 1)
+        eps = rng.standard_normal(mu.shape).astype(np.float32)
+        zs.append(mu.numpy() + np.exp(0.5 * logvar.numpy()) * eps)
+    return prior.fit(np.concatenate(zs), windows.style[beats], len(model.config.styles) + 1)
 
 
 def weights_digest(run: Path) -> str:
