@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -70,8 +71,9 @@ def stats(xs: list[float]) -> dict:
     }
 
 
-def run_tempo(server: h.JackServer, bpm: float, model: Path, seed: int, cycles: int) -> dict:
-    args = ["--model", str(model), "--seed", str(seed), "--quantize"]
+def run_tempo(server: h.JackServer, bpm: float, model: Path, seed: int, cycles: int,
+              extra: list[str] = ()) -> dict:
+    args = ["--model", str(model), "--seed", str(seed), "--quantize", *extra]
     with h.Rig(server, args, bpm=bpm) as rig:
         perf = rig.performer
         ready_line_s = perf.wait_ready_line(10.0)
@@ -173,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=48000)
     ap.add_argument("--model", type=Path, help="exported model folder (default: the shipped model)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--performer-args", default="",
+                    help='more options for the performer, e.g. "--fills every:1 --style funk"')
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             # A hole in the clock recording (the recorder missed a period on an
             # overloaded machine) shifts every later note by a tick: measure again.
             for attempt in range(1, 4):
-                r = run_tempo(server, bpm, model, a.seed, a.cycles)
+                r = run_tempo(server, bpm, model, a.seed, a.cycles, shlex.split(a.performer_args))
                 r["attempts"] = attempt
                 if not r["clock_holes"]:
                     break
@@ -220,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.live_timing", *(argv or sys.argv[1:])]),
             "machine": info,
             "config": {"rate": a.rate, "period": a.period, "realtime": realtime, "model": str(model),
-                       "seed": a.seed, "cycles": a.cycles, "performer": h.performer_command()},
+                       "seed": a.seed, "cycles": a.cycles, "performer": h.performer_command(),
+                       "performer_args": a.performer_args},
             "results": results,
             "missed": misses,
         }, indent=2))
