@@ -245,29 +245,13 @@ class Scheduler:
             while self._gen_step * TICKS_PER_STEP + EARLIEST <= horizon:
                 self._expand(self._gen_step)
                 self._gen_step += 1
-            heap = self._heap
-            # a wait for a stalled clock that became a freewheel: what fell due while waiting
-            # is passed over (a late clump would be worse than the gap), never sent late
-            while heap and arrived < heap[0][0] < stale:
-                heapq.heappop(heap)
-                self.dropped += 1
-            gate = None
             if self.ahead is not None:
                 wake = min(wake, self._poll_ahead(now, clock, arrived, limit, stale))
-            while heap:
-                pos = heap[0][0]
-                t = clock.time_at(pos)
-                if pos > arrived:
-                    if pos > limit or t is None:
-                        if t is not None:
-                            wake = min(wake, max(t - self.lead, now + 0.001))
-                        break
-                    if t - self.lead > now:
-                        wake = min(wake, t - self.lead)
-                        break
-                _, _, pitch, vel = heapq.heappop(heap)
-                if gate is None:
-                    gate = self._gate(clock)
+            due, dropped, at = _take_due(self._heap, now, clock, arrived, limit, stale, self.lead)
+            self.dropped += dropped
+            wake = min(wake, at)
+            gate = self._gate(clock) if due else 0.0
+            for pos, t, pitch, vel in due:
                 if t is not None and now - t > 0.001:
                     self.late += 1
                 self._note_on(pitch, vel, pos, max(now, t if t is not None else now) + gate, send)
@@ -291,23 +275,11 @@ class Scheduler:
             bpm = clock.bpm()
             if bpm:
                 limit += self.ahead_s / bpm_to_period(bpm)
-        heap = self._ahead_heap
-        while heap and arrived < heap[0][0] < stale:
-            heapq.heappop(heap)
-        gate = None
-        while heap:
-            pos = heap[0][0]
-            t = clock.time_at(pos)
-            if pos > arrived:
-                if pos > limit or t is None:
-                    return max(t - self.ahead_s, now + 0.001) if t is not None else math.inf
-                if t - self.ahead_s > now:
-                    return t - self.ahead_s
-            _, _, pitch, vel = heapq.heappop(heap)
-            if gate is None:
-                gate = self._gate(clock)
+        due, _, wake = _take_due(self._ahead_heap, now, clock, arrived, limit, stale, self.ahead_s)
+        gate = self._gate(clock) if due else 0.0
+        for pos, t, pitch, vel in due:
             self.ahead(pos, t if t is not None else now, pitch, vel, gate)
-        return math.inf
+        return wake
 
     def _note_on(self, pitch: int, vel: int, pos: float, off_time: float, send: Send) -> None:
         ch = self.channel
@@ -321,6 +293,36 @@ class Scheduler:
 
 
 REALTIME_PRIORITY = 5  # SCHED_FIFO, below JACK's own threads (jackd -R uses 10 and up)
+
+
+def _take_due(heap: list, now: float, clock: ClockSource, arrived: float, limit: float, stale: float,
+              lead: float) -> tuple[list[tuple[float, float | None, int, int]], int, float]:
+    """Pop from a lane's heap what is due at ``now`` when sent ``lead`` seconds before its
+    predicted time. Returns the due notes in order, (pos, predicted time or None, pitch,
+    velocity); how many were passed over as stale; and when the next one falls due (inf:
+    only on input).
+
+    One rule for both lanes (the MIDI port's and the ahead lane of an audio stream): a note
+    whose clock has arrived goes at once; one beyond ``limit`` (the clock's send limit) or
+    without a prediction waits; what fell due while a stalled clock was waited for and is
+    now ``stale`` is passed over (a late clump would be worse than the gap), never sent late.
+    """
+    due: list[tuple[float, float | None, int, int]] = []
+    dropped = 0
+    while heap and arrived < heap[0][0] < stale:
+        heapq.heappop(heap)
+        dropped += 1
+    while heap:
+        pos = heap[0][0]
+        t = clock.time_at(pos)
+        if pos > arrived:
+            if pos > limit or t is None:
+                return due, dropped, (max(t - lead, now + 0.001) if t is not None else math.inf)
+            if t - lead > now:
+                return due, dropped, t - lead
+        _, _, pitch, vel = heapq.heappop(heap)
+        due.append((pos, t, pitch, vel))
+    return due, dropped, math.inf
 
 
 def raise_priority(priority: int = REALTIME_PRIORITY) -> bool:
