@@ -361,6 +361,7 @@ class AudioSink:
         self._out = proc.stdin
         self._lock = threading.Lock()  # the sender writes notes, the main thread may close
         self._told_gone = False
+        self.dropped = 0  # lines not written because the audio process did not read them
 
     def _write(self, line: str) -> None:
         with self._lock:
@@ -369,6 +370,8 @@ class AudioSink:
             try:
                 self._out.write(line.encode())
                 self._out.flush()
+            except BlockingIOError:
+                self.dropped += 1  # the pipe is full (the audio process is not reading): MIDI goes on
             except (OSError, ValueError):
                 self._out = None  # the audio process is gone: check() says so, MIDI goes on
 
@@ -432,6 +435,8 @@ def open_audio_sink(soundfont: str | None = None, api: str = "auto", timeout: fl
     # stderr: PortAudio's and ALSA's probing chatter would garble the view; the process
     # reports its own failures on stdout, as one line
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # the sender thread writes the notes: a stalled audio process must never make it wait
+    os.set_blocking(proc.stdin.fileno(), False)
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
     reader.start()

@@ -297,6 +297,24 @@ def test_the_sink_survives_a_dead_audio_process():
     sink.ahead(0.0, 1.0, 36, 100, 0.05)
 
 
+def test_a_full_pipe_drops_the_note_and_never_blocks_or_silences_the_sink():
+    proc = FakeProc()
+    write, full = proc.stdin.write, [True]
+
+    def stalled(data):
+        if full[0]:
+            raise BlockingIOError(11, "the audio process is not reading")
+        return write(data)
+
+    proc.stdin.write = stalled
+    sink = ao.AudioSink(proc, 0.014, "audio test")
+    sink.ahead(0.0, 1.0, 36, 100, 0.05)  # returns at once: the note is dropped, counted
+    assert sink.dropped == 1
+    full[0] = False
+    sink.ahead(0.0, 2.0, 38, 90, 0.05)  # the audio process reads again: notes flow again
+    assert proc.stdin.getvalue().splitlines() == [b"N 2.0 38 90 0.05"]
+
+
 def test_an_app_with_an_early_sink_gives_it_the_notes_lead_s_ahead():
     class Early:
         lead_s = 0.03
