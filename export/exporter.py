@@ -12,8 +12,8 @@ The folder's contract (names, format, fields, graph inputs and outputs) is
 is checked by the engine's own loader before it replaces anything.
 
 Weights are stored as float16 where that is exact (the run's weights are
-float16 already) and cast to float32 inside the graph, so the files are half
-the size and torch vs ONNX Runtime parity is unaffected. Export writes into a
+float16 already) and cast to float32 inside the graph (:func:`store_float16`),
+so the files are half the size and torch vs ONNX Runtime parity is unaffected. Export writes into a
 temporary folder and renames it into place only after parity passes.
 """
 
@@ -129,8 +129,13 @@ def _trace(module, args, path: Path, inputs, outputs, dynamic) -> None:
         )
 
 
-def _shrink(model: onnx.ModelProto) -> None:
-    """Store float32 initializers that are exactly float16 as float16 + a Cast node."""
+def store_float16(model: onnx.ModelProto) -> None:
+    """Store float32 initializers that are exactly float16 as float16 + a Cast node.
+
+    Lossless by construction (a value that is not float16-exact stays float32), and the
+    runtime still computes in float32: ONNX Runtime folds each Cast of a constant once when
+    the session is created. export.band rounds its encoders' weights to float16 first and
+    checks parity against the rounded torch model, so their graphs shrink the same way."""
     g = model.graph
     casts, keep = [], []
     for init in g.initializer:
@@ -153,6 +158,15 @@ def _default_mask(model: onnx.ModelProto, steps: int, classes: int) -> None:
     model.graph.initializer.append(
         numpy_helper.from_array(np.ones((1, steps, classes), dtype=bool), "mask")
     )
+
+
+def max_diff(got: np.ndarray, want: np.ndarray) -> float:
+    """Largest absolute difference; inf when either side holds a NaN or inf (a NaN difference
+    compares False with any tolerance, so a graph that outputs NaN would pass a plain max)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape or not (np.isfinite(got).all() and np.isfinite(want).all()):
+        return float("inf")
+    return float(np.abs(got - want).max(initial=0.0))
 
 
 def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> dict:
@@ -181,15 +195,15 @@ def check_parity(model: GrooveVAE, folder: Path, n: int = 16, seed: int = 0) -> 
         report["class_mismatches"] += int((oc != tc.numpy()).sum())
         if m is not None and not m.numpy()[np.arange(n)[:, None], np.arange(c.steps)[None, :], oc].all():
             report["mask_violations"] = True
-        report["max_velocity_diff"] = max(report["max_velocity_diff"], float(np.abs(ov - tv.numpy()).max()))
-        report["max_offset_diff"] = max(report["max_offset_diff"], float(np.abs(oo - to.numpy()).max()))
+        report["max_velocity_diff"] = max(report["max_velocity_diff"], max_diff(ov, tv.numpy()))
+        report["max_offset_diff"] = max(report["max_offset_diff"], max_diff(oo, to.numpy()))
     # encoder on the sampled patterns
     tcls, tvel, toff = model.sample(z, 1.0, noise)
     with torch.no_grad():
         mu, lv = model.encoder(tcls, tvel, toff)
     omu, olv = sess_e.run(None, {"classes": tcls.numpy(), "velocity": tvel.numpy(), "offset": toff.numpy()})
-    report["max_mu_diff"] = float(np.abs(omu - mu.numpy()).max())
-    report["max_logvar_diff"] = float(np.abs(olv - lv.numpy()).max())
+    report["max_mu_diff"] = max_diff(omu, mu.numpy())
+    report["max_logvar_diff"] = max_diff(olv, lv.numpy())
     report["ok"] = bool(
         report["class_mismatches"] == 0
         and not report.get("mask_violations")
@@ -257,7 +271,7 @@ def export(run: str | Path, out: str | Path, data: str | None = None, eval_json:
         )
         for name in (SAMPLER, ENCODER):
             m = onnx.load(str(tmp / name))
-            _shrink(m)
+            store_float16(m)
             if name == SAMPLER:
                 _default_mask(m, c.steps, c.num_classes)
             onnx.checker.check_model(m)

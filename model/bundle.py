@@ -14,6 +14,12 @@ A model folder holds
 * ``model.json``    see :data:`FIELDS` (plus free-form information: name,
   preset, training, metrics, parity, attribution, license)
 
+Storage, not contract: export stores weights as float16 initializers cast to
+float32 inside the graphs (ONNX Runtime folds the casts when a session is
+created, so the graphs still take and give float32 and compute in float32),
+and ``prior.npz`` deflated (``np.load`` reads either kind). An engine that read
+the previous folders reads these unchanged, so :data:`FORMAT` stays 1.
+
 Every way a folder can be wrong (a missing or corrupt file, a field of the
 wrong type, a vector of the wrong length, graphs that do not fit the
 metadata or each other) becomes one :class:`BundleError` line naming the file

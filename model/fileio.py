@@ -51,6 +51,19 @@ def atomic_savez(path: str | Path, **arrays) -> Path:
     return atomic_write(path, write)
 
 
+def atomic_savez_compressed(path: str | Path, **arrays) -> Path:
+    """``np.savez_compressed`` into ``path`` atomically; ``np.load`` reads it like any ``.npz``,
+    so readers need no change (a shipped file is smaller; a cache is written uncompressed,
+    :func:`atomic_savez`, because it is read often and never shipped)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    return atomic_write(path, write)
+
+
 def atomic_write_text(text: str, path: str | Path) -> Path:
     """``text`` into ``path`` atomically (argument order as the trainer has always called it)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text))

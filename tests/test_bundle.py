@@ -132,6 +132,26 @@ def test_the_shipped_and_the_exported_folders_pass_the_contract(tiny_model):
         assert all(v.shape == (meta["z_size"],) for v in meta["attributes"].values())
 
 
+def test_the_shipped_folder_stays_small():
+    """The standard: the shipped model stays a few MB. runs/groove-q's folder was 12.6 MB with the tap
+    encoder and humanizer in float32 and the prior stored raw; 8.8 MB with them in float16 (the
+    sampler and encoder were float16 already) and the prior deflated."""
+    import zipfile
+
+    import onnx
+
+    from performer.engine import default_model_dir
+
+    folder = default_model_dir()
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 9.5e6
+    with zipfile.ZipFile(folder / bundle.PRIOR) as z:
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist())
+    for name in bundle.FILES + tuple(n for n in bundle.OPTIONAL_FILES if n.endswith(".onnx")):
+        g = onnx.load(str(folder / name)).graph
+        big = [i for i in g.initializer if np.prod(i.dims) >= 64 and i.data_type != onnx.TensorProto.BOOL]
+        assert big and all(i.data_type == onnx.TensorProto.FLOAT16 for i in big), name
+
+
 def test_an_optional_graph_input_is_fed_only_when_the_graph_has_it(tiny_engine):
     """What a new optional input (a style, a fill flag) relies on: the check reports which inputs exist."""
     sess = tiny_engine._sampler

@@ -122,6 +122,66 @@ def test_export_lists_the_encoders_and_the_engine_checks_them(tap_model):
         (tap_model / "tap.onnx").write_bytes(blob)
 
 
+def test_encoders_are_stored_as_float16_and_match_the_rounded_torch_encoder(tap_run, tap_model):
+    """tap.onnx / humanize.onnx hold float16 weights; the graph computes what the torch encoder
+    with the same rounded weights computes (the parity gate's reference), and model.json records
+    how far the rounding moved the outputs from the float32 weights."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from export.band import rounded
+    from train import tap
+
+    meta = json.loads((tap_model / "model.json").read_text())
+    for kind in tap.KINDS:
+        g = onnx.load(str(tap_model / f"{kind}.onnx")).graph
+        halves = [i for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+        singles = [i for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) >= 64]
+        assert halves and not singles  # every weight of any size is stored as float16
+        enc, _ = tap.load(tap_run, kind)
+        half = rounded(enc)
+        assert all(torch.equal(p, p.half().float()) for p in half.parameters())
+        assert any(not torch.equal(p, q) for p, q in zip(half.parameters(), enc.parameters(), strict=True))
+        x = np.random.default_rng(3).random((2, drums.STEPS, tap.input_size(kind))).astype(np.float32)
+        got = ort.InferenceSession(str(tap_model / f"{kind}.onnx"), providers=["CPUExecutionProvider"]).run(None, {"taps": x})
+        with torch.no_grad():
+            want = half(torch.from_numpy(x))
+        want = [want] if kind == "tap" else list(want)
+        assert all(np.abs(a - b.numpy()).max() <= 1e-5 for a, b in zip(got, want, strict=True))
+        rec = meta["encoders"][kind]
+        assert rec["parity"] <= 1e-4 and 0 < rec["rounding"] < 0.05
+
+
+@pytest.mark.parametrize("damage", ["shifted", "nan"])
+def test_encoder_parity_gate_fails_on_a_broken_graph(tap_run, tap_model, tmp_path, monkeypatch, damage):
+    """The gate compares the graph with the rounded torch encoder: a graph whose stored weights
+    differ from it (shifted), or that outputs NaN (a NaN difference passes any '> tolerance'
+    test), is refused and the folder is left as it was."""
+    import onnx
+    from onnx import numpy_helper
+
+    from export import band as band_export
+
+    real = band_export.store_float16
+
+    def broken(model):
+        real(model)
+        init = next(i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16)
+        arr = numpy_helper.to_array(init).copy()
+        arr.flat[0] = np.nan if damage == "nan" else arr.flat[0] + 0.5
+        init.CopyFrom(numpy_helper.from_array(arr, init.name))
+
+    out = tmp_path / "m"
+    shutil.copytree(tap_model, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(band_export, "store_float16", broken)
+    for kind in ("tap", "humanize"):
+        with pytest.raises(band_export.BandExportError, match="differ"):
+            band_export.add_encoder(tap_run, out, kind)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written, no .tmp left
+
+
 def test_add_encoder_refuses_a_model_of_another_run(tiny_run, tmp_path):
     from export.band import BandExportError, add_encoder
     from performer.engine import default_model_dir

@@ -60,6 +60,18 @@ def test_parity_check_detects_a_wrong_graph(tiny_run, tiny_model):
     assert not exporter.check_parity(model, tiny_model)["ok"]
 
 
+def test_max_diff_counts_nan_and_inf_as_a_failure():
+    """A graph that outputs NaN must fail the gate: NaN > tolerance is False, so a plain max passed it."""
+    a = np.zeros((2, 3), np.float32)
+    assert exporter.max_diff(a, a + 1e-6) == pytest.approx(1e-6)
+    for bad in (np.nan, np.inf):
+        b = a.copy()
+        b[1, 2] = bad
+        assert not exporter.max_diff(b, a) <= exporter.PARITY_ATOL
+        assert not exporter.max_diff(a, b) <= exporter.PARITY_ATOL
+    assert not exporter.max_diff(a, a[:1]) <= exporter.PARITY_ATOL  # another shape is no match
+
+
 def test_export_cli(tiny_run, tmp_path):
     p = run_cli("export", "--run", str(tiny_run), "--out", str(tmp_path / "m"))
     assert p.returncode == 0, p.stderr
