@@ -19,6 +19,9 @@ Reported per run:
 * CPU while playing (utime + stime from /proc over the wall time, % of one
   core) of the performer and of its audio process.
 
+A first run per round has no performer at all (the clock master and the
+recorders only): its xruns are the floor this server and machine give.
+
 Targets (issue 10): onsets within 3 ms, no xruns, MIDI timing unchanged, CPU
 of the performer with --audio (both processes) < 10 % of one core at 180 BPM.
 
@@ -32,6 +35,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +86,28 @@ def summarize(take: ar.LiveTake, server: h.JackServer, audio: bool) -> dict:
     return r
 
 
+def bare(server: h.JackServer, bpm: float, seconds: float, workdir: Path) -> dict:
+    """The floor: the same JACK graph (clock master, MIDI and audio recorders) rolling for the
+    same time with no performer at all. Its xruns are the server's and the machine's."""
+    arec = ar.AudioRecorder(server, workdir / "bare.npz", seconds + 20.0)
+    try:
+        with h.Rig(server, start_performer=False, bpm=bpm) as rig:
+            started = rig.start().frame
+            ok = rig.wait_pos(int(seconds * bpm / 60 * h.PPQN), timeout=seconds + 30)
+            stopped = rig.stop().frame
+            time.sleep(0.3)
+            rig.rec.settle()
+            xr = [f for f in rig.rec.xrun_frames if started <= f <= stopped]
+    finally:
+        arec.close()
+    if not ok:
+        raise RuntimeError("the clock stopped rolling")
+    return {"bpm": bpm, "played_s": (stopped - started) / server.rate, "xruns_while_playing": len(xr)}
+
+
 def row(r: dict) -> str:
+    if "notes" not in r:  # the no-performer floor
+        return f"{'no perf.':>10} {r['bpm']:5.0f} {r['played_s']:6.1f} {'':6} {'':7} {'':7} {'':7} {'':7} {r['xruns_while_playing']:5d}"
     m = r["midi_timing"]
     name = ("audio" + (" -cym" if r.get("muted_voices") else "")) if r["audio"] else "MIDI only"
     s = (f"{name:>10} {r['bpm']:5.0f} {r['played_s']:6.1f} {r['notes']:6d} "
@@ -128,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp, h.JackServer(rate=48000, period=128) as server:
         for _ in range(a.rounds):
+            results.append(bare(server, a.bpm, a.seconds, Path(tmp)))
+            print(row(results[-1]), file=sys.stderr, flush=True)
             for audio, mute in ((False, ()), (True, ()), (True, ar.CYMBALS)):
                 take = ar.play(server, args, a.bpm, a.seconds, Path(tmp), audio=audio, mute=mute)
                 results.append(summarize(take, server, audio))
