@@ -1,6 +1,6 @@
 """Live ``--audio`` over JACK: audio against MIDI, xruns, MIDI timing with and without audio, CPU.
 
-On one private JACK server (dummy driver, 48 kHz, period 128), the performer
+On one private JACK server (dummy driver, 48 kHz, period 128 unless --period), the performer
 follows ``jack_midi_clock`` at BPM for SECONDS of playing, twice per round:
 without ``--audio`` and with it (the same seed, the same recorders: the audio
 recorder runs in both, so the JACK graph differs only by the performer's audio
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="rounds of (MIDI only, --audio) (default 1)")
     ap.add_argument("--model", type=Path, help="exported model folder (default: the shipped model)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     args = ["--model", str(model), "--seed", str(a.seed), "--quantize", "-v"]
     results = []
-    with tempfile.TemporaryDirectory() as tmp, h.JackServer(rate=48000, period=128) as server:
+    with tempfile.TemporaryDirectory() as tmp, h.JackServer(rate=48000, period=a.period) as server:
         for _ in range(a.rounds):
             results.append(bare(server, a.bpm, a.seconds, Path(tmp)))
             print(row(results[-1]), file=sys.stderr, flush=True)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_at_end"] = __import__("os").getloadavg()
     head = (f"{'run':>10} {'BPM':>5} {'secs':>6} {'notes':>6} {'median':>7} {'p99':>7} {'max':>7} {'p99*':>7} "
             f"{'xruns':>5} {'CPU%':>6} | {'ons':>4} {'median':>7} {'p95':>7} {'max':>7} {'max*':>7}")
-    print(f"drum-performer --audio over JACK (dummy driver, 48000 Hz, period 128, "
+    print(f"drum-performer --audio over JACK (dummy driver, 48000 Hz, period {a.period}, "
           f"{'realtime' if realtime else 'no-realtime'}), seed {a.seed}, {a.seconds:g} s per run")
     print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg_at_start'][0]:.2f} at start, "
           f"{info['loadavg_at_end'][0]:.2f} at end")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         a.json.write_text(json.dumps({
             "command": " ".join(["python", "-m", "benchmarks.audio_live", *(argv if argv is not None else sys.argv[1:])]),
             "machine": info,
-            "config": {"rate": 48000, "period": 128, "realtime": realtime, "model": str(model), "seed": a.seed,
+            "config": {"rate": 48000, "period": a.period, "realtime": realtime, "model": str(model), "seed": a.seed,
                        "seconds": a.seconds, "rounds": a.rounds, "performer": h.performer_command()},
             "results": results,
         }, indent=2))
