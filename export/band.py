@@ -6,7 +6,7 @@ traced, checked against torch, copied in, and model.json's ``files`` (the
 checksums the engine verifies) is rewritten last, atomically.
 
 The encoders are trained in float32; their weights are rounded to float16 for
-the folder (:func:`rounded`, stored by ``exporter.store_float16``, computed in
+the folder (:func:`rounded`, stored by ``graphs.store_float16``, computed in
 float32 by ONNX Runtime), which halves tap.onnx and humanize.onnx. The parity
 gate compares the graph with the torch encoder holding the same rounded
 weights, at the same tolerance as before; what the rounding itself moves is
@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 import torch
 
-from export.exporter import max_diff, store_float16
+from export.graphs import max_diff, store_float16
 from model import drums
 from model.errors import DrumPerformerError
 from train import tap, trainer

@@ -18,7 +18,10 @@ C classes, V voices, H decoder units, Z latent.
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from model.vae import GrooveVAE
@@ -102,3 +105,39 @@ class EncoderGraph(nn.Module):
 
     def forward(self, classes, velocity, offset):
         return self.encoder(classes, velocity, offset)
+
+
+# --- storage and parity, shared by export.exporter and export.band ------------------
+
+
+def store_float16(model: onnx.ModelProto) -> None:
+    """Store float32 initializers that are exactly float16 as float16 + a Cast node.
+
+    Lossless by construction (a value that is not float16-exact stays float32), and the
+    runtime still computes in float32: ONNX Runtime folds each Cast of a constant once when
+    the session is created. export.band rounds its encoders' weights to float16 first and
+    checks parity against the rounded torch model, so their graphs shrink the same way."""
+    g = model.graph
+    casts, keep = [], []
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size >= 64 and np.array_equal(arr.astype(np.float16).astype(np.float32), arr):
+            half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__f16")
+            keep.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+        else:
+            keep.append(init)
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+def max_diff(got: np.ndarray, want: np.ndarray) -> float:
+    """Largest absolute difference; inf when either side holds a NaN or inf (a NaN difference
+    compares False with any tolerance, so a graph that outputs NaN would pass a plain max)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape or not (np.isfinite(got).all() and np.isfinite(want).all()):
+        return float("inf")
+    return float(np.abs(got - want).max(initial=0.0))
