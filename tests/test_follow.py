@@ -378,6 +378,27 @@ def test_load_groove_loops_a_short_clip_and_says_so(tmp_path):
     assert note4 == "" and p4.equals(p)
 
 
+def test_load_groove_pads_a_clip_shorter_than_a_bar_and_says_so(tmp_path):
+    half = tmp_path / "half.mid"
+    mid = mido.MidiFile(ticks_per_beat=96)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr += [mido.Message("note_on", note=36, velocity=100, channel=9, time=0),
+           mido.Message("note_off", note=36, velocity=0, channel=9, time=12),
+           mido.Message("note_on", note=38, velocity=100, channel=9, time=84),  # beat 2
+           mido.Message("note_off", note=38, velocity=0, channel=9, time=12)]
+    mid.save(str(half))
+    p, note = band.load_groove(str(half))
+    assert note == "clip shorter than a bar: padded to one bar; 1-bar clip looped to 4 bars"
+    bar = np.zeros((drums.STEPS_PER_BAR, drums.NUM_VOICES), bool)
+    bar[0, 0] = bar[4, 1] = True  # the half bar, then rest to the bar line
+    assert np.array_equal(p.hits, np.tile(bar, (drums.BARS, 1)))
+    tr.append(mido.MetaMessage("end_of_track", time=4 * 96 - 96 - 12))  # the clip ends at the bar line
+    mid.save(str(half))
+    p1, full = band.load_groove(str(half))  # a whole bar: looped, not padded
+    assert full == "1-bar clip looped to 4 bars" and p1.equals(p)
+
+
 @pytest.mark.parametrize("kind,needle", [("waltz", "not 4/4"), ("bass", "drum channel"), ("junk", "unreadable")])
 def test_bad_groove_files_are_one_clear_error(tmp_path, kind, needle):
     if kind == "waltz":
