@@ -17,15 +17,16 @@ import pytest
 
 from model import drums
 from performer import band
-from performer.clock import TICKS_PER_STEP, InternalClock, MidiClock, bpm_to_period
+from performer.clock import TICKS_PER_CYCLE, TICKS_PER_STEP, InternalClock, MidiClock, bpm_to_period
 from performer.controls import ACTIONS, Controller
 from performer.director import Director
 from performer.follow import Follower
+from performer.link_clock import HostBridge, LinkClock
 from performer.ports import MemoryInput
 from performer.scheduler import Scheduler
 from performer.view import render
 from tests.conftest import assert_one_line_error, run_cli
-from tests.live_fakes import FakeEngine, Sim
+from tests.live_fakes import HOST_OFFSET_S, FakeEngine, Sim, SimSession
 
 BPM = 120.0
 STEP_S = TICKS_PER_STEP * bpm_to_period(BPM)  # 0.125 s
@@ -273,6 +274,78 @@ def test_the_follow_decode_never_delays_the_cycle():
         d.close()
 
 
+# --- the follower on an Ableton Link clock ---------------------------------------------------------
+#
+# The session is simulated (tests/live_fakes.SimSession) on a host clock 0.25 s (half a beat at
+# 120 BPM, two steps) away from the performer's, as CLOCK_MONOTONIC_RAW is from perf_counter: a
+# note placed by mixing the two clocks would land two steps off.
+
+
+def make_link(amount=1.0, beat0=0.0, start_delay=0.0):
+    """Director, follower, sim, player port, session: a LinkClock on a session at ``beat0`` at time 0."""
+    d = Director(TapEngine(), seed=SEED, temperature=TEMP, follow=amount)
+    d.start()
+    session = SimSession(BPM, beat0=beat0, host0_us=HOST_OFFSET_S * 1e6)
+    clock = LinkClock(session, HostBridge(perf=lambda: 0.0, host_us=lambda: HOST_OFFSET_S * 1e6),
+                      start_delay=start_delay)
+    f = Follower(d, clock)
+    sim = FollowSim(d, clock, f)
+    clock.bridge = HostBridge(perf=lambda: sim.now, host_us=lambda: (sim.now + HOST_OFFSET_S) * 1e6)
+    clock.start(0.0)
+    return d, f, sim, MemoryInput(f.inbox), session
+
+
+def beat_time(session, beat: float) -> float:
+    """Performer time of a session beat (what a player in time with the session plays at)."""
+    return session.host_at(beat) / 1e6 - HOST_OFFSET_S
+
+
+def test_follow_on_a_link_clock_hears_what_it_hears_on_the_internal_clock():
+    d, f, sim, port, session = make_link(amount=1.0)
+    play(port, 0.0, late=0.2)  # session beat 0 is performer time 0 here: the same note times
+    sim.run_to(3 * BAR_S + 0.01)
+    assert f.requests == 1 and f.heard_cycle == 1
+    want = rhythm_taps()
+    assert np.array_equal(f.heard[:, 0], want[:, 0])
+    assert np.allclose(f.heard[want[:, 0] > 0, 2], 0.2, atol=1e-4)
+    sim.run_to(CYCLE_S + 0.5)
+    heard_groove = TapEngine().sample(z=tap_z(want), temperature=TEMP, seed=SEED)
+    assert sim.sched.patterns[1].equals(heard_groove) and "follow 100%" in d.current.label
+    d.close()
+
+
+def test_follow_on_a_link_session_joined_mid_song_uses_the_sessions_bars():
+    # the session is at beat 37.3 when the performer joins: it starts on clock ceil(24 * 37.3) =
+    # 896 (cycle 2, bar 2), and the next bar-4 line is cycle 2's (clock 768 + 288 = 1056)
+    d, f, sim, port, session = make_link(beat0=37.3)
+    for beat, vel in ((38.0, 60), (40.0, 127), (41.5, 90), (43.75, 30)):  # bars 2 and 3 of cycle 2
+        port.push([0x90, 60, vel], beat_time(session, beat))
+    port.push([0x90, 61, 100], beat_time(session, 44.0) + 0.01)  # bar 4: heard next cycle, not now
+    sim.run_to(beat_time(session, 44.0) - 0.01)
+    assert f.requests == 0
+    sim.run_to(beat_time(session, 44.0) + 0.01)
+    assert f.requests == 1 and f.heard_cycle == 3
+    # window: clocks 672..1055 = global steps 112..175, laid out by their place in the cycle
+    steps = [int(b * 4) % drums.STEPS for b in (38.0, 40.0, 41.5, 43.75)]
+    assert np.flatnonzero(f.heard[:, 0]).tolist() == sorted(steps) == [24, 32, 38, 47]
+    assert f.heard[sorted(steps), 1] == pytest.approx([drums.velocity_from_midi(v) for v in (60, 127, 90, 30)])
+    assert np.allclose(f.heard[sorted(steps), 2], 0.0, atol=1e-3)  # on the session's grid: no offset
+    d.close()
+
+
+def test_follow_on_a_link_clock_places_notes_on_the_new_tempo_after_a_peers_change():
+    d, f, sim, port, session = make_link()
+    sim.run_to(1.0)
+    session.change_tempo(150.0, (1.0 + HOST_OFFSET_S) * 1e6)  # a peer, at beat 2 (step 8)
+    for beat in (3.0, 4.0, 6.5, 11.0):  # played on the session's grid at 150 BPM
+        port.push([0x90, 60, 100], beat_time(session, beat))
+    sim.run_to(beat_time(session, 12.0) + 0.01)
+    assert f.requests == 1
+    assert np.flatnonzero(f.heard[:, 0]).tolist() == [12, 16, 26, 44]
+    assert np.abs(f.heard[f.heard[:, 0] > 0, 2]).max() < 0.05  # within 1/20 step of the grid
+    d.close()
+
+
 # --- the follow amount: a key and a CC -------------------------------------------------------------
 
 
@@ -343,6 +416,59 @@ def test_the_app_follows_a_player_on_its_follow_input():
         assert wait_until(lambda: "follow" in app.director.current.label, 15.0), app.director.current.label
         st = app.status()["follow"]
         assert np.flatnonzero(st["heard"][:, 0]).tolist() == [0, 4, 8, 12, 16, 20]
+    finally:
+        app.request_stop()
+        th.join(10.0)
+
+
+def test_the_app_follows_a_player_on_a_link_clock(monkeypatch):
+    """The app's wiring with a LinkClock on the real clocks: the session's host time is
+    CLOCK_MONOTONIC_RAW (as Link's is), the performer's perf_counter; only the session itself
+    is simulated (no network: a real peer runs only in a private namespace, test_link_real)."""
+    import time
+
+    from performer import app as app_mod
+    from performer.app import LiveApp, LiveOptions
+    from performer.ports import MemoryOutput
+    from tests.live_fakes import LogSink, wait_until
+
+    raw_us = lambda: time.clock_gettime(time.CLOCK_MONOTONIC_RAW) * 1e6  # noqa: E731
+    session = SimSession(400.0, beat0=0.0, host0_us=raw_us())
+    clocks = []
+
+    def link_clock(opts, clock_input=None):
+        clocks.append(LinkClock(session, HostBridge(time.perf_counter, raw_us)))
+        return clocks[-1]
+
+    monkeypatch.setattr(app_mod, "open_clock", link_clock)
+    inbox, follow_inbox = queue.SimpleQueue(), queue.SimpleQueue()
+    player = MemoryInput(follow_inbox, "player")
+    app = LiveApp(LiveOptions(bpm=400, headless=True, seed=SEED, follow="", follow_amount=1.0, temperature=TEMP),
+                  engine=TapEngine(), output=MemoryOutput("out"), input_port=MemoryInput(inbox), inbox=inbox,
+                  follow_port=player, follow_inbox=follow_inbox, sinks=[LogSink()])
+    done = threading.Event()
+    cycle = []
+
+    def ready(info):
+        clock = app.clock
+        assert wait_until(lambda: clock.running and clock.time_at(0) is not None, 5.0)
+        # bars 1 and 2 of the next whole cycle, played on the session's grid
+        k = int(clock.position(time.perf_counter())) // TICKS_PER_CYCLE + 1
+        cycle.append(k)
+        for s in (0, 4, 8, 12, 16, 20):
+            player.push([0x90, 60, 100], clock.time_at(k * TICKS_PER_CYCLE + s * TICKS_PER_STEP))
+        done.set()
+
+    th = threading.Thread(target=app.run, kwargs={"on_ready": ready}, daemon=True)
+    th.start()
+    try:
+        assert done.wait(10.0)
+        assert clocks and app.clock is clocks[0]
+        assert wait_until(lambda: app.follower.heard_cycle == cycle[0] + 1, 30.0), app.follower.status()
+        st = app.status()["follow"]
+        assert np.flatnonzero(st["heard"][:, 0]).tolist() == [0, 4, 8, 12, 16, 20]
+        assert np.abs(st["heard"][st["heard"][:, 0] > 0, 2]).max() < 0.05  # on the session's grid
+        assert wait_until(lambda: "follow" in app.director.current.label, 15.0), app.director.current.label
     finally:
         app.request_stop()
         th.join(10.0)
