@@ -274,6 +274,85 @@ def test_the_follow_decode_never_delays_the_cycle():
         d.close()
 
 
+# --- how often the follower reads the playhead ------------------------------------------------------
+
+
+class _Quiet:
+    """A director that is never asked for anything here (silence asks for nothing)."""
+
+    def follow_amount(self):
+        return 1.0
+
+
+class EveryPoll(Follower):
+    """The follower as it was: the playhead read at every poll (the reference)."""
+
+    def check(self, now):
+        super().check(now)
+        self._due = float("-inf")
+
+
+def _polls(clock, feed, t_end, followers, poll=0.002):
+    """Drain every follower every ``poll`` s; ``feed(t)`` gives the clock what arrived by t.
+    -> per follower, [(poll time, cycle)] of each bar-4 line acted on."""
+    seen = [[] for _ in followers]
+    t = 0.0
+    while t < t_end:
+        feed(t)
+        for f, got in zip(followers, seen, strict=True):
+            before = f._last_trigger
+            f.drain(t)
+            if f._last_trigger != before and before is not None:
+                got.append((round(t, 6), f._last_trigger))
+        t += poll
+    return seen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_bar_4_line_is_seen_at_the_same_poll_as_by_reading_the_playhead_every_poll(seed):
+    # MIDI clock delivered per JACK period (128 frames at 48 kHz): 120 BPM, then the fastest
+    # tempo (MAX_BPM), then 60 BPM, then random jumps of tempo (refits of the tick line)
+    import random
+
+    from performer.clock import MAX_BPM
+
+    rng = random.Random(seed)
+    c = MidiClock()
+    c.feed(("start",), 0.0)
+    ticks, t, period = [], 0.0, 128 / 48000
+    for n in range(3000):
+        ticks.append(t // period * period)
+        bpm = 120.0 if n < 500 else MAX_BPM if n < 1400 else 60.0 if n < 1700 else rng.uniform(30.0, MAX_BPM)
+        t += bpm_to_period(bpm)
+    fed = [0]
+
+    def feed(now):
+        while fed[0] < len(ticks) and ticks[fed[0]] <= now:
+            c.feed(("clock",), ticks[fed[0]])
+            fed[0] += 1
+
+    new, ref = Follower(_Quiet(), c), EveryPoll(_Quiet(), c)
+    polls = int(ticks[-1] / 0.002)
+    got_new, got_ref = _polls(c, feed, ticks[-1], [new, ref])
+    assert len(got_ref) >= 4 and got_new == got_ref
+    assert new.looks * 10 < ref.looks and ref.looks > 0.9 * polls  # a tenth of the reads, or fewer
+
+
+def test_a_playhead_that_jumps_ahead_is_seen_within_check_s():
+    from performer.follow import CHECK_S, TRIGGER_TICK
+
+    class Jumpy:  # 120 BPM, and 300 clocks ahead from 1 s on (a Link timeline realigned)
+        running = True
+
+        def position(self, now):
+            return now / bpm_to_period(BPM) + (300.0 if now >= 1.0 else 0.0)
+
+    f = Follower(_Quiet(), Jumpy())
+    (t, k), = _polls(None, lambda t: None, 2.0, [f])[0]
+    assert k == 0 and Jumpy().position(1.0) > TRIGGER_TICK  # the jump passed cycle 0's bar-4 line
+    assert 1.0 <= t <= 1.0 + CHECK_S + 0.002
+
+
 # --- the follower on an Ableton Link clock ---------------------------------------------------------
 #
 # The session is simulated (tests/live_fakes.SimSession) on a host clock 0.25 s (half a beat at
