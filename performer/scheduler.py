@@ -86,7 +86,7 @@ Ahead = Callable[[float, float, int, int, float], None]
 
 
 class PatternSource(Protocol):
-    """Where the scheduler gets what to play; both calls must return at once."""
+    """Where the scheduler gets what to play; every call must return at once."""
 
     def pattern_for(self, cycle: int) -> drums.Pattern:
         """The Pattern of ``cycle``; called once, when its first step is about to be scheduled."""
@@ -217,11 +217,13 @@ class Scheduler:
     def _compile(self, pattern: drums.Pattern) -> list:
         """:func:`compile_pattern`, remembered for the last COMPILED_KEPT patterns.
 
-        Why: compiling a cycle took 0.2-0.5 ms of the 0.6-1.2 ms between reading a Continue and
-        sending its first note (perf_counter stamps in the live process over JACK; the
-        source's own ``pattern_for`` took ~15 us). Those notes are a reaction that must be
-        written within one JACK period (2.7 ms at 128 frames), so the compile is done while
-        stopped (:meth:`_prepare`) and looked up here when the cycle starts.
+        Why: compiling a cycle took 0.16-0.6 ms (median 0.2) of the 0.42-1.42 ms (median 0.64)
+        between reading a Continue and sending its first note, and 0.37-0.63 ms at a Start
+        (perf_counter stamps in the live process over JACK, tests/jack/test_e2e.py [spp], 12
+        runs; the source's own ``pattern_for`` took ~15 us). Those notes are a reaction that
+        must be written within one JACK period (2.7 ms at 128 frames), so the compile is done
+        while stopped (:meth:`_prepare`) and looked up here when the cycle starts: read ->
+        first note-on then took 0.28-0.40 ms (median 0.30) over 12 runs.
         """
         key = (self.quantize, self.swing)
         cache = self._compile_cache
@@ -434,7 +436,7 @@ class Player(threading.Thread):
         # cues, so the cued step's notes are a reaction and must reach the output before the
         # next period (2.7 ms at 128 frames, 48 kHz) to land within one period. The reaction
         # itself (parse, transport, the cued step's pattern, send) took 0.6-2 ms in the live
-        # process (instrumented runs; 0.3-0.4 ms since the cued cycle is compiled while stopped,
+        # process (instrumented runs; 0.28-0.40 ms since the cued cycle is compiled while stopped,
         # see Scheduler._compile), so the poll's own delay must be small. Polled every
         # 2 ms, the notes missed that period (came 4.5 ms after their tick) in 2 of 8 runs of
         # tests/jack/test_e2e.py test_continue_resumes_at_the_right_step[spp]; every 1 ms, in
