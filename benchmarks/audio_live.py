@@ -1,6 +1,6 @@
 """Live ``--audio`` over JACK: audio against MIDI, xruns, MIDI timing with and without audio, CPU.
 
-On one private JACK server (dummy driver, 48 kHz, period 128), the performer
+On one private JACK server (dummy driver, 48 kHz, period 128 unless --period), the performer
 follows ``jack_midi_clock`` at BPM for SECONDS of playing, twice per round:
 without ``--audio`` and with it (the same seed, the same recorders: the audio
 recorder runs in both, so the JACK graph differs only by the performer's audio
@@ -19,6 +19,9 @@ Reported per run:
 * CPU while playing (utime + stime from /proc over the wall time, % of one
   core) of the performer and of its audio process.
 
+A first run per round has no performer at all (the clock master and the
+recorders only): its xruns are the floor this server and machine give.
+
 Targets (issue 10): onsets within 3 ms, no xruns, MIDI timing unchanged, CPU
 of the performer with --audio (both processes) < 10 % of one core at 180 BPM.
 
@@ -32,6 +35,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +86,28 @@ def summarize(take: ar.LiveTake, server: h.JackServer, audio: bool) -> dict:
     return r
 
 
+def bare(server: h.JackServer, bpm: float, seconds: float, workdir: Path) -> dict:
+    """The floor: the same JACK graph (clock master, MIDI and audio recorders) rolling for the
+    same time with no performer at all. Its xruns are the server's and the machine's."""
+    arec = ar.AudioRecorder(server, workdir / "bare.npz", seconds + 20.0)
+    try:
+        with h.Rig(server, start_performer=False, bpm=bpm) as rig:
+            started = rig.start().frame
+            ok = rig.wait_pos(int(seconds * bpm / 60 * h.PPQN), timeout=seconds + 30)
+            stopped = rig.stop().frame
+            time.sleep(0.3)
+            rig.rec.settle()
+            xr = [f for f in rig.rec.xrun_frames if started <= f <= stopped]
+    finally:
+        arec.close()
+    if not ok:
+        raise RuntimeError("the clock stopped rolling")
+    return {"bpm": bpm, "played_s": (stopped - started) / server.rate, "xruns_while_playing": len(xr)}
+
+
 def row(r: dict) -> str:
+    if "notes" not in r:  # the no-performer floor
+        return f"{'no perf.':>10} {r['bpm']:5.0f} {r['played_s']:6.1f} {'':6} {'':7} {'':7} {'':7} {'':7} {r['xruns_while_playing']:5d}"
     m = r["midi_timing"]
     name = ("audio" + (" -cym" if r.get("muted_voices") else "")) if r["audio"] else "MIDI only"
     s = (f"{name:>10} {r['bpm']:5.0f} {r['played_s']:6.1f} {r['notes']:6d} "
@@ -104,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="rounds of (MIDI only, --audio) (default 1)")
     ap.add_argument("--model", type=Path, help="exported model folder (default: the shipped model)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
@@ -126,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     args = ["--model", str(model), "--seed", str(a.seed), "--quantize", "-v"]
     results = []
-    with tempfile.TemporaryDirectory() as tmp, h.JackServer(rate=48000, period=128) as server:
+    with tempfile.TemporaryDirectory() as tmp, h.JackServer(rate=48000, period=a.period) as server:
         for _ in range(a.rounds):
+            results.append(bare(server, a.bpm, a.seconds, Path(tmp)))
+            print(row(results[-1]), file=sys.stderr, flush=True)
             for audio, mute in ((False, ()), (True, ()), (True, ar.CYMBALS)):
                 take = ar.play(server, args, a.bpm, a.seconds, Path(tmp), audio=audio, mute=mute)
                 results.append(summarize(take, server, audio))
@@ -137,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_at_end"] = __import__("os").getloadavg()
     head = (f"{'run':>10} {'BPM':>5} {'secs':>6} {'notes':>6} {'median':>7} {'p99':>7} {'max':>7} {'p99*':>7} "
             f"{'xruns':>5} {'CPU%':>6} | {'ons':>4} {'median':>7} {'p95':>7} {'max':>7} {'max*':>7}")
-    print(f"drum-performer --audio over JACK (dummy driver, 48000 Hz, period 128, "
+    print(f"drum-performer --audio over JACK (dummy driver, 48000 Hz, period {a.period}, "
           f"{'realtime' if realtime else 'no-realtime'}), seed {a.seed}, {a.seconds:g} s per run")
     print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg_at_start'][0]:.2f} at start, "
           f"{info['loadavg_at_end'][0]:.2f} at end")
@@ -150,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         a.json.write_text(json.dumps({
             "command": " ".join(["python", "-m", "benchmarks.audio_live", *(argv if argv is not None else sys.argv[1:])]),
             "machine": info,
-            "config": {"rate": 48000, "period": 128, "realtime": realtime, "model": str(model), "seed": a.seed,
+            "config": {"rate": 48000, "period": a.period, "realtime": realtime, "model": str(model), "seed": a.seed,
                        "seconds": a.seconds, "rounds": a.rounds, "performer": h.performer_command()},
             "results": results,
         }, indent=2))

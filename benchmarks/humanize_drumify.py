@@ -1,6 +1,6 @@
 """Humanize and drumify on the GMD test windows, against naive baselines; drumify decode latency.
 
-    python -m benchmarks.humanize_drumify [--model DIR] [--data GMD] [--cache DIR] [--json FILE] [--limit N]
+    python -m benchmarks.humanize_drumify --data GMD [--model DIR] [--cache DIR] [--json FILE] [--limit N]
 
 Humanize: each test window is quantised (hits kept, velocity 100, offsets 0),
 humanized, and compared with the real performance on the real hits: velocity
@@ -189,8 +189,8 @@ def latency(engine, taps: np.ndarray, iters: int = 200) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="exported model folder with tap.onnx (default: the shipped one)")
-    ap.add_argument("--data", default="/work/shared/datasets/groove")
-    ap.add_argument("--cache")
+    ap.add_argument("--data", required=True, help="the GMD folder (with info.csv), as for train and eval")
+    ap.add_argument("--cache", help="preprocessing cache folder, as for train and eval")
     ap.add_argument("--limit", type=int, help="first N test windows only")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args(argv)

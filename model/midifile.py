@@ -33,6 +33,7 @@ class DrumTrack:
     pattern: drums.Pattern  # (bars * 16, 9)
     bpm: float
     unknown_pitches: dict[int, int] = field(default_factory=dict)  # pitch -> count dropped
+    length_steps: float = 0.0  # the file's length (its last event, end of track included; as far as read)
 
 
 MAX_TICK = 10**7  # pretty_midi's own limit (it builds a tick -> seconds table that long)
@@ -45,7 +46,12 @@ def _load(path: Path, max_bars: int | None):
     are placed by tick, so the tempo only names the BPM. With ``max_bars``,
     events after that many 4/4 bars are cut before pretty_midi sees them, so a
     long but valid file (a 10,000-bar take) is not taken for a corrupt one when
-    only its start is wanted.
+    only its start is wanted; a cut track ends at the limit (an end of track
+    there), so a clip whose notes all lie beyond it reads as having none there
+    rather than as broken (pretty_midi fails on a track with no events).
+
+    -> (the PrettyMIDI, the file's length in ticks: its last event, end of
+    track included, at most the limit).
     """
     import mido
     import pretty_midi  # lazy: heavy import, only needed for files
@@ -62,13 +68,17 @@ def _load(path: Path, max_bars: int | None):
     longest = 0
     for i, track in enumerate(mf.tracks):
         now, kept = 0, []
+        cut = False
         for msg in track:
             now += msg.time
             if limit is not None and now > limit:
+                cut, now = True, limit
                 break
             if msg.type == "set_tempo" and msg.tempo <= 0:
                 continue
             kept.append((now, msg))
+        if cut or not kept:
+            kept.append((now, mido.MetaMessage("end_of_track")))
         longest = max(longest, now)
         new = mido.MidiTrack()
         prev = 0
@@ -79,7 +89,7 @@ def _load(path: Path, max_bars: int | None):
     if limit is None and longest >= MAX_TICK:
         raise MidiReadError(f"too long to read whole ({longest} ticks; the limit is {MAX_TICK})")
     try:
-        return pretty_midi.PrettyMIDI(mido_object=mf)
+        return pretty_midi.PrettyMIDI(mido_object=mf), longest
     except Exception as e:  # pretty_midi raises many types for broken files
         raise MidiReadError(f"unreadable MIDI ({type(e).__name__}: {e})") from None
 
@@ -90,14 +100,16 @@ def read_drum_track(path: str | Path, max_bars: int | None = None) -> DrumTrack:
     ``max_bars``: read only the start (see ``_load``). Raises MidiReadError for
     unreadable files, files with no drum notes, and time signatures other than 4/4.
     """
-    pm = _load(Path(path), max_bars)
+    pm, length = _load(Path(path), max_bars)
     for ts in pm.time_signature_changes:
         if (ts.numerator, ts.denominator) != (drums.BEATS_PER_BAR, 4):
             raise MidiReadError(f"time signature {ts.numerator}/{ts.denominator} is not 4/4")
     notes = [n for inst in pm.instruments if inst.is_drum for n in inst.notes]
     if not notes:
         has_other = any(inst.notes for inst in pm.instruments)
-        raise MidiReadError("no notes on the drum channel (10)" if has_other else "no notes")
+        cut = max_bars is not None and length >= max_bars * drums.BEATS_PER_BAR * pm.resolution
+        where = f" in the first {max_bars} bars" if cut else ""  # notes may come later: not read
+        raise MidiReadError(("no notes on the drum channel (10)" if has_other else "no notes") + where)
     ticks_per_step = pm.resolution / drums.STEPS_PER_BEAT
     positions, voices, vels = [], [], []
     unknown: dict[int, int] = {}
@@ -119,7 +131,7 @@ def read_drum_track(path: str | Path, max_bars: int | None = None) -> DrumTrack:
     )
     tempi = pm.get_tempo_changes()[1]
     bpm = float(tempi[0]) if len(tempi) else 120.0
-    return DrumTrack(pattern, bpm, unknown)
+    return DrumTrack(pattern, bpm, unknown, length / ticks_per_step)
 
 
 def read_pattern(path: str | Path) -> drums.Pattern:

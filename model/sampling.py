@@ -26,6 +26,27 @@ def gumbel(rng: np.random.Generator, shape) -> np.ndarray:
     return -np.log(-np.log(u))
 
 
+def bar_temperatures(temperature: float, noise: np.ndarray, fill, fill_temperature: float):
+    """(temperature, noise) to feed a sampler so that the bars asked as fills are drawn at
+    ``max(temperature, fill_temperature)`` and every other bar at ``temperature``.
+
+    The sampler picks ``argmax(logits + temperature * noise)`` (Gumbel-max sampling), so a
+    per-step temperature is the noise scaled per step with a fed temperature of 1. The other
+    bars get bit for bit the scores they get without fills (float32 products, and 1 * x is
+    x), so bars 1-3 of a fill stay exactly the groove. ``noise`` (B, T, C) float32; ``fill``
+    (B|1, N) per-bar fill inputs (> 0 = a fill) or None.
+    """
+    if fill is None or fill_temperature <= temperature:
+        return temperature, noise
+    asked = np.asarray(fill) > 0  # (B|1, N)
+    if not asked.any():
+        return temperature, noise
+    noise = np.asarray(noise, np.float32)
+    tau = np.where(asked, np.float32(fill_temperature), np.float32(temperature)).astype(np.float32)  # (B|1, N)
+    tau = np.repeat(tau, noise.shape[1] // tau.shape[1], axis=1)[:, :, None]  # (B|1, T, 1)
+    return 1.0, np.ascontiguousarray(noise * tau, dtype=np.float32)
+
+
 def mixture_draw(rng: np.random.Generator, weights, means, scales, n: int) -> np.ndarray:
     """(n, Z) float32 draws from a diagonal Gaussian mixture: weights (K,), means and scales (K, Z).
 

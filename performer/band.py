@@ -247,22 +247,25 @@ def heard_taps(onsets, first_step: int) -> np.ndarray:
 def load_groove(path: str) -> tuple[drums.Pattern, str]:
     """``--groove FILE.mid`` -> (the 4-bar starting Pattern, a note of what was done to fit it, or "").
 
-    Drum channel notes through the 9-voice table, as everywhere. A 1- or 2-bar clip is looped
-    to 4 bars (a beat repeats), 3 bars get a bar of rest, beyond 4 bars the first 4 are used.
+    Drum channel notes through the 9-voice table, as everywhere. The rule of ``drumify``'s
+    clips (band_cli.taps_from_onsets): a clip shorter than a bar (its end, or its last onset)
+    is padded to one bar and the note says so; a 1- or 2-bar clip is looped to 4 bars (a beat
+    repeats), 3 bars get a bar of rest, beyond 4 bars the first 4 are used.
     Not 4/4, no drums, unreadable: a BandError that names the file (one line).
     """
     from model import midifile
 
     try:
-        track = midifile.read_drum_track(path, max_bars=drums.BARS + 2).pattern
+        track = midifile.read_drum_track(path, max_bars=drums.BARS + 2)
     except midifile.MidiReadError as e:
         raise BandError(f"--groove {path}: {e}") from None
-    arr = track.to_array()
+    arr = track.pattern.to_array()
     bars = arr.shape[0] // drums.STEPS_PER_BAR
-    note = ""
+    short = bars == 1 and track.length_steps < drums.STEPS_PER_BAR  # one bar: every onset + 0.5 within it
+    note = "clip shorter than a bar: padded to one bar" if short else ""
     if bars in (1, 2):
         arr = np.tile(arr, (drums.BARS // bars, 1))
-        note = f"{bars}-bar clip looped to 4 bars"
+        note = "; ".join(x for x in (note, f"{bars}-bar clip looped to 4 bars") if x)
     elif bars == 3:
         arr = np.concatenate([arr, np.zeros((drums.STEPS_PER_BAR, arr.shape[1]), np.float32)])
         note = "3-bar clip: a bar of rest added"

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from model import bundle, drums
-from model.config import FILL_STRENGTH
+from model.config import FILL_STRENGTH, FILL_TEMPERATURE
 from model.errors import DrumPerformerError
-from model.sampling import gumbel, mixture_draw
+from model.sampling import bar_temperatures, gumbel, mixture_draw
 
 log = logging.getLogger(__name__)
 
@@ -234,15 +234,18 @@ class Engine:
             raise EngineError(f"temperature {temperature} outside {lo}..{hi}")
 
     def decode(self, z: np.ndarray, temperature: float, noise: np.ndarray | None = None, mask: np.ndarray | None = None,
-               style: np.ndarray | int = 0, fill: np.ndarray | None = None):
+               style: np.ndarray | int = 0, fill: np.ndarray | None = None, fill_temperature: float = FILL_TEMPERATURE):
         """Batch decode. z (B, Z); noise (B, T, C) Gumbel or None (argmax); mask (B|1, T, C) bool;
-        style (B,) int or one int for all (0 = "any"); fill (B, N) 0/1 per bar or None (no fills).
+        style (B,) int or one int for all (0 = "any"); fill (B, N) per-bar fill input or None (no
+        fills); a bar asked as a fill is drawn at ``fill_temperature`` at least (see model.config).
 
         -> classes (B, T) int64, velocity (B, T, V), offset (B, T, V).
         """
         z = np.ascontiguousarray(z, dtype=np.float32).reshape(-1, self.z_size)
-        if noise is None or temperature == 0:
+        if noise is None:
             noise = self._zero_noise if len(z) == 1 else np.zeros((len(z), drums.STEPS, drums.NUM_CLASSES), np.float32)
+        if self._feeds_fill:
+            temperature, noise = bar_temperatures(temperature, noise, fill, fill_temperature)
         feed = {"z": z, "temperature": np.array([temperature], np.float32), "noise": noise}
         if mask is not None:
             if "mask" not in self._sampler_inputs:
@@ -280,7 +283,8 @@ class Engine:
         z_prior = self.draw_z(rng, s_idx)
         if z is None:
             z = z_prior
-        noise = gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 else None
+        # a fill bar is drawn hotter than the groove (FILL_TEMPERATURE), so it needs noise even at 0
+        noise = gumbel(rng, (1, drums.STEPS, drums.NUM_CLASSES)) if temperature > 0 or fill else None
         mask = None
         if lock is not None:
             src, keep = lock

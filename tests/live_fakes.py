@@ -15,6 +15,7 @@ import numpy as np
 
 from model import drums
 from performer.clock import TICKS_PER_STEP, InternalClock, MidiClock
+from performer.link_clock import LinkSnapshot
 from performer.scheduler import Player, Scheduler
 
 
@@ -374,3 +375,66 @@ def tty_child_main() -> None:
     sys.stderr.write(f"mutes {''.join('M' if m else '.' for m in app.director.mutes())} "
                      f"pending {app.director.status()['pending']}\n")
     sys.exit(code)
+
+
+# --- a simulated Ableton Link session (tests/test_link_clock.py, tests/test_follow.py) ----------------
+
+HOST_OFFSET_S = 0.25  # Link host time minus performer time
+
+
+class SimTime:
+    def __init__(self) -> None:
+        self.now = 0.0  # performer time (s)
+
+    def host_us(self) -> float:
+        return (self.now + HOST_OFFSET_S) * 1e6
+
+
+class SimSession:
+    """A Link session: a piecewise-linear beat timeline on host time, a transport, peers."""
+
+    def __init__(self, bpm: float = 120.0, beat0: float = 0.0, host0_us: float = 0.0) -> None:
+        self.segments = [(host0_us, beat0, bpm)]  # (host time, beat there, tempo from there)
+        self.playing = False
+        self.play_us = 0.0
+        self.peers = 1
+        self.enabled = False
+        self.tempo_requests: list[tuple[float, float]] = []
+
+    def _seg(self, host_us: float):
+        seg = self.segments[0]
+        for s in self.segments:
+            if s[0] <= host_us:
+                seg = s
+        return seg
+
+    def beat_at(self, host_us: float) -> float:
+        h0, b0, bpm = self._seg(host_us)
+        return b0 + (host_us - h0) * bpm / 60e6
+
+    def host_at(self, beat: float) -> float:
+        seg = self.segments[0]
+        for s in self.segments:
+            if s[1] <= beat:
+                seg = s
+        h0, b0, bpm = seg
+        return h0 + (beat - b0) * 60e6 / bpm
+
+    def change_tempo(self, bpm: float, host_us: float) -> None:
+        self.segments.append((host_us, self.beat_at(host_us), bpm))
+
+    def start_stop(self, playing: bool, host_us: float) -> None:
+        self.playing, self.play_us = playing, host_us
+
+    # Session protocol
+    def enable(self, on: bool) -> None:
+        self.enabled = on
+
+    def capture(self, host_us: float) -> LinkSnapshot:
+        bpm = self._seg(host_us)[2]
+        return LinkSnapshot(host_us, self.beat_at(host_us), 60e6 / bpm, bpm, self.playing,
+                            self.play_us, self.peers)
+
+    def set_tempo(self, bpm: float, host_us: float) -> None:
+        self.tempo_requests.append((bpm, host_us))
+        self.change_tempo(bpm, host_us)

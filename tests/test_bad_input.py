@@ -12,6 +12,7 @@ made immutable with ``chattr +i``; otherwise ``chmod 555``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -32,11 +33,12 @@ CLIP = "GMD/drummer3/session2/37_rock_92_beat_4-4.mid"
 
 @dataclass
 class Case:
-    item: str  # issue 11 item
+    item: str  # issue 11 item (9: issue 9, the band's clips)
     what: str
     argv: list[str]  # TMP: the sandbox, GMD: the fixture dataset
     torch: bool = False
     no_matplotlib: bool = False
+    plays: str = ""  # a live case that starts playing: the warning it must log first (shown without its time)
 
 
 CASES = [
@@ -82,6 +84,17 @@ CASES = [
     Case("10", "--interpolate a valid 10,000-bar clip (reads its first bars)", ["sample", "--out", "TMP/o10l", "--interpolate", CLIP, "TMP/long.mid"]),
     Case("10", "train --resume a finished run", ["train", "--data", "GMD", "--run", "TMP/finished", "--resume"], torch=True),
     Case("10", "train --resume a truncated checkpoint", ["train", "--data", "GMD", "--run", "TMP/truncated", "--resume", "--steps", "40"], torch=True),
+    # issue 9: a --groove clip to start from, checked before the model or any port is opened
+    Case("9", "--groove a missing file", ["live", "--bpm", "120", "--headless", "--groove", "TMP/missing.mid"]),
+    Case("9", "--groove a text file", ["live", "--bpm", "120", "--headless", "--groove", "TMP/afile"]),
+    Case("9", "--groove an empty file", ["live", "--bpm", "120", "--headless", "--groove", "TMP/empty.mid"]),
+    Case("9", "--groove a folder", ["live", "--bpm", "120", "--headless", "--groove", "TMP/userstuff"]),
+    Case("9", "--groove a clip with no drums (keys on channel 1)", ["live", "--bpm", "120", "--headless", "--groove", "TMP/keys.mid"]),
+    Case("9", "--groove a clip whose drums start after bar 6", ["live", "--bpm", "120", "--headless", "--groove", "TMP/late.mid"]),
+    Case("9", "--groove a clip whose drums start in bar 5", ["live", "--bpm", "120", "--headless", "--groove", "TMP/bar5.mid"]),
+    Case("9", "--groove a 3/4 clip", ["live", "--bpm", "120", "--headless", "--groove", "GMD/drummer1/session2/1_latin-chacarera_157_beat_3-4.mid"]),
+    Case("9", "--groove a clip shorter than a bar (plays: padded, and says so)", ["live", "--bpm", "120", "--headless", "--groove", "TMP/half.mid"],
+         plays="shorter than a bar"),
     # 12: pictures without matplotlib
     Case("12", "sample --png without matplotlib", ["sample", "--out", "TMP/o12", "--png"], no_matplotlib=True),
 ]
@@ -100,14 +113,17 @@ def make_readonly(folder: Path) -> Callable | None:
     return lambda: folder.chmod(0o755)
 
 
-def drum_file(path: Path, bars: int, tempo: int = 500000) -> None:
+def drum_file(path: Path, bars: int, tempo: int = 500000, start_beat: int = 0, channel: int = 9,
+              beats: int | None = None) -> None:
+    """Kick and snare on each beat (``beats`` of them, default ``bars`` bars' worth) from beat ``start_beat``."""
     mf = mido.MidiFile(ticks_per_beat=480)
     tr = mido.MidiTrack()
     mf.tracks.append(tr)
     tr.append(mido.MetaMessage("set_tempo", tempo=tempo))
-    for i in range(bars * 4):
-        tr.append(mido.Message("note_on", channel=9, note=36 if i % 2 == 0 else 38, velocity=100, time=0 if i == 0 else 470))
-        tr.append(mido.Message("note_off", channel=9, note=36 if i % 2 == 0 else 38, velocity=0, time=10))
+    for i in range(bars * 4 if beats is None else beats):
+        first = start_beat * 480
+        tr.append(mido.Message("note_on", channel=channel, note=36 if i % 2 == 0 else 38, velocity=100, time=first if i == 0 else 470))
+        tr.append(mido.Message("note_off", channel=channel, note=36 if i % 2 == 0 else 38, velocity=0, time=10))
     mf.save(str(path))
 
 
@@ -125,6 +141,10 @@ def sandbox(tmp_path_factory, request):
     (box / "empty.mid").write_bytes(b"")
     drum_file(box / "tempo0.mid", 4, tempo=0)
     drum_file(box / "long.mid", 10_000)
+    drum_file(box / "keys.mid", 1, channel=0)
+    drum_file(box / "late.mid", 1, start_beat=4 * 8)
+    drum_file(box / "bar5.mid", 1, start_beat=4 * 4)
+    drum_file(box / "half.mid", 0, beats=2)  # two beats: half a bar
     undo = make_readonly(box / "ro")
     if undo is None:
         pytest.skip("cannot make a read-only folder here (root without chattr)")
@@ -144,32 +164,49 @@ def runs(sandbox, tiny_run):
     return sandbox
 
 
+class _Started(Exception):
+    """The live performance got as far as loading the model: every start-up check had passed."""
+
+
 def run_case(case: Case, box: Path, monkeypatch, capsys) -> tuple[int, str, str]:
-    """(exit code, the line shown, a traceback or ""): stderr's last line on failure, stdout's first on success."""
-    from performer import app, cli
+    """(exit code, the line shown, a traceback or ""): stderr's last line on failure, stdout's first on
+    success; for a live case that starts playing (exit 0), the last warning it logged."""
+    from performer import cli, engine
 
     argv = [a.replace("TMP", str(box)).replace("GMD", str(GMD_FIXTURE)) for a in case.argv]
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda r: warnings.append(f"{r.levelname} {r.name}: {r.getMessage()}")
     with monkeypatch.context() as m:
         m.chdir(box)
         if case.no_matplotlib:
             m.setitem(sys.modules, "matplotlib", None)  # import fails, find_spec says None
 
-        def must_not_play(self, on_ready=None):
-            raise AssertionError("the performance started: the bad --record was not refused at start")
+        def started(*a, **k):
+            raise _Started
 
-        m.setattr(app.LiveApp, "run", must_not_play)
+        if case.argv[0] == "live":  # the model is what a live start loads first, after its checks
+            m.setattr(engine.Engine, "load", staticmethod(started))
         capsys.readouterr()
+        logging.getLogger().addHandler(handler)
         tb = ""
         try:
             code = cli.main(argv)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
+        except _Started:
+            code = 0
         except BaseException:
             code, tb = -1, traceback.format_exc()
+        finally:
+            logging.getLogger().removeHandler(handler)
         out, err = capsys.readouterr()
-    text = err if code else out
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    shown = (lines[-1] if code else lines[0]) if lines else ""
+    if code == 0 and case.argv[0] == "live":
+        shown = warnings[-1] if warnings else ""
+    else:
+        text = err if code else out
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        shown = (lines[-1] if code else lines[0]) if lines else ""
     return code, _norm(shown, box), tb or ("Traceback" in out + err and out + err) or ""
 
 
@@ -183,11 +220,13 @@ def table(rows: list[tuple[Case, int, str]]) -> str:
         "",
         "Generated by `tests/test_bad_input.py` (which fails when this file and the program",
         "differ; `DRUM_PERFORMER_WRITE_DOCS=1 python -m pytest tests/test_bad_input.py` rewrites it).",
-        "Items are those of issue 11. `TMP` is a sandbox folder holding a file `afile`, a folder of",
-        "the user's files `userstuff`, a read-only folder `ro`, a FIFO `fifo`, odd MIDI files and a",
-        "finished tiny run; `GMD` is the test fixture dataset. Every command starts with",
-        "`drum-performer`. Exit 2 is a bad argument, 1 any other refusal, 0 success. No case prints",
-        "a traceback. Not in the table (they need a child process): Ctrl-C or SIGTERM during `train`",
+        "Items are those of issue 11; item 9 is issue 9's `--groove FILE.mid`. `TMP` is a sandbox",
+        "folder holding a file `afile`, a folder of the user's files `userstuff`, a read-only folder",
+        "`ro`, a FIFO `fifo`, odd MIDI files and a finished tiny run; `GMD` is the test fixture",
+        "dataset. Every command starts with `drum-performer`. Exit 2 is a bad argument, 1 any other",
+        "refusal, 0 success. A live case with exit 0 starts playing (the test stops it when it loads",
+        "the model): its line is the warning it logs first, shown without its time stamp. No case",
+        "prints a traceback. Not in the table (they need a child process): Ctrl-C or SIGTERM during `train`",
         "saves a checkpoint and exits 130 or 143 with `stopped at step N of M by SIGINT, checkpoint",
         "saved; resume with: drum-performer train --data D --run R --resume`",
         "(tests/test_train_safety.py).",
@@ -216,6 +255,9 @@ def test_every_bad_input_is_one_line_and_the_doc_matches(runs, monkeypatch, caps
         elif case.what.endswith(")") and "reads" in case.what:
             if code != 0:
                 problems.append(f"{case.what}: expected success, got {code}: {line}")
+        elif case.plays:
+            if code != 0 or case.plays not in line:
+                problems.append(f"{case.what}: expected it to play and say {case.plays!r}, got {code}: {line!r}")
         elif code not in (1, 2) or "error" not in line:
             problems.append(f"{case.what}: exit {code}, line {line!r}")
     text = table(rows)

@@ -149,6 +149,23 @@ def test_shipped_model_loads():
     assert e.sample(seed=1).hits.any()
 
 
+def test_shipped_model_plays_the_fills_it_is_asked_for():
+    """A fill bar must be played, not left nearly silent: drawn at the groove's temperature
+    (0.5), a third of the shipped model's asked bar-4s had at most 2 sounding steps; real GMD
+    fill bars never do (see FILL_TEMPERATURE in model.config)."""
+    e = Engine.load()
+    sparse, steps4, steps13 = 0, [], []
+    for seed in range(40):
+        plain, fill = e.sample(seed=seed), e.sample(seed=seed, fill=True)
+        assert np.array_equal(plain.hits[:48], fill.hits[:48])  # bars 1-3 stay the groove
+        sounding = fill.hits.any(1).reshape(4, 16).sum(1)  # (4,) sounding steps per bar
+        sparse += int(sounding[3] <= 2)
+        steps4.append(sounding[3])
+        steps13.append(sounding[:3].mean())
+    assert sparse <= 4, f"{sparse} of 40 fill bars nearly silent"
+    assert np.mean(steps4) >= 0.6 * np.mean(steps13)
+
+
 def test_performer_never_imports_torch():
     code = (
         "import sys, performer.cli, performer.engine, performer.offline\n"

@@ -28,6 +28,20 @@ def test_syncopation_scores_offbeat_onsets_before_silent_beats():
     assert evaluate.syncopation(offbeat)[0] > 0
 
 
+def test_last_bar_density_counts_a_silent_bar_4_as_sparse_even_when_judged_a_fill():
+    from model import drums
+
+    hits = np.zeros((2, drums.STEPS, drums.NUM_VOICES), bool)
+    hits[:, :48:4, 0] = True  # bars 1-3: kick on every beat
+    hits[0, 48:64:2, 1] = True  # window 0, bar 4: 8 snare steps
+    hits[0, 60, drums.VOICES.index("crash")] = True  # ... and a crash on one of them
+    hits[1, 48, drums.VOICES.index("low_tom")] = True  # window 1, bar 4: one tom hit
+    d = evaluate.last_bar_density(hits, np.array([True, True]))
+    assert d["bar4_steps"] == pytest.approx((8 + 1) / 2)
+    assert d["bar4_toms_crash"] == pytest.approx((1 + 1) / 2)
+    assert d["bar4_sparse"] == 0.5 and d["bar4_played_fill"] == 0.5
+
+
 def test_eval_of_a_run_writes_json_markdown_and_curve(tiny_run, gmd_fixture, tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "rep" / "test.json"

@@ -17,15 +17,16 @@ import pytest
 
 from model import drums
 from performer import band
-from performer.clock import TICKS_PER_STEP, InternalClock, MidiClock, bpm_to_period
+from performer.clock import TICKS_PER_CYCLE, TICKS_PER_STEP, InternalClock, MidiClock, bpm_to_period
 from performer.controls import ACTIONS, Controller
 from performer.director import Director
 from performer.follow import Follower
+from performer.link_clock import HostBridge, LinkClock
 from performer.ports import MemoryInput
 from performer.scheduler import Scheduler
 from performer.view import render
 from tests.conftest import assert_one_line_error, run_cli
-from tests.live_fakes import FakeEngine, Sim
+from tests.live_fakes import HOST_OFFSET_S, FakeEngine, Sim, SimSession
 
 BPM = 120.0
 STEP_S = TICKS_PER_STEP * bpm_to_period(BPM)  # 0.125 s
@@ -273,6 +274,157 @@ def test_the_follow_decode_never_delays_the_cycle():
         d.close()
 
 
+# --- how often the follower reads the playhead ------------------------------------------------------
+
+
+class _Quiet:
+    """A director that is never asked for anything here (silence asks for nothing)."""
+
+    def follow_amount(self):
+        return 1.0
+
+
+class EveryPoll(Follower):
+    """The follower as it was: the playhead read at every poll (the reference)."""
+
+    def check(self, now):
+        super().check(now)
+        self._due = float("-inf")
+
+
+def _polls(clock, feed, t_end, followers, poll=0.002):
+    """Drain every follower every ``poll`` s; ``feed(t)`` gives the clock what arrived by t.
+    -> per follower, [(poll time, cycle)] of each bar-4 line acted on."""
+    seen = [[] for _ in followers]
+    t = 0.0
+    while t < t_end:
+        feed(t)
+        for f, got in zip(followers, seen, strict=True):
+            before = f._last_trigger
+            f.drain(t)
+            if f._last_trigger != before and before is not None:
+                got.append((round(t, 6), f._last_trigger))
+        t += poll
+    return seen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_bar_4_line_is_seen_at_the_same_poll_as_by_reading_the_playhead_every_poll(seed):
+    # MIDI clock delivered per JACK period (128 frames at 48 kHz): 120 BPM, then the fastest
+    # tempo (MAX_BPM), then 60 BPM, then random jumps of tempo (refits of the tick line)
+    import random
+
+    from performer.clock import MAX_BPM
+
+    rng = random.Random(seed)
+    c = MidiClock()
+    c.feed(("start",), 0.0)
+    ticks, t, period = [], 0.0, 128 / 48000
+    for n in range(3000):
+        ticks.append(t // period * period)
+        bpm = 120.0 if n < 500 else MAX_BPM if n < 1400 else 60.0 if n < 1700 else rng.uniform(30.0, MAX_BPM)
+        t += bpm_to_period(bpm)
+    fed = [0]
+
+    def feed(now):
+        while fed[0] < len(ticks) and ticks[fed[0]] <= now:
+            c.feed(("clock",), ticks[fed[0]])
+            fed[0] += 1
+
+    new, ref = Follower(_Quiet(), c), EveryPoll(_Quiet(), c)
+    polls = int(ticks[-1] / 0.002)
+    got_new, got_ref = _polls(c, feed, ticks[-1], [new, ref])
+    assert len(got_ref) >= 4 and got_new == got_ref
+    assert new.looks * 10 < ref.looks and ref.looks > 0.9 * polls  # a tenth of the reads, or fewer
+
+
+def test_a_playhead_that_jumps_ahead_is_seen_within_check_s():
+    from performer.follow import CHECK_S, TRIGGER_TICK
+
+    class Jumpy:  # 120 BPM, and 300 clocks ahead from 1 s on (a Link timeline realigned)
+        running = True
+
+        def position(self, now):
+            return now / bpm_to_period(BPM) + (300.0 if now >= 1.0 else 0.0)
+
+    f = Follower(_Quiet(), Jumpy())
+    (t, k), = _polls(None, lambda t: None, 2.0, [f])[0]
+    assert k == 0 and Jumpy().position(1.0) > TRIGGER_TICK  # the jump passed cycle 0's bar-4 line
+    assert 1.0 <= t <= 1.0 + CHECK_S + 0.002
+
+
+# --- the follower on an Ableton Link clock ---------------------------------------------------------
+#
+# The session is simulated (tests/live_fakes.SimSession) on a host clock 0.25 s (half a beat at
+# 120 BPM, two steps) away from the performer's, as CLOCK_MONOTONIC_RAW is from perf_counter: a
+# note placed by mixing the two clocks would land two steps off.
+
+
+def make_link(amount=1.0, beat0=0.0, start_delay=0.0):
+    """Director, follower, sim, player port, session: a LinkClock on a session at ``beat0`` at time 0."""
+    d = Director(TapEngine(), seed=SEED, temperature=TEMP, follow=amount)
+    d.start()
+    session = SimSession(BPM, beat0=beat0, host0_us=HOST_OFFSET_S * 1e6)
+    clock = LinkClock(session, HostBridge(perf=lambda: 0.0, host_us=lambda: HOST_OFFSET_S * 1e6),
+                      start_delay=start_delay)
+    f = Follower(d, clock)
+    sim = FollowSim(d, clock, f)
+    clock.bridge = HostBridge(perf=lambda: sim.now, host_us=lambda: (sim.now + HOST_OFFSET_S) * 1e6)
+    clock.start(0.0)
+    return d, f, sim, MemoryInput(f.inbox), session
+
+
+def beat_time(session, beat: float) -> float:
+    """Performer time of a session beat (what a player in time with the session plays at)."""
+    return session.host_at(beat) / 1e6 - HOST_OFFSET_S
+
+
+def test_follow_on_a_link_clock_hears_what_it_hears_on_the_internal_clock():
+    d, f, sim, port, session = make_link(amount=1.0)
+    play(port, 0.0, late=0.2)  # session beat 0 is performer time 0 here: the same note times
+    sim.run_to(3 * BAR_S + 0.01)
+    assert f.requests == 1 and f.heard_cycle == 1
+    want = rhythm_taps()
+    assert np.array_equal(f.heard[:, 0], want[:, 0])
+    assert np.allclose(f.heard[want[:, 0] > 0, 2], 0.2, atol=1e-4)
+    sim.run_to(CYCLE_S + 0.5)
+    heard_groove = TapEngine().sample(z=tap_z(want), temperature=TEMP, seed=SEED)
+    assert sim.sched.patterns[1].equals(heard_groove) and "follow 100%" in d.current.label
+    d.close()
+
+
+def test_follow_on_a_link_session_joined_mid_song_uses_the_sessions_bars():
+    # the session is at beat 37.3 when the performer joins: it starts on clock ceil(24 * 37.3) =
+    # 896 (cycle 2, bar 2), and the next bar-4 line is cycle 2's (clock 768 + 288 = 1056)
+    d, f, sim, port, session = make_link(beat0=37.3)
+    for beat, vel in ((38.0, 60), (40.0, 127), (41.5, 90), (43.75, 30)):  # bars 2 and 3 of cycle 2
+        port.push([0x90, 60, vel], beat_time(session, beat))
+    port.push([0x90, 61, 100], beat_time(session, 44.0) + 0.01)  # bar 4: heard next cycle, not now
+    sim.run_to(beat_time(session, 44.0) - 0.01)
+    assert f.requests == 0
+    sim.run_to(beat_time(session, 44.0) + 0.01)
+    assert f.requests == 1 and f.heard_cycle == 3
+    # window: clocks 672..1055 = global steps 112..175, laid out by their place in the cycle
+    steps = [int(b * 4) % drums.STEPS for b in (38.0, 40.0, 41.5, 43.75)]
+    assert np.flatnonzero(f.heard[:, 0]).tolist() == sorted(steps) == [24, 32, 38, 47]
+    assert f.heard[sorted(steps), 1] == pytest.approx([drums.velocity_from_midi(v) for v in (60, 127, 90, 30)])
+    assert np.allclose(f.heard[sorted(steps), 2], 0.0, atol=1e-3)  # on the session's grid: no offset
+    d.close()
+
+
+def test_follow_on_a_link_clock_places_notes_on_the_new_tempo_after_a_peers_change():
+    d, f, sim, port, session = make_link()
+    sim.run_to(1.0)
+    session.change_tempo(150.0, (1.0 + HOST_OFFSET_S) * 1e6)  # a peer, at beat 2 (step 8)
+    for beat in (3.0, 4.0, 6.5, 11.0):  # played on the session's grid at 150 BPM
+        port.push([0x90, 60, 100], beat_time(session, beat))
+    sim.run_to(beat_time(session, 12.0) + 0.01)
+    assert f.requests == 1
+    assert np.flatnonzero(f.heard[:, 0]).tolist() == [12, 16, 26, 44]
+    assert np.abs(f.heard[f.heard[:, 0] > 0, 2]).max() < 0.05  # within 1/20 step of the grid
+    d.close()
+
+
 # --- the follow amount: a key and a CC -------------------------------------------------------------
 
 
@@ -348,6 +500,59 @@ def test_the_app_follows_a_player_on_its_follow_input():
         th.join(10.0)
 
 
+def test_the_app_follows_a_player_on_a_link_clock(monkeypatch):
+    """The app's wiring with a LinkClock on the real clocks: the session's host time is
+    CLOCK_MONOTONIC_RAW (as Link's is), the performer's perf_counter; only the session itself
+    is simulated (no network: a real peer runs only in a private namespace, test_link_real)."""
+    import time
+
+    from performer import app as app_mod
+    from performer.app import LiveApp, LiveOptions
+    from performer.ports import MemoryOutput
+    from tests.live_fakes import LogSink, wait_until
+
+    raw_us = lambda: time.clock_gettime(time.CLOCK_MONOTONIC_RAW) * 1e6  # noqa: E731
+    session = SimSession(400.0, beat0=0.0, host0_us=raw_us())
+    clocks = []
+
+    def link_clock(opts, clock_input=None):
+        clocks.append(LinkClock(session, HostBridge(time.perf_counter, raw_us)))
+        return clocks[-1]
+
+    monkeypatch.setattr(app_mod, "open_clock", link_clock)
+    inbox, follow_inbox = queue.SimpleQueue(), queue.SimpleQueue()
+    player = MemoryInput(follow_inbox, "player")
+    app = LiveApp(LiveOptions(bpm=400, headless=True, seed=SEED, follow="", follow_amount=1.0, temperature=TEMP),
+                  engine=TapEngine(), output=MemoryOutput("out"), input_port=MemoryInput(inbox), inbox=inbox,
+                  follow_port=player, follow_inbox=follow_inbox, sinks=[LogSink()])
+    done = threading.Event()
+    cycle = []
+
+    def ready(info):
+        clock = app.clock
+        assert wait_until(lambda: clock.running and clock.time_at(0) is not None, 5.0)
+        # bars 1 and 2 of the next whole cycle, played on the session's grid
+        k = int(clock.position(time.perf_counter())) // TICKS_PER_CYCLE + 1
+        cycle.append(k)
+        for s in (0, 4, 8, 12, 16, 20):
+            player.push([0x90, 60, 100], clock.time_at(k * TICKS_PER_CYCLE + s * TICKS_PER_STEP))
+        done.set()
+
+    th = threading.Thread(target=app.run, kwargs={"on_ready": ready}, daemon=True)
+    th.start()
+    try:
+        assert done.wait(10.0)
+        assert clocks and app.clock is clocks[0]
+        assert wait_until(lambda: app.follower.heard_cycle == cycle[0] + 1, 30.0), app.follower.status()
+        st = app.status()["follow"]
+        assert np.flatnonzero(st["heard"][:, 0]).tolist() == [0, 4, 8, 12, 16, 20]
+        assert np.abs(st["heard"][st["heard"][:, 0] > 0, 2]).max() < 0.05  # on the session's grid
+        assert wait_until(lambda: "follow" in app.director.current.label, 15.0), app.director.current.label
+    finally:
+        app.request_stop()
+        th.join(10.0)
+
+
 # --- --humanize and --groove FILE -----------------------------------------------------------------
 
 
@@ -376,6 +581,27 @@ def test_load_groove_loops_a_short_clip_and_says_so(tmp_path):
     assert p.steps == drums.STEPS and int(p.hits.sum()) == 16
     p4, note4 = band.load_groove(_clip(tmp_path / "four.mid"))
     assert note4 == "" and p4.equals(p)
+
+
+def test_load_groove_pads_a_clip_shorter_than_a_bar_and_says_so(tmp_path):
+    half = tmp_path / "half.mid"
+    mid = mido.MidiFile(ticks_per_beat=96)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr += [mido.Message("note_on", note=36, velocity=100, channel=9, time=0),
+           mido.Message("note_off", note=36, velocity=0, channel=9, time=12),
+           mido.Message("note_on", note=38, velocity=100, channel=9, time=84),  # beat 2
+           mido.Message("note_off", note=38, velocity=0, channel=9, time=12)]
+    mid.save(str(half))
+    p, note = band.load_groove(str(half))
+    assert note == "clip shorter than a bar: padded to one bar; 1-bar clip looped to 4 bars"
+    bar = np.zeros((drums.STEPS_PER_BAR, drums.NUM_VOICES), bool)
+    bar[0, 0] = bar[4, 1] = True  # the half bar, then rest to the bar line
+    assert np.array_equal(p.hits, np.tile(bar, (drums.BARS, 1)))
+    tr.append(mido.MetaMessage("end_of_track", time=4 * 96 - 96 - 12))  # the clip ends at the bar line
+    mid.save(str(half))
+    p1, full = band.load_groove(str(half))  # a whole bar: looped, not padded
+    assert full == "1-bar clip looped to 4 bars" and p1.equals(p)
 
 
 @pytest.mark.parametrize("kind,needle", [("waltz", "not 4/4"), ("bass", "drum channel"), ("junk", "unreadable")])

@@ -1,3 +1,4 @@
+import mido
 import numpy as np
 import pretty_midi
 import pytest
@@ -71,3 +72,31 @@ def test_bad_files(tmp_path):
     pm.write(str(piano))
     with pytest.raises(midifile.MidiReadError, match="drum channel"):
         midifile.read_drum_track(piano)
+
+
+def _drum_track_file(path, first_tick, ticks_per_beat=480):
+    mf = mido.MidiFile(ticks_per_beat=ticks_per_beat)
+    tr = mido.MidiTrack()
+    mf.tracks.append(tr)
+    tr.append(mido.Message("note_on", channel=9, note=36, velocity=100, time=first_tick))
+    tr.append(mido.Message("note_off", channel=9, note=36, velocity=0, time=60))
+    mf.save(str(path))
+    return path
+
+
+def test_a_clip_whose_notes_all_lie_beyond_the_bars_read_says_so(tmp_path):
+    # was "unreadable MIDI (ValueError: max() arg is an empty sequence)": the cut left an empty track
+    f = _drum_track_file(tmp_path / "late.mid", first_tick=480 * 4 * 8)  # bar 9
+    with pytest.raises(midifile.MidiReadError, match=r"^no notes in the first 6 bars$"):
+        midifile.read_drum_track(f, max_bars=6)
+    assert midifile.read_drum_track(f).pattern.steps == 9 * drums.STEPS_PER_BAR  # read whole: it is fine
+
+
+def test_the_length_read_is_the_files_end(tmp_path):
+    f = _drum_track_file(tmp_path / "beat.mid", first_tick=480)  # beat 2, note-off 60 ticks later
+    assert midifile.read_drum_track(f).length_steps == pytest.approx((480 + 60) / 120)
+    g = _drum_track_file(tmp_path / "long.mid", first_tick=0)
+    mf = mido.MidiFile(str(g))
+    mf.tracks[0].append(mido.Message("note_on", channel=9, note=38, velocity=100, time=480 * 4 * 10))  # bar 11
+    mf.save(str(g))
+    assert midifile.read_drum_track(g, max_bars=6).length_steps == 6 * drums.STEPS_PER_BAR  # as far as read

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from model import drums
+from model.config import FILL_STRENGTH, FILL_TEMPERATURE
 from model.fileio import atomic_write, atomic_write_text
-from model.sampling import gumbel, kl_divergence
+from model.sampling import bar_temperatures, gumbel, kl_divergence
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +345,6 @@ def fill_check(backend: Backend, windows, train_windows, temperature: float, see
     from train import judges
 
     judge = judges.Softmax.fit(*judges.fill_training_bars(train_windows, np.random.default_rng(seed)), ("beat", "fill"))
-    from model.config import FILL_STRENGTH
-
     fill = np.zeros(drums.BARS, np.float32)
     fill[-1] = FILL_STRENGTH  # what the product feeds
     out = {}
@@ -359,14 +358,36 @@ def fill_check(backend: Backend, windows, train_windows, temperature: float, see
                                        np.zeros(k, np.int64), None if f is None else np.broadcast_to(f, (k, drums.BARS)))
             c.append(cc)
             v.append(vv)
-        verdict = judges.bars_are_fills(judge, drums.index_to_hits(np.concatenate(c)), np.concatenate(v))  # (n, 3): bars 2-4
-        out[name] = {"bar4_fill": float(verdict[:, -1].mean()), "bars2_3_fill": float(verdict[:, :-1].mean())}
-    real = judges.bars_are_fills(judge, windows.hits > 0.5, windows.velocity)
+        hits = drums.index_to_hits(np.concatenate(c))  # (n, T, V)
+        verdict = judges.bars_are_fills(judge, hits, np.concatenate(v))  # (n, 3): bars 2-4
+        out[name] = {"bar4_fill": float(verdict[:, -1].mean()), "bars2_3_fill": float(verdict[:, :-1].mean()),
+                     **last_bar_density(hits, verdict[:, -1])}
+    real_hits = windows.hits > 0.5
+    real = judges.bars_are_fills(judge, real_hits, windows.velocity)
     out["real"] = {
         "fill_bar4_fill": float(real[windows.is_fill, -1].mean()) if windows.is_fill.any() else None,
         "beat_bars_fill": float(real[~windows.is_fill].mean()),
     }
+    if windows.is_fill.any():
+        out["real_fill_bars"] = last_bar_density(real_hits[windows.is_fill], real[windows.is_fill, -1])
     return out
+
+
+SPARSE_BAR_STEPS = 2  # a bar with at most this many sounding steps is a break, not a fill
+
+
+def last_bar_density(hits: np.ndarray, judged_fill: np.ndarray) -> dict:
+    """How full bar 4 is: hits (W, T, V) bool, judged_fill (W,) the fill judge's verdict on bar 4.
+
+    The judge alone hears a near-empty bar 4 as a fill (it is unlike a beat bar); these figures
+    say whether the fill is played: sounding steps, toms + crash hits, the share of sparse bars
+    and of bars that are both judged fills and not sparse."""
+    bar4 = np.asarray(hits, bool).reshape(len(hits), drums.BARS, drums.STEPS_PER_BAR, -1)[:, -1]  # (W, S, V)
+    steps = bar4.any(-1).sum(-1)  # (W,)
+    toms_crash = bar4[..., [drums.VOICES.index(n) for n in ("low_tom", "mid_tom", "high_tom", "crash")]].sum((1, 2))
+    sparse = steps <= SPARSE_BAR_STEPS
+    return {"bar4_steps": float(steps.mean()), "bar4_toms_crash": float(toms_crash.mean()),
+            "bar4_sparse": float(sparse.mean()), "bar4_played_fill": float((np.asarray(judged_fill) & ~sparse).mean())}
 
 
 # --- backends ---------------------------------------------------------------
@@ -396,6 +417,8 @@ def torch_backend(model, name: str = "torch", prior_arrays: dict | None = None) 
     @torch.no_grad()
     def decode(z, temperature, noise, style=0, fill=None):
         s, f = cond(style, fill, len(z))
+        if cfg.fills:  # fill bars drawn as hot as the engine draws them
+            temperature, noise = bar_temperatures(float(temperature), noise, fill, FILL_TEMPERATURE)
         c, v, o = model.sample(t(z), float(temperature), t(noise), style=s, fill=f)
         return c.numpy(), v.numpy(), o.numpy()
 
@@ -477,6 +500,18 @@ def markdown(rep: dict) -> str:
     for k, oa in rep["sample_oa_per_feature"].items():
         s = rep["sample_stats"][k]
         lines.append(f"| {k} | {oa:.3f} | {s['samples_mean']:.4f} | {s['test_mean']:.4f} |")
+    if rep.get("fill"):
+        f = rep["fill"]
+        lines += ["", "## Fills (bar 4 of prior samples with the fill input, and of the real fill windows)", "",
+                  "| bar 4 of | judged fill | judged and played | sparse (<= 2 steps) | sounding steps | toms + crash |",
+                  "|---|---|---|---|---|---|"]
+        for name, label in (("with_fill", "samples, fill asked"), ("without_fill", "samples, no fill"),
+                            ("real_fill_bars", "real fill windows")):
+            r = f.get(name)
+            if r and "bar4_steps" in r:
+                judged = r.get("bar4_fill", f["real"].get("fill_bar4_fill") if name == "real_fill_bars" else None)
+                lines.append(f"| {label} | {judged:.3f} | {r['bar4_played_fill']:.3f} | {r['bar4_sparse']:.3f} | "
+                             f"{r['bar4_steps']:.2f} | {r['bar4_toms_crash']:.2f} |")
     lines += [
         "",
         "recon_accuracy: per-step class accuracy of the free-running argmax decode from the posterior mean. "
