@@ -258,6 +258,23 @@ class Director:
             self._playing = self.current.pattern
             return self._land_bar(cycle, 0) or self._playing
 
+    def peek(self, cycle: int) -> drums.Pattern:
+        """What :meth:`pattern_for` would return for ``cycle`` now, landing nothing: the
+        scheduler compiles the cued cycle's notes with it while stopped, and the groove lands
+        when ``pattern_for`` is called as the cycle starts (as it always did)."""
+        with self._cond:
+            ready = self._ready
+            if ready is not None and ready[0] == self._version:
+                if self._bar_pending is not None:
+                    return ready[1].groove.pattern  # landing redoes a waiting bar change for the new groove
+                pattern = ready[1].groove.pattern
+            else:
+                pattern = self.current.pattern
+            bar = self._bar_ready
+            if bar is not None and bar[0] == self._bar_version and bar[1] == 0:
+                return bar[2]
+            return pattern
+
     def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
         with self._cond:
             return self._land_bar(cycle, bar)

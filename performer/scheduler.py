@@ -16,6 +16,11 @@ a second lane, :meth:`Scheduler.set_ahead`: the same expanded notes, released
 ``ahead_s`` before their predicted time instead of ``lead``, with the same
 send-limit and stale rules, so a clock that stops cannot run it away either.
 
+While the transport is stopped the scheduler keeps the notes of the first cycle a
+Start (position 0) or a Continue (the clock's cue) would play compiled and ready
+(:meth:`Scheduler.poll` asks the source's side-effect-free ``peek``), so the
+reaction to Start/Continue is the parse and the send, not the compile.
+
 Every note-on gets its note-off ``gate`` later (wall time, so it fires even if
 the clock vanishes); a pitch struck again while sounding is released first;
 Stop releases everything and sends CC123 (all notes off) on the drum channel;
@@ -71,6 +76,9 @@ MAX_SWING = 0.75  # of a step: beyond it the swung 16th would pass the next one'
 GATE_STEPS = drums.GATE_STEPS  # 0.5, as in the MIDI files written (model.drums)
 GATE_MIN_S, GATE_MAX_S = 0.01, 0.1
 EARLIEST = -0.5 * TICKS_PER_STEP  # the earliest a step's note can be, relative to its grid tick
+# Compiled patterns kept (by identity; a Pattern is frozen): the playing one, the cued ones
+# (Start's cycle 0 and Continue's cue), and one a request is about to land.
+COMPILED_KEPT = 4
 
 Send = Callable[[list[int], float | None], None]
 # the ahead lane: (song position, predicted time, pitch, velocity, gate seconds) of each note-on
@@ -78,10 +86,15 @@ Ahead = Callable[[float, float, int, int, float], None]
 
 
 class PatternSource(Protocol):
-    """Where the scheduler gets what to play; both calls must return at once."""
+    """Where the scheduler gets what to play; every call must return at once."""
 
     def pattern_for(self, cycle: int) -> drums.Pattern:
         """The Pattern of ``cycle``; called once, when its first step is about to be scheduled."""
+
+    def peek(self, cycle: int) -> drums.Pattern:
+        """What :meth:`pattern_for` would return for ``cycle`` if called now, with none of its
+        side effects (nothing lands); asked while the transport is stopped, as often as input
+        comes, so that the cued cycle's notes are compiled before Start or Continue."""
 
     def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
         """A change that lands at bar line ``bar`` (1..3) of ``cycle`` and plays to the cycle's end
@@ -141,6 +154,7 @@ class Scheduler:
         self._gen_step = 0  # next global 16th step to expand
         self._gen_cycle: int | None = None
         self._compiled: list = []
+        self._compile_cache: list[tuple[drums.Pattern, tuple[bool, float], list]] = []  # most recent first
         self._mutes = np.zeros(drums.NUM_VOICES, dtype=bool)
         self.patterns: dict[int, drums.Pattern] = {}  # recent cycles, for the view
         self.notes_sent = 0
@@ -200,11 +214,49 @@ class Scheduler:
 
     # -- the work
 
+    def _compile(self, pattern: drums.Pattern) -> list:
+        """:func:`compile_pattern`, remembered for the last COMPILED_KEPT patterns.
+
+        Why: compiling a cycle took 0.16-0.6 ms (median 0.2) of the 0.42-1.42 ms (median 0.64)
+        between reading a Continue and sending its first note, and 0.37-0.63 ms at a Start
+        (perf_counter stamps in the live process over JACK, tests/jack/test_e2e.py [spp], 12
+        runs; the source's own ``pattern_for`` took ~15 us). Those notes are a reaction that
+        must be written within one JACK period (2.7 ms at 128 frames), so the compile is done
+        while stopped (:meth:`_prepare`) and looked up here when the cycle starts: read ->
+        first note-on then took 0.28-0.40 ms (median 0.30) over 12 runs.
+        """
+        key = (self.quantize, self.swing)
+        cache = self._compile_cache
+        for i, (p, k, compiled) in enumerate(cache):
+            if p is pattern and k == key:
+                if i:
+                    cache.insert(0, cache.pop(i))
+                return compiled
+        compiled = compile_pattern(pattern, self.quantize, self.swing)
+        cache.insert(0, (pattern, key, compiled))
+        del cache[COMPILED_KEPT:]
+        return compiled
+
+    def _prepare(self, now: float, clock: ClockSource) -> None:
+        """While stopped: compile what a Start (position 0) or a Continue (the clock's cue, its
+        playhead while stopped) would play first, as the source would give it now.
+
+        ``peek`` has no side effects, so this is safe to redo at every input (a new SPP, a
+        request decoded while stopped); when the cycle starts, ``pattern_for`` lands it as
+        before (same moment, same cycle) and finds its notes compiled. If a request lands
+        after the last peek (no input came since), that pattern is compiled then, as it was.
+        """
+        pos = clock.position(now)
+        cue = math.ceil(pos / TICKS_PER_STEP) // drums.STEPS if math.isfinite(pos) else 0
+        self._compile(self.source.peek(0))
+        if cue != 0:
+            self._compile(self.source.peek(cue))
+
     def _expand(self, s: int) -> None:
         cycle, t = divmod(s, drums.STEPS)
         if cycle != self._gen_cycle:
             pattern = self.source.pattern_for(cycle)
-            self._compiled = compile_pattern(pattern, self.quantize, self.swing)
+            self._compiled = self._compile(pattern)
             self._gen_cycle = cycle
             self.patterns[cycle] = pattern
             for old in [c for c in self.patterns if c < cycle - 1 or c > cycle]:
@@ -212,7 +264,7 @@ class Scheduler:
         elif t % drums.STEPS_PER_BAR == 0:
             pattern = self.source.pattern_at_bar(cycle, t // drums.STEPS_PER_BAR)
             if pattern is not None:
-                self._compiled = compile_pattern(pattern, self.quantize, self.swing)
+                self._compiled = self._compile(pattern)
                 self.patterns[cycle] = pattern
         if s % drums.STEPS_PER_BAR == 0:
             self._mutes = np.asarray(self.source.mutes(), dtype=bool)
@@ -258,6 +310,8 @@ class Scheduler:
             t_gen = clock.time_at(self._gen_step * TICKS_PER_STEP + EARLIEST - LOOKAHEAD_TICKS)
             if t_gen is not None:
                 wake = min(wake, max(t_gen, now + 0.001))
+        else:
+            self._prepare(now, clock)
         if offs:
             wake = min(wake, offs[0][0])
         return wake
@@ -382,7 +436,8 @@ class Player(threading.Thread):
         # cues, so the cued step's notes are a reaction and must reach the output before the
         # next period (2.7 ms at 128 frames, 48 kHz) to land within one period. The reaction
         # itself (parse, transport, the cued step's pattern, send) took 0.6-2 ms in the live
-        # process (instrumented runs), so the poll's own delay must be small. Polled every
+        # process (instrumented runs; 0.28-0.40 ms since the cued cycle is compiled while stopped,
+        # see Scheduler._compile), so the poll's own delay must be small. Polled every
         # 2 ms, the notes missed that period (came 4.5 ms after their tick) in 2 of 8 runs of
         # tests/jack/test_e2e.py test_continue_resumes_at_the_right_step[spp]; every 1 ms, in
         # 1 of 27 (in a full-suite run); every 0.5 ms, in none of 27. Cost: CPU while stopped

@@ -86,11 +86,14 @@ class StaticSource:
 
     def __init__(self, *patterns: drums.Pattern, mutes=None) -> None:
         self.list = list(patterns)
-        self.asked: list[int] = []
+        self.asked: list[int] = []  # pattern_for calls (the cycles that started)
         self.mute = np.zeros(drums.NUM_VOICES, bool) if mutes is None else np.asarray(mutes, bool)
 
     def pattern_for(self, cycle: int) -> drums.Pattern:
         self.asked.append(cycle)
+        return self.peek(cycle)
+
+    def peek(self, cycle: int) -> drums.Pattern:
         return self.list[min(cycle, len(self.list) - 1)] if cycle >= 0 else self.list[0]
 
     def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:

@@ -251,3 +251,29 @@ def test_a_bar_request_is_decoded_again_on_a_groove_that_lands_before_its_bar(di
 def test_the_unknown_request_error_names_the_bar_kinds_too(director, accent):
     with pytest.raises(ValueError, match="accent"):
         director.request("explode")  # the error lists the bar kinds too
+
+
+def test_peek_gives_what_pattern_for_will_give_and_lands_nothing(director):
+    """The scheduler peeks while stopped to compile the cued cycle ahead; the groove must
+    still land once, when pattern_for is called, even along a morph (whose next point the
+    worker decodes after each landing)."""
+    first = director.peek(0)
+    assert director.peek(5) is first and director.pattern_for(0) is first
+    director.request("morph")  # 3 cycles: two slerp points, then the target
+    for c in range(1, 5):
+        settle(director)
+        before = (director.changes, director.status()["label"], director.status()["morph"])
+        peeked = director.peek(c)
+        assert director.peek(c) is peeked and director.peek(c + 7) is peeked  # again: still nothing lands
+        assert (director.changes, director.status()["label"], director.status()["morph"]) == before
+        assert director.pattern_for(c) is peeked
+    assert director.changes == 3
+    assert director.current.pattern.equals(FakeEngine().sample(seed=101, temperature=0.8))
+
+
+def test_peek_does_not_take_a_bar_change_meant_for_a_later_bar(director):
+    groove = director.pattern_for(0)
+    director.request("fill")  # lands at bar 4, never at a cycle's start
+    settle(director)
+    assert director.peek(1) is groove and director.pattern_for(1) is groove
+    assert director.pattern_at_bar(1, 3) is not None  # still waiting for its bar: nothing took it

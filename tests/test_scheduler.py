@@ -398,3 +398,89 @@ def test_player_polls_faster_while_a_start_or_continue_is_waited_for():
     player.clock = internal
     internal.start(t)
     assert player.poll_cap(0.002, t + 0.01) == 0.002  # an internal clock plays at once: nothing to await
+
+
+@pytest.fixture
+def compiles(monkeypatch) -> list:
+    """Every pattern the scheduler compiles (compile_pattern's first argument), in order."""
+    import performer.scheduler as scheduler_mod
+
+    calls: list = []
+    real = scheduler_mod.compile_pattern
+
+    def counting(pattern, quantize, swing):
+        calls.append(pattern)
+        return real(pattern, quantize, swing)
+
+    monkeypatch.setattr(scheduler_mod, "compile_pattern", counting)
+    return calls
+
+
+def _cue_sim(*patterns):
+    src = StaticSource(*patterns)
+    sim, _ = midi_sim(src, quantize=True)
+    return sim, src
+
+
+KICKS = simple_pattern({s: [0] for s in range(64)})  # a kick on every step
+SNARES = simple_pattern({s: [1] for s in range(64)})
+HATS = simple_pattern({s: [2] for s in range(64)})
+
+
+@pytest.mark.parametrize("how", ["continue", "start"])
+def test_the_cued_cycle_is_compiled_while_stopped_and_start_or_continue_only_sends(compiles, how):
+    """Continue (after SPP into cycle 1) and Start (position 0) are reactions that must reach the
+    output within a JACK period: their first cycle's notes are compiled before they come, and
+    the reaction lands the cycle (pattern_for, once) and sends, compiling nothing."""
+    p = bpm_to_period(BPM)
+    sim, src = _cue_sim(KICKS, SNARES)
+    sim.feed_at(0.0, (SPP, 64 + 37))  # cycle 1, step 37
+    sim.run_until(0.0099)
+    assert any(c is KICKS for c in compiles) and any(c is SNARES for c in compiles)  # Start's cycle and the cue's
+    assert src.asked == []  # nothing landed while stopped
+    before = len(compiles)
+    sim.feed_at(0.01, (CONTINUE if how == "continue" else START,))
+    sim.ticks(0.01, p, 6 * 8)  # the first clock in the same frame as the Continue, as jack_midi_clock sends it
+    sim.run_until(0.01 + 6 * 8 * p)
+    assert compiles[before:] == []
+    first = sim.sent.note_ons()[0]
+    assert first[0] == pytest.approx(0.01)
+    if how == "continue":
+        assert src.asked == [1] and first[2] == (64 + 37) * TICKS_PER_STEP
+        assert first[1][1] == drums.OUTPUT_PITCHES[1]
+    else:
+        assert src.asked == [0] and first[2] == 0 and first[1][1] == drums.OUTPUT_PITCHES[0]
+
+
+def test_a_pattern_that_changes_while_stopped_is_compiled_again_before_continue(compiles):
+    """The precompute is a peek, safe to redo: a groove decoded while stopped (here the source's
+    pattern replaced) is compiled at the next input, and Continue plays it without compiling."""
+    p = bpm_to_period(BPM)
+    sim, src = _cue_sim(KICKS)
+    sim.feed_at(0.0, (SPP, 10))
+    sim.run_until(0.05)
+    src.list[0] = HATS  # a request landed in the director while stopped
+    sim.ticks(0.1, p, 3)  # a master that streams clocks while stopped
+    sim.run_until(0.1 + 3 * p)
+    assert any(c is HATS for c in compiles)
+    before = len(compiles)
+    sim.feed_at(0.2, (CONTINUE,))
+    sim.ticks(0.2, p, 12)
+    sim.run_until(0.2 + 12 * p)
+    assert compiles[before:] == []
+    assert {m[1] for _, m, _ in sim.sent.note_ons()} == {drums.OUTPUT_PITCHES[2]}
+
+
+def test_a_pattern_that_changes_after_the_last_input_while_stopped_still_plays_at_continue(compiles):
+    """No input since the groove changed (the master sends no clocks while stopped): Continue
+    plays the new groove, compiling it then (the old cost, never the old notes)."""
+    p = bpm_to_period(BPM)
+    sim, src = _cue_sim(KICKS)
+    sim.feed_at(0.0, (SPP, 10))
+    sim.run_until(0.05)
+    src.list[0] = HATS
+    sim.feed_at(0.2, (CONTINUE,))
+    sim.ticks(0.2, p, 12)
+    sim.run_until(0.2 + 12 * p)
+    assert sum(c is HATS for c in compiles) == 1
+    assert {m[1] for _, m, _ in sim.sent.note_ons()} == {drums.OUTPUT_PITCHES[2]}
