@@ -402,6 +402,47 @@ def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, gro
     assert not bad, f"after a stall at song position {stalled_at}:\n" + timing_report(settled, server, tolerance_ms(server))
 
 
+# The performer's own process stalls (SIGSTOP, as swapping, a long page fault or an
+# overloaded machine can): its JACK clock input does not run, and the clocks sent in
+# those periods never reach it. The master did not stop, so its song position went on.
+# Today the count stays behind by the lost clocks until the next Start or SPP (measured:
+# 20 ms -> 2 clocks late, 50 ms -> 3 clocks; -vv logs "phase jump ... +43 ms", which the
+# tempo line takes as a phase shift). A known fault, kept visible here until it is fixed:
+# strict, so the fix must remove the mark.
+_PERFORMER_STALL_LOSES_CLOCKS = pytest.mark.xfail(
+    strict=True, reason="clocks sent while the performer's process is stopped are lost to its count (open fault)")
+
+
+@_PERFORMER_STALL_LOSES_CLOCKS
+@h.retry_invalid()
+def test_a_stall_of_the_performer_itself_loses_no_song_position(server, live_model, groove):
+    """The performer's process stops for 50 ms (SIGSTOP) while the master keeps sending
+    clocks (the recorded ticks show none missing). From a beat after the stall on, the
+    notes must be on their ticks again."""
+    seed, pattern = groove
+    with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
+        rig.start()
+        assert rig.wait_pos(8 * STEP + 2)
+        pid = rig.performer.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.05)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        stalled_at = rig.track().ticks[-1].pos
+        assert rig.wait_pos(40 * STEP)
+        time.sleep(0.2)
+        rig.stop()
+        t = take(rig)
+    if max(t.track.intervals()) >= 1.5 * h.frames_per_tick(server, BPM):
+        raise h.InvalidTake("the recorder lost a clock: the test's premise is that only the performer stalled")
+    settled = [p for p in t.placed() if p.step < 40 and p.step * STEP >= stalled_at + h.PPQN + STEP]
+    assert settled, "no notes after the stall"
+    bad = [p for p in settled if abs(server.ms(p.error_frames)) > tolerance_ms(server)]
+    assert not bad, f"after the performer stalled at song position {stalled_at}:\n" + timing_report(
+        settled, server, tolerance_ms(server))
+
+
 @h.retry_invalid()
 def test_clock_jitter_does_not_move_notes_off_their_steps(server, live_model, groove):
     """jack_midi_clock -J 20: every tick is displaced by up to 20 % of its interval.
