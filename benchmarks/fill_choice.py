@@ -75,11 +75,8 @@ def main(argv=None) -> int:
     def judged(hits, vel):
         return judges.bars_are_fills(judge, hits, vel)[:, -1]
 
-    def bar4_steps(hits):
-        return hits.reshape(len(hits), drums.BARS, drums.STEPS_PER_BAR, -1)[:, -1].any(-1).sum(-1)
-
     real_hits, real_vel = va.hits[va.is_fill] > 0.5, va.velocity[va.is_fill]
-    real_steps = bar4_steps(real_hits)
+    real_steps = evaluate.last_bar_steps(real_hits)
     real_judged = judged(real_hits, real_vel)
     rows = {"validation fill bars (real)": {"bar4_fill": float(real_judged.mean()),
                                             **evaluate.last_bar_density(real_hits, real_judged), "steps_oa": 1.0}}
@@ -89,7 +86,7 @@ def main(argv=None) -> int:
             hits, vel = decode_fills(engine, a.samples, 0, temp, strength, ft, a.seed)
             verdict = judged(hits, vel)
             row = {"bar4_fill": float(verdict.mean()), **evaluate.last_bar_density(hits, verdict),
-                   "steps_oa": evaluate.overlap_area(bar4_steps(hits), real_steps)}
+                   "steps_oa": evaluate.overlap_area(evaluate.last_bar_steps(hits), real_steps)}
             worst = 0.0
             for s in range(1, len(engine.styles) + 1):
                 sh, sv = decode_fills(engine, a.per_style, s, temp, strength, ft, a.seed)

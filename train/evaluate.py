@@ -376,6 +376,11 @@ def fill_check(backend: Backend, windows, train_windows, temperature: float, see
 SPARSE_BAR_STEPS = 2  # a bar with at most this many sounding steps is a break, not a fill
 
 
+def last_bar_steps(hits: np.ndarray) -> np.ndarray:
+    """(W, T, V) hits -> (W,) sounding steps (any voice) of each window's bar 4."""
+    return np.asarray(hits, bool).reshape(len(hits), drums.BARS, drums.STEPS_PER_BAR, -1)[:, -1].any(-1).sum(-1)
+
+
 def last_bar_density(hits: np.ndarray, judged_fill: np.ndarray) -> dict:
     """How full bar 4 is: hits (W, T, V) bool, judged_fill (W,) the fill judge's verdict on bar 4.
 
@@ -383,8 +388,8 @@ def last_bar_density(hits: np.ndarray, judged_fill: np.ndarray) -> dict:
     say whether the fill is played: sounding steps, toms + crash hits, the share of sparse bars
     and of bars that are both judged fills and not sparse."""
     bar4 = np.asarray(hits, bool).reshape(len(hits), drums.BARS, drums.STEPS_PER_BAR, -1)[:, -1]  # (W, S, V)
-    steps = bar4.any(-1).sum(-1)  # (W,)
-    toms_crash = bar4[..., [drums.VOICES.index(n) for n in ("low_tom", "mid_tom", "high_tom", "crash")]].sum((1, 2))
+    steps = last_bar_steps(hits)  # (W,)
+    toms_crash = bar4[..., TOMS_CRASH].sum((1, 2))
     sparse = steps <= SPARSE_BAR_STEPS
     return {"bar4_steps": float(steps.mean()), "bar4_toms_crash": float(toms_crash.mean()),
             "bar4_sparse": float(sparse.mean()), "bar4_played_fill": float((np.asarray(judged_fill) & ~sparse).mean())}
