@@ -254,6 +254,10 @@ class JackWatch:
         lib.jack_port_flags.argtypes = [vp]
         lib.jack_connect.argtypes = [vp, cp, cp]
         lib.jack_free.argtypes = [vp]
+        lib.jack_get_buffer_size.restype = ctypes.c_uint32
+        lib.jack_get_buffer_size.argtypes = [vp]
+        lib.jack_get_sample_rate.restype = ctypes.c_uint32
+        lib.jack_get_sample_rate.argtypes = [vp]
         self._SHUTDOWN = ctypes.CFUNCTYPE(None, vp)
         lib.jack_on_shutdown.argtypes = [vp, self._SHUTDOWN, vp]
         self._lib = lib
@@ -319,6 +323,13 @@ class JackWatch:
         with _quiet_c_stderr():
             rc = self._lib.jack_connect(self._client, src.encode(), dst.encode())
         return rc in (0, 17)  # 17: EEXIST, already connected
+
+    def period_s(self) -> float | None:
+        """Seconds per JACK period (buffer size / sample rate); None when no server answers."""
+        if self.dead or not self._client:
+            return None
+        frames, rate = self._lib.jack_get_buffer_size(self._client), self._lib.jack_get_sample_rate(self._client)
+        return frames / rate if frames and rate else None
 
     def close(self) -> None:
         if self._client and not self.dead:
@@ -427,6 +438,22 @@ class _RtPort:
             self._midi.open_port(index, self.local_name)
         except Exception as e:
             raise PortError(f"cannot open {self.kind} port {self.name!r}: {_short(e)}") from None
+
+    @property
+    def period_s(self) -> float:
+        """How far apart rtmidi moves this port's messages: one JACK period under JACK, 0 elsewhere.
+
+        Under JACK rtmidi moves messages once a period: an input message is stamped
+        when its period is processed, the period's start, and an output message is
+        written at frame 0 of the first period processed after it was sent. On JACK's
+        frame timeline the messages of a period fall anywhere in it, so input stamps
+        are early and output late by half a period on average (``StampMapper.shift``
+        and the scheduler's ``lead`` take that half back). ALSA and CoreMIDI move each
+        message (packet) on its own: 0 there. Read when asked: a period changed while
+        playing takes effect at the next port check.
+        """
+        w = self._watch
+        return (w.period_s() or 0.0) if w is not None else 0.0
 
     def describe(self) -> str:
         where = f"virtual {self.name!r}" if self.virtual else repr(self.name)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from model import drums
-from performer.app import LiveApp, LiveError, LiveOptions, Recorder
+from performer.app import DEFAULT_LEAD, LiveApp, LiveError, LiveOptions, Recorder
 from performer.clock import STOP, Transport
 from performer.ports import MemoryInput, MemoryOutput
 from tests.conftest import assert_one_line_error, run_cli
@@ -325,6 +325,11 @@ def test_internal_clock_over_jack_plays_in_time_and_releases_everything(jackd, m
         evs = rec.events("notes")
         rec.close()
     assert result.get("code") == 0
+    # rtmidi moves messages once a JACK period: the clock input's stamps and the MIDI lane are
+    # put back on the frame timeline by half a period each (LiveApp._align_periods)
+    half = jackd.period / jackd.rate / 2
+    assert app.player.stamper.shift == pytest.approx(half)
+    assert app.scheduler.lead == pytest.approx(DEFAULT_LEAD + half)
     ns = notes(evs)
     on = [n for n in ns if n.on]
     assert len(on) > 20
@@ -338,6 +343,20 @@ def test_internal_clock_over_jack_plays_in_time_and_releases_everything(jackd, m
         k = round((n.frame - f0) / frames_per_step)
         errs.append(abs(n.frame - f0 - k * frames_per_step))
     assert max(errs) <= jackd.period + jackd.frames(1.0), max(errs)
+
+
+def test_ports_that_move_messages_per_period_are_aligned_and_a_new_period_is_taken_up():
+    """Ports without periods (ALSA, CoreMIDI, these fakes) change nothing; a port that reports
+    one (rtmidi under JACK) gets half of it back, also when it changes while playing."""
+    live = Live(bpm=120, seed=3)
+    try:
+        app = live.app
+        assert app.player.stamper.shift == 0.0 and app.scheduler.lead == pytest.approx(DEFAULT_LEAD)
+        live.inp.period_s, live.out.period_s = 0.004, 0.0053
+        assert wait_until(lambda: app.scheduler.lead == pytest.approx(DEFAULT_LEAD + 0.00265), timeout=5)
+        assert app.player.stamper.shift == pytest.approx(0.002)
+    finally:
+        live.finish()
 
 
 # --- shutdown when the recording cannot be written ------------------------------------------------

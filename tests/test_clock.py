@@ -78,6 +78,14 @@ def test_stamp_mapper_removes_delivery_jitter():
     assert np.max(np.abs(delay[20:])) > 0.005
 
 
+def test_stamp_mapper_shift_moves_every_stamp_by_the_same_amount():
+    """JACK: rtmidi stamps a period's messages at its start; ``shift`` puts them back half a period later."""
+    plain, shifted = StampMapper(), StampMapper(shift=0.00133)
+    arrivals = [(10.0, None), (10.0204, 0.0200), (10.0409, 0.0205), (10.07, 5.0), (10.0903, 0.0203)]
+    for arrival, delta in arrivals:  # a first message, mapped ones, a nonsense delta (arrival again)
+        assert shifted.stamp(arrival, delta) - plain.stamp(arrival, delta) == pytest.approx(0.00133)
+
+
 def test_stamp_mapper_recovers_from_nonsense_deltas():
     m = StampMapper()
     m.stamp(10.0, None)

@@ -152,6 +152,17 @@ class LiveTake:
                                skip_before=self.started + int(skip_s * rate))
 
 
+    def grid_offsets_ms(self, rate: int, frames) -> np.ndarray:
+        """For each MIDI frame: its offset from the nearest 16th of the recorded clock (ms)."""
+        grid = np.array([k.frame for k in self.track.grid()], dtype=np.int64)
+        f = np.asarray(frames, dtype=np.int64)
+        if not len(grid) or not len(f):
+            return np.array([])
+        i = np.clip(np.searchsorted(grid, f), 1, len(grid) - 1)
+        near = np.where(np.abs(grid[i - 1] - f) <= np.abs(grid[i] - f), grid[i - 1], grid[i])
+        return (f - near) * 1000.0 / rate
+
+
 # Voices muted (1-based, model.drums order) for a clear onset measurement: the hi-hats, crash and
 # ride ring through the next notes, and an energy detector cannot place a note under them.
 CYMBALS = (3, 4, 8, 9)
