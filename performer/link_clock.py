@@ -320,6 +320,9 @@ class LinkClock:
     def next_check(self, now: float) -> float | None:
         return now + REFRESH_S if self._started else None
 
+    def stalled(self, t0: float, t1: float) -> None:
+        """Nothing is lost: the session's timeline is read, not counted."""
+
 
 def open_link_clock(bpm: float = 120.0) -> LinkClock:
     """``--link``: a clock on the Link session (not joined until ``start``)."""

@@ -390,6 +390,67 @@ def test_a_stalled_clock_resumes_on_the_count_not_on_wall_time():
     assert c.bpm() == pytest.approx(120, rel=2e-3)
 
 
+def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: float = 0.0, bpm: float = 120.0):
+    """Start, 60 clocks, then clocks 60..60+missing-1 never arrive (our process was stopped
+    while the master sent them; ``stall``: what the sender reported, in clocks after clock
+    59's time), or, with ``pause``, the master itself paused that long and kept its count.
+    Returns the clock and the true time of each count it was fed."""
+    p = bpm_to_period(bpm)
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    c.update(0.0)
+    fed = []
+    for k in range(120):
+        if 60 <= k < 60 + missing:
+            continue
+        t = 0.0013 + k * p + (pause if k >= 60 else 0.0)
+        if k == 60 + missing and stall is not None:
+            c.stalled(0.0013 + (59 + stall[0]) * p, 0.0013 + (59 + stall[1]) * p)
+        c.feed((CLOCK,), quantized(t))
+        fed.append((k, t))
+    return c, fed, p
+
+
+@pytest.mark.parametrize("missing,bpm", [(1, 180.0), (2, 120.0), (3, 120.0)])
+def test_clocks_lost_while_our_own_process_was_stalled_are_counted_in(missing, bpm):
+    """SIGSTOP of the performer: its JACK input did not run, the clocks sent meanwhile are
+    gone, and the master's count went on. The sender reported the stall; the clock that
+    ends the silence sits whole clocks after the line's next count: those are added, and
+    every later position is on its tick again at once."""
+    c, fed, p = _own_stall_take(missing, stall=(0.1, missing + 0.6), bpm=bpm)
+    assert c.recovered == missing
+    assert c.arrived() == 119  # the master's count
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
+    assert c.est.relocks == 0  # no phase jump: the line never moved
+
+
+def test_a_silence_without_a_stall_of_ours_keeps_the_count():
+    """The same missing clocks without a stall report: lost on the way or never sent, MIDI
+    clock cannot tell, and the count is kept (the stalled-master rule)."""
+    c, fed, p = _own_stall_take(2, stall=None)
+    assert c.recovered == 0 and c.arrived() == 117
+
+
+def test_a_stall_of_ours_that_does_not_overlap_the_silence_adds_nothing():
+    c, fed, p = _own_stall_take(2, stall=(-20.0, -18.0))
+    assert c.recovered == 0 and c.arrived() == 117
+
+
+def test_a_master_that_paused_during_our_stall_keeps_its_count():
+    """Both stalled: the master paused 50 ms (2.4 clocks) and lost nothing. The resumed
+    clocks are not whole clocks off the line, so nothing is added."""
+    c, fed, p = _own_stall_take(0, stall=(0.0, 2.6), pause=0.050)
+    assert c.recovered == 0 and c.arrived() == 119
+
+
+def test_internal_and_link_clocks_take_a_stall_report_and_change_nothing():
+    clock = InternalClock(120.0, start_delay=0.0)
+    clock.start(5.0)
+    before = clock.time_at(96)
+    clock.stalled(5.1, 5.2)
+    assert clock.time_at(96) == before
+
+
 def test_an_xrun_that_delays_the_clock_by_a_period_keeps_the_count():
     """An xrun shifts the server's time against the wall clock by about a period of the
     clock: the ticks after it come that much later, none lost. Counting one clock as

@@ -400,6 +400,35 @@ def test_player_polls_faster_while_a_start_or_continue_is_waited_for():
     assert player.poll_cap(0.002, t + 0.01) == 0.002  # an internal clock plays at once: nothing to await
 
 
+def test_player_reports_a_stall_of_its_own_process_to_the_clock():
+    """The sender's pass plus sleep took 60 ms longer than it asked (here: its time source
+    jumps, as the wall clock does for a process the OS stopped): the clock is told the
+    interval, so that it can count the clocks lost meanwhile (MidiClock.stalled)."""
+    from tests.live_fakes import wait_until
+
+    class Told(InternalClock):
+        def __init__(self):
+            super().__init__(120.0, start_delay=0.0)
+            self.stalls = []
+
+        def stalled(self, t0, t1):
+            self.stalls.append((t0, t1))
+
+    jump = [0.0]
+    clock = Told()
+    player = Player(clock, Scheduler(StaticSource(simple_pattern({0: [0]})), quantize=True), LogSink().send,
+                    now=lambda: time.perf_counter() + jump[0], poll=list)
+    player.start()
+    try:
+        assert wait_until(lambda: player.wakeups > 20)
+        jump[0] = 0.06
+        assert wait_until(lambda: any(t1 - t0 >= 0.06 for t0, t1 in clock.stalls))
+    finally:
+        player.stop()
+        player.join(2)
+    assert player.error is None
+
+
 @pytest.fixture
 def compiles(monkeypatch) -> list:
     """Every pattern the scheduler compiles (compile_pattern's first argument), in order."""
