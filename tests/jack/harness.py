@@ -336,6 +336,13 @@ class Recorder:
         return f"{self._clients[short]}:{short}"
 
     def port_names(self, pattern: str = "", **kw) -> list[str]:
+        import jack
+
+        for _ in range(10):
+            try:
+                return [p.name for p in self.client.get_ports(pattern, **kw)]
+            except jack.JackError:  # a port went away between JACK-Client's listing and its lookup
+                time.sleep(0.01)
         return [p.name for p in self.client.get_ports(pattern, **kw)]
 
     def connect(self, src: str, dst: str, timeout: float = 5.0) -> None:
