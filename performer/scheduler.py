@@ -346,10 +346,11 @@ class Scheduler:
         heapq.heappush(self._offs, (off_time, self._seq, pitch))
 
 
-# A sender pass plus its sleep taking this much longer than asked is a stall of our own
-# process (told to the clock: clocks may have been lost meanwhile). The pass itself takes
-# well under a millisecond; a false report costs nothing unless the clock also went silent
-# and came back whole clocks off its line.
+# A sender pass plus its sleep spending this much longer off the CPU than the sleep asked is
+# a stall of our own process (told to the clock: clocks may have been lost meanwhile). The
+# 2 ms is under a JACK period at -p 128 (2.7 ms), so a stall long enough to skip a period of
+# the JACK input is seen; a false report costs nothing unless the clock also went silent and
+# came back whole clocks off its line.
 OWN_STALL_S = 0.002
 REALTIME_PRIORITY = 5  # SCHED_FIFO, below JACK's own threads (jackd -R uses 10 and up)
 
@@ -515,7 +516,7 @@ class Player(threading.Thread):
         polling = self.poll is not None
         cap = min(self.max_wait, self.poll_interval) if polling else self.max_wait
         self.ready.set()
-        woke = self.now()
+        woke, cpu = self.now(), time.thread_time()
         while not self._quit.is_set():
             now = self.now()
             wait = min(wake - now, self.poll_cap(cap, now) if polling else cap)
@@ -528,13 +529,15 @@ class Player(threading.Thread):
                 with contextlib.suppress(queue.Empty):
                     item = inbox.get(timeout=wait)
             prev, woke = woke, self.now()
+            prev_cpu, cpu = cpu, time.thread_time()
             if 0 < wait == wake - now:
                 late = woke - wake
                 if late > self.max_oversleep:
                     self.max_oversleep = late
-            if woke - prev > max(wait, 0.0) + OWN_STALL_S:
-                # this pass and its sleep took far longer than asked: the process did not run
-                # (told before the input that came meanwhile is fed: see MidiClock.stalled)
+            if woke - prev - (cpu - prev_cpu) > max(wait, 0.0) + OWN_STALL_S:
+                # the last pass and this sleep spent far longer off the CPU than the sleep asked:
+                # the thread did not run (a pass that was merely slow used the CPU; it does not
+                # count). Told before the input that came meanwhile is fed: see MidiClock.stalled
                 self.clock.stalled(prev, woke)
             self.wakeups += 1
             got = self._drain(item)
