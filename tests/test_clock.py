@@ -424,6 +424,14 @@ def test_clocks_lost_while_our_own_process_was_stalled_are_counted_in(missing, b
     assert c.est.relocks == 0  # no phase jump: the line never moved
 
 
+def test_a_clock_the_master_dropped_while_our_sender_hiccuped_keeps_the_count():
+    """An xrun: the master drops a clock (every listener misses it) and the same xrun delays
+    our sender a few ms around that clock's time. By MIDI's rule the clock was never sent;
+    a stall shorter than a clock does not count it in."""
+    c, fed, p = _own_stall_take(1, stall=(0.9, 1.2))
+    assert c.recovered == 0 and c.arrived() == 118
+
+
 def test_a_silence_without_a_stall_of_ours_keeps_the_count():
     """The same missing clocks without a stall report: lost on the way or never sent, MIDI
     clock cannot tell, and the count is kept (the stalled-master rule)."""
