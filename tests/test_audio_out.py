@@ -105,6 +105,38 @@ def test_after_an_underflow_the_mapping_starts_afresh():
     assert [e.frame for e in r.events if e != "clear" and e.velocity] == [10 * BLOCK + round((0.05 - LAT) * RATE)]
 
 
+def test_a_step_of_the_timeline_without_an_underflow_flag_is_followed_within_a_few_blocks():
+    """Under JACK an xrun can cost the stream a block with no underflow flag: every later
+    callback comes a block later against its frames. After STEP_CALLBACKS such callbacks the
+    mapping is the new one (before: the old minimum held for its whole 0.5 s window, and every
+    note in it was heard a block late)."""
+    r = FakeRenderer()
+    eng = ao.AudioEngine(r, RATE)
+    run_blocks(eng, 40, jitter=lambda k: 0.0003 * (k % 2))
+    skip = BLOCK / RATE
+    t0 = 100.0 + skip  # from block 40 on, each callback is one block later than before
+    for k in range(40, 40 + ao.STEP_CALLBACKS):
+        st = 5.0 + k * BLOCK / RATE
+        eng.process(BLOCK, t0 + k * BLOCK / RATE, st, st + LAT)
+    t = t0 + (40 + ao.STEP_CALLBACKS) * BLOCK / RATE + 0.05
+    eng.note(t, 38, 100, 0.05)
+    run_blocks(eng, 1, t0=t0 + (40 + ao.STEP_CALLBACKS) * BLOCK / RATE,
+               stream0=5.0 + (40 + ao.STEP_CALLBACKS) * BLOCK / RATE)
+    assert [e.frame for e in r.events if e != "clear" and e.velocity] == [dac_frame(t, t0=t0)]
+    assert eng._clock.steps == 1
+
+
+def test_wake_up_jitter_is_not_a_step():
+    """Callbacks that wake up to 3 ms late, but never STEP_CALLBACKS in a row, keep the mapping."""
+    r = FakeRenderer()
+    eng = ao.AudioEngine(r, RATE)
+    run_blocks(eng, 200, jitter=lambda k: 0.003 if k % ao.STEP_CALLBACKS else 0.0)
+    assert eng._clock.steps == 0
+    eng.note(100.0 + 200 * BLOCK / RATE + 0.05, 36, 90, 0.05)
+    run_blocks(eng, 1, t0=100.0 + 200 * BLOCK / RATE, stream0=5.0 + 200 * BLOCK / RATE)
+    assert [e.frame for e in r.events if e != "clear" and e.velocity] == [dac_frame(100.0 + 200 * BLOCK / RATE + 0.05)]
+
+
 def test_an_outlier_stream_time_does_not_move_the_mapping():
     """Under JACK PortAudio's currentTime jumps by up to a period now and then; only the
     latency (dac - current, a constant) is taken from it."""
