@@ -500,8 +500,9 @@ class ClockSource(Protocol):
         """When update() must run again even if no input arrives (dropout detection)."""
 
     def stalled(self, t0: float, t1: float) -> None:
-        """The performer's own process did not run from ``t0`` to ``t1`` (its sender overslept):
-        input delivered in that time may have been lost on the way (see :class:`MidiClock`)."""
+        """The performer's own process did not run from ``t0`` to ``t1`` (its sender spent far
+        longer off the CPU than it asked to sleep): input delivered in that time may have been
+        lost on the way (see :class:`MidiClock`)."""
 
 
 class InternalClock:
