@@ -68,7 +68,7 @@ def summarize(take: ar.LiveTake, server: h.JackServer, audio: bool) -> dict:
         # performer's clock said (-v: lost clocks counted in, freewheels, stops)
         "off_5ms_at_s": [round((p.note.frame - take.started) / server.rate, 2) for p in placed
                          if abs(server.ms(p.error_frames)) > 5.0][:20],
-        "recorded_clock_holes": _holes(take.track),
+        "recorded_clock_holes": len(take.track.gaps()),
         "clock_log": [ln for ln in take.log.splitlines() if "performer.clock" in ln][-10:],
     }
     if audio:
@@ -91,11 +91,6 @@ def summarize(take: ar.LiveTake, server: h.JackServer, audio: bool) -> dict:
         stat_lines = [ln for ln in take.log.splitlines() if "audio: " in ln and "blocks" in ln]
         r["audio_process"] = stat_lines[-1].split("audio: ", 1)[1] if stat_lines else ""
     return r
-
-
-def _holes(track: h.ClockTrack) -> int:
-    iv = track.intervals()
-    return int(sum(1 for x in iv if x > 1.5 * float(np.median(iv)))) if len(iv) else 0
 
 
 def bare(server: h.JackServer, bpm: float, seconds: float, workdir: Path) -> dict:

@@ -61,6 +61,11 @@ SWITCH_INTERVAL = 0.0005
 # --- the app -----------------------------------------------------------------------------------
 
 
+def _half_period(port) -> float:
+    """Half the period in which ``port`` moves its messages (0 without one: ALSA, CoreMIDI, none)."""
+    return getattr(port, "period_s", 0.0) / 2 if port is not None else 0.0
+
+
 class LiveApp:
     """One live performance. ``engine``, ``output``, ``input_port`` and ``inbox`` may be
     injected (tests, embedding); otherwise the model and the MIDI ports are opened here.
@@ -197,7 +202,7 @@ class LiveApp:
                 channel=opts.channel - 1,
                 quantize=opts.quantize,
                 swing=opts.swing / 100.0,
-                lead=DEFAULT_LEAD + opts.latency_ms / 1000.0,
+                lead=self._midi_lead(),
             )
             self.sinks = open_sinks(opts, self.output, self.clock) + self.extra_sinks
             connect_ahead(self.sinks, self.scheduler)
@@ -328,6 +333,11 @@ class LiveApp:
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(sig, h)
 
+    def _midi_lead(self) -> float:
+        """How early the MIDI lane sends: the sender's wake-up, ``--latency-ms``, and half of
+        the output's period (see :meth:`_align_periods`)."""
+        return DEFAULT_LEAD + self.opts.latency_ms / 1000.0 + _half_period(self.output)
+
     def _align_periods(self) -> None:
         """Put the ports' per-period moves back on JACK's frame timeline (``period_s``).
 
@@ -336,16 +346,14 @@ class LiveApp:
         the MIDI out; what each corrects is the timeline the audio lane plays on (measured:
         ``--audio`` heard 1.0 ms early against the clock without the shift) and MIDI out
         against a clock that is not MIDI (``--link``: notes 1.41 ms late on average before).
+        Run at start and at each port check (a changed JACK period is taken up there).
         """
-        def half(port) -> float:
-            return getattr(port, "period_s", 0.0) / 2 if port is not None else 0.0
-
         if self.player is not None:
-            self.player.stamper.shift = half(self.input)
+            self.player.stamper.shift = _half_period(self.input)
         if self.follower is not None:
-            self.follower.stamper.shift = half(self.follow_port)
+            self.follower.stamper.shift = _half_period(self.follow_port)
         if self.scheduler is not None:
-            self.scheduler.lead = DEFAULT_LEAD + self.opts.latency_ms / 1000.0 + half(self.output)
+            self.scheduler.lead = self._midi_lead()
 
     # -- main-thread loops
 

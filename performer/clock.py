@@ -322,6 +322,11 @@ class TempoEstimator:
             else:
                 self._a = self._slope = None
 
+    def on_line_tolerance(self) -> float:
+        """How far (s) a single tick may sit from the line and still be on it: the phase
+        test of a Start and of clocks lost in our own stall."""
+        return max(self.jump_min, 4 * self.sigma)
+
     def _thr(self) -> float:
         return max(self.jump_min, 3.0 * self._sigma_ok)
 
@@ -721,10 +726,10 @@ class MidiClock:
         playing = self.running and not self._first_pending
         freewheeled = playing and self.freewheeling(t)
         self._freewheel_told = False
-        lost, stall = self._lost_in_own_stall(t)
-        if lost:
+        found = self._lost_in_own_stall(t)
+        if found:
+            lost, stall, due = found
             self.recovered += lost
-            due = self.est.predict(self._n + 1)
             log.info("%d clock%s lost while this process was stalled, at song position %d: counted in "
                      "(stalled %.1f ms, from %+.1f to %+.1f ms around the first lost clock's time)",
                      lost, "s" if lost > 1 else "", self._n + 1 + self._base, 1000 * (stall[1] - stall[0]),
@@ -734,7 +739,7 @@ class MidiClock:
         if self._check_phase:
             self._check_phase = False
             pred = self.est.predict(self._n)
-            if pred is None or abs(t - pred) > max(self.est.jump_min, 4 * self.est.sigma):
+            if pred is None or abs(t - pred) > self.est.on_line_tolerance():
                 self.est.clear()  # the master restarted its clock phase on Start
         self.est.add(self._n, t)
         if playing and self.est.resumed:
@@ -753,28 +758,26 @@ class MidiClock:
     def stalled(self, t0: float, t1: float) -> None:
         self._own_stalls.append((t0, t1))
 
-    def _lost_in_own_stall(self, t: float) -> tuple[int, tuple[float, float]]:
-        """How many clocks before the one stamped ``t`` were lost while our process was stalled
-        (see the class docstring), and that stall; 0 when the silence before it was not ours,
-        or there was no silence."""
-        none = 0, (0.0, 0.0)
+    def _lost_in_own_stall(self, t: float) -> tuple[int, tuple[float, float], float] | None:
+        """(clocks lost, the stall, the first lost clock's predicted time) when the clocks before
+        the one stamped ``t`` were lost while our process was stalled (see the class docstring);
+        None when the silence before it was not ours, or there was no silence."""
         last, p = self._last_t, self.est.period
         if last is None or p is None or self.est.count < 12 or t - last < 1.5 * p:
-            return none
+            return None
         # at least a clock long: a shorter stall hides at most one clock, and a master that drops
         # a clock in an xrun (every listener misses it) while the same xrun delays our sender a
         # few ms looks the same; by MIDI's rule that clock was never sent
         stall = next(((s0, s1) for s0, s1 in reversed(self._own_stalls)
                       if s0 < t and s1 > last and s1 - s0 >= p), None)
-        pred = self.est.predict(self._n + 1)
-        if stall is None or pred is None:
-            return none
-        k = round((t - pred) / p)
-        # on the line a whole number of clocks later, within what the line's own spread allows
-        # (the test of a phase that moved on Start): a master that paused is off by any amount
-        if k >= 1 and abs(t - pred - k * p) <= max(self.est.jump_min, 4 * self.est.sigma):
-            return k, stall
-        return none
+        due = self.est.predict(self._n + 1)
+        if stall is None or due is None:
+            return None
+        k = round((t - due) / p)
+        # on the line a whole number of clocks later (a master that paused is off by any amount)
+        if k >= 1 and abs(t - due - k * p) <= self.est.on_line_tolerance():
+            return k, stall, due
+        return None
 
     # -- questions
 

@@ -151,16 +151,12 @@ class LiveTake:
         return onset_errors_ms(self.audio, on, self.latency, rate, channels=self.channels,
                                skip_before=self.started + int(skip_s * rate))
 
-
     def grid_offsets_ms(self, rate: int, frames) -> np.ndarray:
         """For each MIDI frame: its offset from the nearest 16th of the recorded clock (ms)."""
-        grid = np.array([k.frame for k in self.track.grid()], dtype=np.int64)
-        f = np.asarray(frames, dtype=np.int64)
-        if not len(grid) or not len(f):
+        grid = [k.frame for k in self.track.grid()]
+        if not grid:
             return np.array([])
-        i = np.clip(np.searchsorted(grid, f), 1, len(grid) - 1)
-        near = np.where(np.abs(grid[i - 1] - f) <= np.abs(grid[i] - f), grid[i - 1], grid[i])
-        return (f - near) * 1000.0 / rate
+        return np.array([f - grid[h.nearest(grid, f)] for f in frames], dtype=float) * 1000.0 / rate
 
 
 # Voices muted (1-based, model.drums order) for a clear onset measurement: the hi-hats, crash and

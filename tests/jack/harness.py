@@ -822,6 +822,12 @@ class Placed:
         return self.step % STEPS_PER_CYCLE
 
 
+def nearest(frames: Sequence[int], frame: int) -> int:
+    """Index of the sorted, non-empty ``frames`` nearest ``frame``."""
+    i = bisect.bisect_left(frames, frame)
+    return min((j for j in (i - 1, i) if 0 <= j < len(frames)), key=lambda j: abs(frames[j] - frame))
+
+
 def place(ns: Iterable[Note], track: ClockTrack, pitches: Sequence[int]) -> list[Placed]:
     """Map each note-on to the 16th step whose tick is nearest in time.
 
@@ -837,9 +843,7 @@ def place(ns: Iterable[Note], track: ClockTrack, pitches: Sequence[int]) -> list
     for n in ns:
         if not n.on:
             continue
-        i = bisect.bisect_left(frames, n.frame)
-        cands = [j for j in (i - 1, i) if 0 <= j < len(grid)]
-        j = min(cands, key=lambda j: abs(frames[j] - n.frame))
+        j = nearest(frames, n.frame)
         voice = pitches.index(n.pitch) if n.pitch in pitches else None
         out.append(Placed(n, grid[j].pos // TICKS_PER_STEP, voice, n.frame - frames[j]))
     return out

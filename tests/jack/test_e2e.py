@@ -435,7 +435,7 @@ def test_a_stall_of_the_performer_itself_loses_no_song_position(server, live_mod
         time.sleep(0.2)
         rig.stop()
         t = take(rig)
-    if max(t.track.intervals()) >= 1.5 * h.frames_per_tick(server, BPM):
+    if t.track.gaps():
         raise h.InvalidTake("the recorder lost a clock: the test's premise is that only the performer stalled")
     settled = [p for p in t.placed() if p.step < 40 and p.step * STEP >= stalled_at + h.PPQN + STEP]
     assert settled, "no notes after the stall"
