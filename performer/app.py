@@ -66,6 +66,14 @@ def _half_period(port) -> float:
     return getattr(port, "period_s", 0.0) / 2 if port is not None else 0.0
 
 
+def _next_input(*ports):
+    """The first polled port's ``next_input`` (they share one JACK cycle), or None."""
+    for p in ports:
+        if p is not None and getattr(p, "polled", False) and hasattr(p, "next_input"):
+            return p.next_input
+    return None
+
+
 class LiveApp:
     """One live performance. ``engine``, ``output``, ``input_port`` and ``inbox`` may be
     injected (tests, embedding); otherwise the model and the MIDI ports are opened here.
@@ -218,6 +226,7 @@ class LiveApp:
             self.player = Player(
                 self.clock, self.scheduler, self._send, self.inbox,
                 on_control=self.controller.midi, on_transport=self._on_transport, poll=poll,
+                next_input=_next_input(self.input, self.follow_port),
             )
             self._align_periods()
             handlers = self._install_signals()

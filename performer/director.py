@@ -117,6 +117,7 @@ class Director:
         self._morph: list = []
         self._morph_total = 0
         self._mutes = np.zeros(drums.NUM_VOICES, dtype=bool)
+        self._mute_tuple = (False,) * drums.NUM_VOICES  # what mutes() gives: kept in step with _mutes
         self.slots: dict[int, Groove] = {}
         self.cycle = 0
         self.changes = 0  # grooves that have landed
@@ -188,10 +189,12 @@ class Director:
         """Mutes land on the next bar line (the scheduler reads them there)."""
         with self._cond:
             self._mutes[voice] = not self._mutes[voice]
+            self._mutes_changed()
 
     def set_mute(self, voice: int, muted: bool) -> None:
         with self._cond:
             self._mutes[voice] = bool(muted)
+            self._mutes_changed()
 
     def change_morph_cycles(self, delta: int) -> int:
         with self._cond:
@@ -221,8 +224,11 @@ class Director:
 
     # -- what the scheduler asks (sender thread; never blocks on a decode)
 
-    def mutes(self) -> np.ndarray:
-        return self._mutes.copy()
+    def mutes(self) -> tuple[bool, ...]:
+        return self._mute_tuple
+
+    def _mutes_changed(self) -> None:  # under the lock
+        self._mute_tuple = tuple(self._mutes.tolist())
 
     def pattern_for(self, cycle: int) -> drums.Pattern:
         with self._cond:
@@ -236,6 +242,7 @@ class Director:
                 self._morph_total = plan.morph_total
                 if plan.unmute is not None:
                     self._mutes[plan.unmute] = False
+                    self._mutes_changed()
                 self._pending.clear()
                 self._ready = None
                 self.changes += 1

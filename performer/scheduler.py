@@ -100,8 +100,10 @@ class PatternSource(Protocol):
         """A change that lands at bar line ``bar`` (1..3) of ``cycle`` and plays to the cycle's end
         (a fill in bar 4); None: the cycle's pattern plays on. Called as that bar is scheduled."""
 
-    def mutes(self) -> np.ndarray:
-        """(9,) bool voices to silence; read at every bar line (changes land on the next bar)."""
+    def mutes(self) -> tuple[bool, ...]:
+        """9 bools, the voices to silence; read at every bar line (changes land on the next bar)
+        and at a Start or Continue. A tuple, not an array: it is read in the reaction to a
+        Continue, where numpy's first call after a pause cost 0.5-1.3 ms of CPU here."""
 
 
 def compile_pattern(pattern: drums.Pattern, quantize: bool, swing: float) -> list[list[tuple[float, int, int, int]]]:
@@ -155,7 +157,7 @@ class Scheduler:
         self._gen_cycle: int | None = None
         self._compiled: list = []
         self._compile_cache: list[tuple[drums.Pattern, tuple[bool, float], list]] = []  # most recent first
-        self._mutes = np.zeros(drums.NUM_VOICES, dtype=bool)
+        self._mutes: tuple[bool, ...] = (False,) * drums.NUM_VOICES
         self.patterns: dict[int, drums.Pattern] = {}  # recent cycles, for the view
         self.notes_sent = 0
         self.late = 0  # note-ons sent after their predicted time (>1 ms): a health figure
@@ -185,7 +187,7 @@ class Scheduler:
         self.playing = True
         self._gen_step = -(-pos // TICKS_PER_STEP)  # ceil: a step already under way is skipped whole
         self._gen_cycle = None
-        self._mutes = np.asarray(self.source.mutes(), dtype=bool)
+        self._mutes = self.source.mutes()
 
     def stop(self, send: Send) -> None:
         """Silence now: pending notes dropped, sounding ones released, then CC123."""
@@ -267,7 +269,7 @@ class Scheduler:
                 self._compiled = self._compile(pattern)
                 self.patterns[cycle] = pattern
         if s % drums.STEPS_PER_BAR == 0:
-            self._mutes = np.asarray(self.source.mutes(), dtype=bool)
+            self._mutes = self.source.mutes()
         base = s * TICKS_PER_STEP
         for d, v, pitch, vel in self._compiled[t]:
             if not self._mutes[v]:
@@ -425,6 +427,7 @@ class Player(threading.Thread):
         poll: Callable[[], list] | None = None,
         poll_interval: float = 0.002,
         cue_poll_interval: float = 0.0005,
+        next_input: Callable[[float], float | None] | None = None,
     ) -> None:
         super().__init__(name="drum-performer-sender", daemon=True)
         self.clock = clock
@@ -450,6 +453,9 @@ class Player(threading.Thread):
         # (benchmarks/live_timing.py, "stop %") 3.3 % at 2 ms, 4.7 % at 1 ms, 8.3 % at 0.5 ms.
         # While playing, notes leave on the clock's prediction, so 2 ms is plenty there.
         self.cue_poll_interval = cue_poll_interval
+        # Where the port can say when input can next arrive (JACK: once a cycle, see
+        # RtMidiInput.next_input), the port is polled then instead (poll_wait).
+        self.next_input = next_input
         self.parser = MidiParser()
         self.stamper = StampMapper()
         self.error: BaseException | None = None
@@ -519,7 +525,7 @@ class Player(threading.Thread):
         woke, cpu = self.now(), time.thread_time()
         while not self._quit.is_set():
             now = self.now()
-            wait = min(wake - now, self.poll_cap(cap, now) if polling else cap)
+            wait = min(wake - now, self.poll_wait(cap, now) if polling else cap)
             item = None
             if polling:
                 # the port is drained below; the inbox only carries stop and reopen marks
@@ -548,9 +554,31 @@ class Player(threading.Thread):
                 continue  # a polling tick with nothing new: the schedule stands
             wake = self.step(now)
 
+    def poll_wait(self, cap: float, now: float) -> float:
+        """The longest sleep before the port is polled again.
+
+        Where the port knows when input can next arrive (``next_input``: under JACK rtmidi
+        moves input once a cycle, so a poll finds something new only just after a cycle has
+        run), it is polled then and only then. Why: a Stop, a Continue and its first clock,
+        a CC are reactions; read at a fixed interval they waited up to that interval (2 ms
+        while playing, 0.5 ms while stopped) and the reaction had to reach the output
+        before the next cycle anyway, so a Stop's CC123 missed a period now and then (once
+        in the CI runs of stop 9: 5.3 ms after the Stop); read just after the cycle ran, a
+        reaction has nearly a whole period. Polls: one a period while playing (375 a second
+        at 128 frames, 48 kHz; there were 500), two while a Start or Continue is awaited
+        (750; there were 2,000). Elsewhere (ALSA, CoreMIDI: messages move on their own) the
+        port is polled every ``poll_interval``, and every ``cue_poll_interval`` while a
+        Start or Continue (and the first clock after it) is waited for."""
+        if self.next_input is not None:
+            t = self.next_input(now, self.clock.state(now) in ("stopped", "starting"))
+            if t is not None:
+                return min(self.max_wait, max(0.0, t - now))
+        return self.poll_cap(cap, now)
+
     def poll_cap(self, cap: float, now: float) -> float:
-        """The longest sleep between two polls of the port: shorter while a Start or Continue
-        (and the first clock after it) is waited for, since those notes are a reaction."""
+        """The fixed-interval sleep between two polls of a port that does not say when input
+        can arrive: shorter while a Start or Continue (and the first clock after it) is
+        waited for, since those notes are a reaction."""
         if self.clock.state(now) in ("stopped", "starting"):
             return min(cap, self.cue_poll_interval)
         return cap
@@ -560,15 +588,19 @@ class Player(threading.Thread):
         changes, then everything due; returns when to run again. The thread's loop and the
         simulated-time tests (tests/live_fakes.Sim) both run exactly this."""
         clock, sched, send = self.clock, self.scheduler, self.send
-        for ev in clock.update(now):
-            if ev.kind == STOP:
-                log.info("stop at song position %d (%s)", ev.pos, ev.reason)
-            else:
-                log.info("%s at song position %d", ev.kind, ev.pos)
+        events = clock.update(now)
+        for ev in events:
             sched.transport(ev, now, send)
             if self.on_transport is not None:
                 self.on_transport(ev)
         wake = sched.poll(now, clock, send)
+        # logged once the reaction is sent: a Stop's CC123 and a Continue's first step must
+        # be written before the next JACK period, and a log line is a write to stderr
+        for ev in events:
+            if ev.kind == STOP:
+                log.info("stop at song position %d (%s)", ev.pos, ev.reason)
+            else:
+                log.info("%s at song position %d", ev.kind, ev.pos)
         nc = clock.next_check(now)
         if nc is not None and nc < wake:
             wake = nc

@@ -99,8 +99,8 @@ class StaticSource:
     def pattern_at_bar(self, cycle: int, bar: int) -> drums.Pattern | None:
         return None
 
-    def mutes(self) -> np.ndarray:
-        return self.mute.copy()
+    def mutes(self) -> tuple[bool, ...]:
+        return tuple(self.mute.tolist())
 
 
 def simple_pattern(steps_voices: dict[int, list[int]], velocity: float = 0.8, offsets=None) -> drums.Pattern:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import pytest
 from model import drums
 from performer.app import DEFAULT_LEAD, LiveApp, LiveError, LiveOptions, Recorder
 from performer.clock import STOP, Transport
-from performer.ports import MemoryInput, MemoryOutput
+from performer.ports import INPUT_SETTLE_S, MemoryInput, MemoryOutput
 from tests.conftest import assert_one_line_error, run_cli
 from tests.live_fakes import (
     PANIC_TAIL,
@@ -319,6 +320,14 @@ def test_internal_clock_over_jack_plays_in_time_and_releases_everything(jackd, m
         names = rec.port_names(is_midi=True)
         assert "drum-performer-clock:Drum Performer Clock" in names
         assert played.wait_notes(40, timeout=10)
+        # the sender polls the clock input just after each JACK cycle has run (next_input), from
+        # the server's own cycle timer
+        since, until, per = app.input._watch.cycle_position()
+        assert per == pytest.approx(jackd.period / jackd.rate, rel=0.01)
+        assert 0 <= since <= 2 * per and until <= per
+        now = time.perf_counter()
+        wait = app.player.next_input(now) - now
+        assert 0 < wait <= per + INPUT_SETTLE_S + 0.001, wait
     finally:
         app.request_stop()
         th.join(5)

@@ -400,6 +400,69 @@ def test_player_polls_faster_while_a_start_or_continue_is_waited_for():
     assert player.poll_cap(0.002, t + 0.01) == 0.002  # an internal clock plays at once: nothing to await
 
 
+def test_player_polls_just_after_each_input_cycle_where_the_port_says_when():
+    """A port that moves input once a cycle (JACK) says when the next cycle's input is in: the
+    sender sleeps exactly until then, stopped or playing (no fixed 0.5 / 2 ms interval),
+    never beyond max_wait; a port that cannot say (None) is polled on the fixed intervals."""
+    src = StaticSource(simple_pattern({s: [0] for s in range(64)}))
+    clock = MidiClock()
+    answer = {"t": None}
+    asked = []
+
+    def next_input(now, urgent):
+        asked.append(urgent)
+        return answer["t"]
+
+    player = Player(clock, Scheduler(src, quantize=True), LogSink().send, poll=list, poll_interval=0.002,
+                    cue_poll_interval=0.0005, max_wait=0.05, next_input=next_input)
+    t = 10.0
+    answer["t"] = t + 0.0023
+    assert player.poll_wait(0.002, t) == pytest.approx(0.0023)  # stopped: no 0.5 ms polls
+    clock.feed(("continue",), t)
+    clock.feed(("clock",), t + 0.001)
+    clock.feed(("clock",), t + 0.021)
+    answer["t"] = t + 0.0252
+    assert player.poll_wait(0.002, t + 0.022) == pytest.approx(0.0032)  # playing: no 2 ms polls
+    assert asked == [True, False]  # the second poll of a cycle only while a Start/Continue is awaited
+    answer["t"] = t + 0.021  # a cycle that is late: poll at once, never a negative sleep
+    assert player.poll_wait(0.002, t + 0.022) == 0.0
+    answer["t"] = t + 1.0
+    assert player.poll_wait(0.002, t + 0.022) == 0.05  # never beyond max_wait
+    answer["t"] = None  # the server went away: the fixed intervals again
+    assert player.poll_wait(0.002, t + 0.022) == 0.002
+    clock.feed(("stop",), t + 0.03)
+    assert player.poll_wait(0.002, t + 0.031) == 0.0005
+
+
+def test_a_jack_input_is_polled_once_its_cycle_has_run():
+    """RtMidiInput.next_input from the server's cycle position: early in a cycle, at its settle
+    point (the cycle's input may not be in yet); then at half the period (a cycle whose clients
+    ran late); after that, at the next cycle's settle point. Off JACK: no answer."""
+    from types import SimpleNamespace
+
+    from performer.ports import INPUT_SETTLE_S, RtMidiInput
+
+    period = 0.004
+    where = {}
+    port = SimpleNamespace(_watch=SimpleNamespace(cycle_position=lambda: where.get("pos")))
+    assert RtMidiInput.next_input(port, 5.0) is None  # no server answers
+    where["pos"] = (INPUT_SETTLE_S, period - INPUT_SETTLE_S, period)
+    playing = RtMidiInput.next_input(port, 5.0, urgent=False)
+    assert playing == pytest.approx(5.0 + period)  # while playing: only the settle point
+    where["pos"] = (0.0001, period - 0.0001, period)
+    assert RtMidiInput.next_input(port, 5.0) == pytest.approx(5.0 + INPUT_SETTLE_S - 0.0001)
+    where["pos"] = (INPUT_SETTLE_S, period - INPUT_SETTLE_S, period)
+    assert RtMidiInput.next_input(port, 5.0) == pytest.approx(5.0 + period / 2 - INPUT_SETTLE_S)
+    where["pos"] = (0.0025, period - 0.0025, period)
+    assert RtMidiInput.next_input(port, 5.0) == pytest.approx(5.0 + period - 0.0025 + INPUT_SETTLE_S)
+    where["pos"] = (period + 0.001, -0.001, period)  # the next cycle is overdue
+    assert RtMidiInput.next_input(port, 5.0) == pytest.approx(5.0 + INPUT_SETTLE_S)
+    short = 0.0006  # a period shorter than twice the settle time: polled at its half only
+    where["pos"] = (0.0001, short - 0.0001, short)
+    assert RtMidiInput.next_input(port, 5.0) == pytest.approx(5.0 + short / 2 - 0.0001)
+    assert RtMidiInput.next_input(SimpleNamespace(_watch=None), 5.0) is None  # not JACK
+
+
 def test_player_reports_a_stall_of_its_own_process_to_the_clock():
     """The sender's pass plus sleep took 60 ms longer than it asked (here: its time source
     jumps, as the wall clock does for a process the OS stopped): the clock is told the
