@@ -754,7 +754,9 @@ class RtMidiInput(_RtPort):
 
     rtmidi queues each message with the driver's own delta time (per JACK
     period, CoreMIDI packet, ALSA event). By default (``polled``) the sender
-    thread drains that queue itself, every millisecond: a Python callback
+    thread drains that queue itself (under JACK just after each cycle has run,
+    :meth:`next_input`; elsewhere every 2 ms, 0.5 ms while a Start or
+    Continue is awaited): a Python callback
     would run on the driver's thread and, under JACK, make the realtime
     process thread wait for the GIL, which a busy machine turns into xruns.
     With ``polled=False`` a callback only timestamps and queues into ``inbox``.

@@ -440,9 +440,10 @@ class Player(threading.Thread):
         self.now = now
         self.poll = poll  # drains an input port's own queue; called every poll_interval
         self.poll_interval = poll_interval
-        # While stopped (or started and waiting for the first clock) the port is polled every
-        # 0.5 ms. Why: a Continue (or Start) arrives in the same JACK period as the clock it
-        # cues, so the cued step's notes are a reaction and must reach the output before the
+        # A port that cannot say when input arrives (next_input None: ALSA, CoreMIDI, or JACK
+        # without an answer from the server) is polled on these fixed intervals. While stopped
+        # (or started and waiting for the first clock) every 0.5 ms. Why: a Continue (or Start)
+        # arrives in the same JACK period as the clock it cues, so the cued step's notes are a reaction and must reach the output before the
         # next period (2.7 ms at 128 frames, 48 kHz) to land within one period. The reaction
         # itself (parse, transport, the cued step's pattern, send) took 0.6-2 ms in the live
         # process (instrumented runs; 0.28-0.40 ms since the cued cycle is compiled while stopped,

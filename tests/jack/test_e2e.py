@@ -288,18 +288,14 @@ def test_stop_silences_at_once_and_releases_every_note(server, live_model, groov
             f"note-off of {n.pitch} came {server.ms(e.frame - stop.frame):.3f} ms after Stop")
 
 
-# Known, open (issue 7): the first step after a locate + SPP + Continue is sometimes one JACK
-# period late (4.5 ms; tolerance 3.67). Those notes are a reaction (jack_midi_clock sends Continue
-# and its first clock in the same frame) and must be written within that period. The scheduler
-# now compiles the cued cycle while stopped: from reading the Continue to sending the first note
-# took median 0.64 / max 1.42 ms before, 0.30 / 0.40 ms after (12 standalone runs each,
-# perf_counter stamps), and 0 of 50 standalone runs were late; but a full CI run on the idle
-# machine still had the first step at +216 frames once. Not strict: run and reported every time.
-_SPP_LATE_FIRST_STEP = pytest.mark.xfail(
-    strict=False, reason="first step after SPP + Continue sometimes one period late (a Python reaction)")
-
-
-@pytest.mark.parametrize("how", [pytest.param("spp", marks=_SPP_LATE_FIRST_STEP), "no-spp"])
+# The first step after a Continue is a reaction: jack_midi_clock sends the Continue and its
+# first clock in the same frame, so those notes must be written before the next JACK period.
+# Once a non-strict xfail (one period late in 2 of 5 CI runs of stop 8). What fixed it
+# (benchmarks/reaction.py, 120 BPM, -p 128): the input is read 0.4 ms into each cycle
+# (Player.poll_wait), and the reaction has no numpy call left (PatternSource.mutes). Read ->
+# reaction sent finished 0.64-1.62 ms into the cycle in 61 of 61 Starts/Continues; cued steps
+# one period late: 0 of 92 (the tree before: 12 of 92).
+@pytest.mark.parametrize("how", ["spp", "no-spp"])
 @h.retry_invalid()
 def test_continue_resumes_at_the_right_step(server, live_model, groove, how):
     """Stop mid-cycle, then continue: after locate + SPP at another step, or (clock
