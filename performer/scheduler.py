@@ -565,9 +565,9 @@ class Player(threading.Thread):
         while playing, 0.5 ms while stopped) and the reaction had to reach the output
         before the next cycle anyway, so a Stop's CC123 missed a period now and then (once
         in the CI runs of stop 9: 5.3 ms after the Stop); read just after the cycle ran, a
-        reaction has nearly a whole period. Polls: one a period while playing (375 a second
-        at 128 frames, 48 kHz; there were 500), two while a Start or Continue is awaited
-        (750; there were 2,000). Elsewhere (ALSA, CoreMIDI: messages move on their own) the
+        reaction has nearly a whole period. While a Start or Continue is awaited, two polls a
+        period (750 a second at 128 frames, 48 kHz; there were 2,000); while playing one (375;
+        there were 500), a little later in the cycle (RtMidiInput.next_input says why). Elsewhere (ALSA, CoreMIDI: messages move on their own) the
         port is polled every ``poll_interval``, and every ``cue_poll_interval`` while a
         Start or Continue (and the first clock after it) is waited for."""
         if self.next_input is not None:
