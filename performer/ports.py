@@ -63,14 +63,17 @@ JACKD_HINT = "jackd -d alsa -r 48000 -p 256, or jackd -d dummy without a sound c
 # When rtmidi's JACK input holds a cycle's messages, after that cycle starts (jack_get_cycle_times):
 # measured by busy-polling an input fed by jack_midi_clock (120 BPM, -p 128, 722 messages):
 # median 95 us, p90 218 us, p99 378 us, max 1.07 ms (the clock master and our input client run
-# first). While a Start or Continue is awaited a port is polled 0.4 ms into each cycle, and
+# first). So a port is polled 0.4 ms into each cycle; while a Start or Continue is awaited,
 # again at half the period (a cycle whose clients ran late): the cued step's notes are the
-# longest reaction (read -> sent 0.2-1.2 ms here). While playing, once a cycle, 0.8 ms into it:
-# a Stop's reaction is short (0.2-0.6 ms), and a second poll a cycle cost 1.1-1.4 % of a core
-# (benchmarks/live_timing.py: 5.4-5.7 % playing with two, 4.0-4.3 % with one); read at 0.4 ms,
-# once a cycle, a Stop's CC123 was a period late 9 times in 359 (benchmarks/reaction.py).
+# longest reaction (read -> sent 0.2-1.2 ms here). While playing only once: a second poll a cycle
+# cost 1.1-1.4 % of a core (benchmarks/live_timing.py: 5.4-5.7 % playing with two, 4.0-4.3 %
+# with one). One fixed point for both: the arrival times, whose least delay the stamp mapper
+# takes for the driver's offset, then carry the same delay as with the 0.5-2 ms polls before
+# (live_timing's mean signed error unchanged; a later point while playing, 0.8 ms, put it
+# 0.2 ms later). Stamping a message at the server's cycle start instead went wrong after the
+# server stalled: that start is its delay-locked loop's estimate (notes 4-5 ms early for
+# seconds, tests/jack/test_e2e.py's 100 ms server stop).
 INPUT_SETTLE_S = 0.0004
-INPUT_PLAYING_S = 0.0008
 
 
 class PortError(DrumPerformerError):
@@ -495,14 +498,14 @@ class _RtPort:
         """When polling this port next can find something new, on the caller's clock ``now``:
         just after a JACK cycle has run (``INPUT_SETTLE_S`` after it starts, and once more at
         half the period for a cycle whose clients ran late), since rtmidi moves input only then. None off JACK or without a server (poll on a
-        fixed interval). ``awaiting`` False (playing): one poll a cycle, ``INPUT_PLAYING_S``
-        after it starts. See ``Player.poll_wait`` for why polls follow the cycle."""
+        fixed interval). ``awaiting`` False (playing): the first of the two only. See
+        ``Player.poll_wait`` for why polls follow the cycle."""
         w = self._watch
         pos = w.cycle_position() if w is not None else None
         if pos is None:
             return None
         since, until, period = pos
-        first = min(INPUT_SETTLE_S if awaiting else INPUT_PLAYING_S, period / 2)
+        first = min(INPUT_SETTLE_S, period / 2)
         for at in ((first, period / 2) if awaiting else (first,)):
             if since < at:
                 return now + at - since  # this cycle's input may not all be in yet
@@ -839,25 +842,7 @@ class RtMidiInput(_RtPort):
                 out.append((t, d, m[0]))
             if u is not None:
                 u.tick(now())
-        if out and self._watch is not None:
-            out = self._at_cycle_start(out)
         return out
-
-    def _at_cycle_start(self, out: list) -> list:
-        """Arrival times moved back to the start of the JACK cycle that delivered the messages.
-
-        Why: the sender reads the port at a fixed point of each cycle (:meth:`next_input`), so
-        the least delay between a cycle and its messages' arrival, which ``StampMapper`` takes
-        as the driver's offset, would be that point, 0.4-0.8 ms: the clock line would be that
-        much late. Measured with arrival at the read (benchmarks/live_timing.py, mean signed
-        note error at 120 / 180 BPM): 0.14 / 0.51 ms with the 0.5-2 ms polls before, 0.35 /
-        0.68 ms with the read 0.8 ms into the cycle. A message read a cycle late gets a stamp
-        that is late, which the stamp mapper's least-delay rule passes over."""
-        pos = self._watch.cycle_position()
-        if pos is None or pos[0] > 2 * pos[2]:  # no server, or its cycle is stuck: keep them
-            return out
-        t0 = time.perf_counter() - pos[0]
-        return [(min(t, t0), d, data) for t, d, data in out]
 
     def _on_reopen(self) -> None:
         # the driver's timeline restarted: the sender's stamp mapper must not trust old deltas

@@ -354,7 +354,10 @@ class Scheduler:
 # the JACK input is seen; a false report costs nothing unless the clock also went silent and
 # came back whole clocks off its line.
 OWN_STALL_S = 0.002
-REALTIME_PRIORITY = 5  # SCHED_FIFO, below JACK's own threads (jackd -R uses 10 and up)
+# SCHED_FIFO priority of the sender: the same as JACK's client process threads under jackd -R
+# (ps -eLo cls,rtprio: the server's threads at 10, its clients' at 5), below the server's. A
+# sender at 1 was tried (one-minute takes, -p 128): 5 / 8 / 4 xruns against 4 / 1 / 1 at 5.
+REALTIME_PRIORITY = 5
 
 
 def _take_due(heap: list, now: float, clock: ClockSource, arrived: float, limit: float, stale: float,

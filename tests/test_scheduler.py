@@ -440,17 +440,15 @@ def test_a_jack_input_is_polled_once_its_cycle_has_run():
     ran late); after that, at the next cycle's settle point. Off JACK: no answer."""
     from types import SimpleNamespace
 
-    from performer.ports import INPUT_PLAYING_S, INPUT_SETTLE_S, RtMidiInput
+    from performer.ports import INPUT_SETTLE_S, RtMidiInput
 
     period = 0.004
     where = {}
     port = SimpleNamespace(_watch=SimpleNamespace(cycle_position=lambda: where.get("pos")))
     assert RtMidiInput.next_input(port, 5.0) is None  # no server answers
     where["pos"] = (INPUT_SETTLE_S, period - INPUT_SETTLE_S, period)
-    playing = RtMidiInput.next_input(port, 5.0, awaiting=False)  # once a cycle, a little later
-    assert playing == pytest.approx(5.0 + INPUT_PLAYING_S - INPUT_SETTLE_S)
-    where["pos"] = (INPUT_PLAYING_S, period - INPUT_PLAYING_S, period)
-    assert RtMidiInput.next_input(port, 5.0, awaiting=False) == pytest.approx(5.0 + period)
+    playing = RtMidiInput.next_input(port, 5.0, awaiting=False)  # playing: once a cycle
+    assert playing == pytest.approx(5.0 + period)
     where["pos"] = (0.0001, period - 0.0001, period)
     assert RtMidiInput.next_input(port, 5.0) == pytest.approx(5.0 + INPUT_SETTLE_S - 0.0001)
     where["pos"] = (INPUT_SETTLE_S, period - INPUT_SETTLE_S, period)
@@ -463,27 +461,6 @@ def test_a_jack_input_is_polled_once_its_cycle_has_run():
     where["pos"] = (0.0001, short - 0.0001, short)
     assert RtMidiInput.next_input(port, 5.0) == pytest.approx(5.0 + short / 2 - 0.0001)
     assert RtMidiInput.next_input(SimpleNamespace(_watch=None), 5.0) is None  # not JACK
-
-
-def test_a_jack_inputs_messages_arrive_at_the_start_of_their_cycle():
-    """Read at a fixed point of the cycle, the messages are stamped with the cycle's start (so
-    the stamp mapper's least delay is not the read's phase); a stuck server or none: unchanged."""
-    import time as _time
-    from types import SimpleNamespace
-
-    from performer.ports import RtMidiInput
-
-    where = {}
-    port = SimpleNamespace(_watch=SimpleNamespace(cycle_position=lambda: where.get("pos")))
-    now = _time.perf_counter()
-    out = [(now, 0.0, [0xF8]), (now, 0.0, [0xFB])]
-    assert RtMidiInput._at_cycle_start(port, out) == out  # no server answers
-    where["pos"] = (0.0008, 0.0019, 0.0027)
-    moved = RtMidiInput._at_cycle_start(port, out)
-    assert [m[1:] for m in moved] == [m[1:] for m in out]
-    assert all(now - 0.0009 < t <= now - 0.0008 + 0.0005 for t, _, _ in moved), moved
-    where["pos"] = (0.5, -0.4973, 0.0027)  # the server's cycle is stuck
-    assert RtMidiInput._at_cycle_start(port, out) == out
 
 
 def test_player_reports_a_stall_of_its_own_process_to_the_clock():
