@@ -60,6 +60,23 @@ def machine() -> dict:
     }
 
 
+def jack_model(prog: str, model: Path | None) -> Path | None:
+    """The exported model a JACK benchmark plays (the shipped one by default), or None after one
+    line saying why it cannot run here (a JACK tool or the model missing)."""
+    reason = h.missing_tools()
+    if reason:
+        print(f"{prog}: {reason}", file=sys.stderr)
+        return None
+    if model is None:
+        from performer.engine import default_model_dir
+
+        model = default_model_dir()
+    if not (model / "model.json").exists():
+        print(f"{prog}: no exported model at {model} (pass --model DIR)", file=sys.stderr)
+        return None
+    return model
+
+
 def stats(xs: list[float]) -> dict:
     a = [abs(x) for x in xs]
     return {
@@ -183,17 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    reason = h.missing_tools()
-    if reason:
-        print(f"live_timing: {reason}", file=sys.stderr)
-        return 2
-    model = a.model
+    model = jack_model("live_timing", a.model)
     if model is None:
-        from performer.engine import default_model_dir
-
-        model = default_model_dir()
-    if not (model / "model.json").exists():
-        print(f"live_timing: no exported model at {model} (pass --model DIR)", file=sys.stderr)
         return 2
 
     info = machine()

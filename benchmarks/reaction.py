@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.live_timing import machine
+from benchmarks.live_timing import jack_model, machine
 from tests.jack import harness as h
 
 BPM = 120.0
@@ -130,15 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--json", type=Path, help="also write the results here")
     a = ap.parse_args(argv)
-    reason = h.missing_tools()
-    if reason:
-        print(f"reaction: {reason}", file=sys.stderr)
-        return 2
-    model = a.model
+    model = jack_model("reaction", a.model)
     if model is None:
-        from performer.engine import default_model_dir
-
-        model = default_model_dir()
+        return 2
     info = machine()
     with h.JackServer(period=a.period) as server:
         r = run(server, model, a.seed, a.takes, random.Random(a.seed))

@@ -294,7 +294,7 @@ def test_stop_silences_at_once_and_releases_every_note(server, live_model, groov
 # (benchmarks/reaction.py, 120 BPM, -p 128): the input is read 0.4 ms into each cycle
 # (Player.poll_wait), and the reaction has no numpy call left (PatternSource.mutes). Read ->
 # reaction sent finished 0.64-1.62 ms into the cycle in 61 of 61 Starts/Continues; cued steps
-# one period late: 0 of 92 (the tree before: 12 of 92).
+# one period late: 0 of 289 (the tree before: 47 of 245).
 @pytest.mark.parametrize("how", ["spp", "no-spp"])
 @h.retry_invalid()
 def test_continue_resumes_at_the_right_step(server, live_model, groove, how):
