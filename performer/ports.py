@@ -276,7 +276,7 @@ class JackWatch:
         lib.jack_get_time.restype = ctypes.c_uint64
         lib.jack_get_cycle_times.argtypes = [vp, ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint64),
                                              ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_float)]
-        # out-parameters of jack_get_cycle_times, made once: the sender asks once a period
+        # out-parameters of jack_get_cycle_times, made once: the sender asks before each poll
         self._cycle_out = (ctypes.c_uint32(), ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_float())
         self._cycle_refs = tuple(ctypes.byref(x) for x in self._cycle_out)
         self._SHUTDOWN = ctypes.CFUNCTYPE(None, vp)
@@ -497,9 +497,9 @@ class _RtPort:
     def next_input(self, now: float, awaiting: bool = True) -> float | None:
         """When polling this port next can find something new, on the caller's clock ``now``:
         just after a JACK cycle has run (``INPUT_SETTLE_S`` after it starts, and once more at
-        half the period for a cycle whose clients ran late), since rtmidi moves input only then. None off JACK or without a server (poll on a
-        fixed interval). ``awaiting`` False (playing): the first of the two only. See
-        ``Player.poll_wait`` for why polls follow the cycle."""
+        half the period for a cycle whose clients ran late), since rtmidi moves input only
+        then. ``awaiting`` False (playing): the first of the two only. None off JACK or
+        without a server: poll on a fixed interval. See ``Player.poll_wait`` for why."""
         w = self._watch
         pos = w.cycle_position() if w is not None else None
         if pos is None:

@@ -430,7 +430,7 @@ class Player(threading.Thread):
         poll: Callable[[], list] | None = None,
         poll_interval: float = 0.002,
         cue_poll_interval: float = 0.0005,
-        next_input: Callable[[float], float | None] | None = None,
+        next_input: Callable[[float, bool], float | None] | None = None,
     ) -> None:
         super().__init__(name="drum-performer-sender", daemon=True)
         self.clock = clock
@@ -446,8 +446,8 @@ class Player(threading.Thread):
         # A port that cannot say when input arrives (next_input None: ALSA, CoreMIDI, or JACK
         # without an answer from the server) is polled on these fixed intervals. While stopped
         # (or started and waiting for the first clock) every 0.5 ms. Why: a Continue (or Start)
-        # arrives in the same JACK period as the clock it cues, so the cued step's notes are a reaction and must reach the output before the
-        # next period (2.7 ms at 128 frames, 48 kHz) to land within one period. The reaction
+        # arrives in the same JACK period as the clock it cues, so the cued step's notes are a
+        # reaction and must reach the output before the next period (2.7 ms at 128 frames, 48 kHz) to land within one period. The reaction
         # itself (parse, transport, the cued step's pattern, send) took 0.6-2 ms in the live
         # process (instrumented runs; 0.28-0.40 ms since the cued cycle is compiled while stopped,
         # see Scheduler._compile), so the poll's own delay must be small. Polled every
@@ -564,15 +564,15 @@ class Player(threading.Thread):
         Where the port knows when input can next arrive (``next_input``: under JACK rtmidi
         moves input once a cycle, so a poll finds something new only just after a cycle has
         run), it is polled then and only then. Why: a Stop, a Continue and its first clock,
-        a CC are reactions; read at a fixed interval they waited up to that interval (2 ms
-        while playing, 0.5 ms while stopped) and the reaction had to reach the output
-        before the next cycle anyway, so a Stop's CC123 missed a period now and then (once
-        in the CI runs of stop 9: 5.3 ms after the Stop); read just after the cycle ran, a
-        reaction has nearly a whole period. While a Start or Continue is awaited, two polls a
-        period (750 a second at 128 frames, 48 kHz; there were 2,000); while playing one (375;
-        there were 500), a little later in the cycle (RtMidiInput.next_input says why). Elsewhere (ALSA, CoreMIDI: messages move on their own) the
-        port is polled every ``poll_interval``, and every ``cue_poll_interval`` while a
-        Start or Continue (and the first clock after it) is waited for."""
+        a CC are reactions that must reach the output before the next cycle. Read on a fixed
+        interval (0.5 ms while stopped) they were read late in the cycle now and then, and
+        a Continue's cued step came a period late in 47 of 245 Continues
+        (benchmarks/reaction.py); read 0.4 ms into the cycle, in 0 of 289. Polls: while a
+        Start or Continue is awaited two a period (750 a second at 128 frames, 48 kHz; there
+        were 2,000), while playing one (375; there were 500): RtMidiInput.next_input says
+        why. Elsewhere (ALSA, CoreMIDI: messages move on their own) the port is polled every
+        ``poll_interval``, and every ``cue_poll_interval`` while a Start or Continue (and the
+        first clock after it) is waited for."""
         if self.next_input is not None:
             t = self.next_input(now, self.clock.state(now) in ("stopped", "starting"))
             if t is not None:
