@@ -31,11 +31,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.live_timing import jack_model, machine
+from benchmarks.live_timing import XRUN_BEFORE_MS, h_pitches, jack_model, machine
 from tests.jack import harness as h
 
 BPM = 120.0
-STEP_FRAMES_AT = 60.0 / BPM / 4  # seconds per 16th
+STEP_S = 60.0 / BPM / 4  # seconds per 16th
 
 
 def _cc123(e: h.Event) -> bool:
@@ -45,7 +45,7 @@ def _cc123(e: h.Event) -> bool:
 def run(server: h.JackServer, model: Path, seed: int, takes: int, rng: random.Random) -> dict:
     args = ["--model", str(model), "--seed", str(seed), "--quantize"]
     stops, conts, cpu_stopped, cpu_playing = [], [], [], []
-    step_frames = round(server.rate * STEP_FRAMES_AT)
+    step_frames = round(server.rate * STEP_S)
     with h.Rig(server, args, bpm=BPM, clock_kw={"resync_delay": 0.5}) as rig:
         pid = rig.performer.pid
         rig.start()
@@ -78,7 +78,7 @@ def run(server: h.JackServer, model: Path, seed: int, takes: int, rng: random.Ra
     tol = server.period_ms + 1.0
 
     def near_xrun(frame: int) -> bool:
-        return any(-server.frames(30.0) <= frame - f <= server.frames(250.0) for f in xrun_frames)
+        return any(-server.frames(XRUN_BEFORE_MS) <= frame - f <= server.frames(250.0) for f in xrun_frames)
 
     stop_ms = []
     for f in stops:
@@ -103,12 +103,6 @@ def run(server: h.JackServer, model: Path, seed: int, takes: int, rng: random.Ra
         "cpu_percent_playing": sum(cpu_playing) / len(cpu_playing),
         "cpu_percent_stopped": sum(cpu_stopped) / len(cpu_stopped),
     }
-
-
-def h_pitches() -> tuple[int, ...]:
-    from model import drums
-
-    return drums.OUTPUT_PITCHES
 
 
 def summary(xs: list[float], tol: float) -> dict:

@@ -68,10 +68,7 @@ def _half_period(port) -> float:
 
 def _next_input(*ports):
     """The first polled port's ``next_input`` (they share one JACK cycle), or None."""
-    for p in ports:
-        if p is not None and getattr(p, "polled", False) and hasattr(p, "next_input"):
-            return p.next_input
-    return None
+    return next((p.next_input for p in ports if p is not None and p.polled), None)
 
 
 class LiveApp:
