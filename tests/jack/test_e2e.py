@@ -403,6 +403,10 @@ def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, gro
     assert not bad, f"after a stall at song position {stalled_at}:\n" + timing_report(settled, server, tolerance_ms(server))
 
 
+# The xruns of a stall of the performer (below) are reported by the time it runs again.
+STALL_XRUN_REPORT_MS = 100.0
+
+
 # The performer's own process stalls (SIGSTOP, as swapping, a long page fault or an
 # overloaded machine can): its JACK clock input does not run, and the clocks sent in
 # those periods never reach it. The master did not stop, so its song position went on.
@@ -426,6 +430,7 @@ def test_a_stall_of_the_performer_itself_loses_no_song_position(server, live_mod
             time.sleep(stall_s)
         finally:
             os.kill(pid, signal.SIGCONT)
+        resumed = rig.rec.now()
         stalled_at = rig.track().ticks[-1].pos
         assert rig.wait_pos(40 * STEP)
         time.sleep(0.2)
@@ -436,6 +441,14 @@ def test_a_stall_of_the_performer_itself_loses_no_song_position(server, live_mod
     settled = [p for p in t.placed() if p.step < 40 and p.step * STEP >= stalled_at + h.PPQN + STEP]
     assert settled, "no notes after the stall"
     bad = [p for p in settled if abs(server.ms(p.error_frames)) > tolerance_ms(server)]
+    # A second, unrelated xrun later in the take can cost our JACK input a period of clocks
+    # as it can cost any client (seen once in CI: two notes a clock late 3.7 s after the
+    # stall): a disturbance this test does not ask about. Notes that go off their ticks only
+    # after such an xrun are not this test's question: the take is run again.
+    later = [f for f in t.xrun_frames if f > resumed + server.frames(STALL_XRUN_REPORT_MS)]
+    if bad and later and min(later) <= min(p.note.frame for p in bad):
+        raise h.InvalidTake(f"an xrun {server.ms(min(later) - resumed):.0f} ms after the stall, before "
+                            f"the first note off its tick: not the stall's doing")
     assert not bad, f"after the performer stalled at song position {stalled_at}:\n" + timing_report(
         settled, server, tolerance_ms(server))
 
