@@ -450,7 +450,8 @@ def test_a_stall_of_the_performer_itself_loses_no_song_position(server, live_mod
         raise h.InvalidTake(f"an xrun {server.ms(min(later) - resumed):.0f} ms after the stall, before "
                             f"the first note off its tick: not the stall's doing")
     assert not bad, f"after the performer stalled at song position {stalled_at}:\n" + timing_report(
-        settled, server, tolerance_ms(server))
+        settled, server, tolerance_ms(server)) + (
+        f"\nxruns at {[round(server.ms(f - resumed)) for f in t.xrun_frames]} ms from the stall's end")
 
 
 @h.retry_invalid()
