@@ -208,7 +208,11 @@ class Recorder:
         tr.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(self.bpm or 120.0), time=0))
         per_clock = self.RESOLUTION / 24
         now = 0
-        for p, msg in sorted(self.events, key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90)):
+        # by position, and at one position in the order sent (a stable sort): an off is never
+        # sent before its own on, and a re-strike sends the old note's off before the new on.
+        # (Offs first at one position wrote a note released at its own position -- a Stop
+        # releasing a note sent ahead of the clock -- as off, on: a note that never stops.)
+        for p, msg in sorted(self.events, key=lambda e: e[0]):
             tick = int(round(p * per_clock))
             tr.append(mido.Message.from_bytes(msg, time=max(0, tick - now)))
             now = max(now, tick)

@@ -209,6 +209,26 @@ def test_recorder_lays_later_runs_after_the_previous_at_a_bar_line():
     assert [p for p, _ in r.events] == [0.0, 3.0, 150.0, 192.0 + 12]
 
 
+def test_recorder_writes_a_note_released_at_its_own_position_on_then_off(tmp_path):
+    """A Stop releases a note sent ahead of the clock (on at 384, Stop at 381): its off lands at
+    the on's position and must follow it in the file, or the file ends on a note that never
+    stops (seen in the performer's own takes over JACK). A re-strike keeps off-then-on."""
+    import mido
+
+    r = Recorder(tmp_path / "take.mid", 9)
+    r.transport(Transport("start", 0, 0.0))
+    r.add([0x99, 38, 90], 378.0, 0.0)
+    r.add([0x89, 38, 0], None, 378.0)  # the re-strike's release, sent before the new on
+    r.add([0x99, 38, 100], 378.0, 0.0)
+    r.add([0x99, 36, 100], 384.0, 0.0)  # sent ahead, then the Stop at 381 releases both
+    r.transport(Transport(STOP, 381, 1.0))
+    r.add([0x89, 36, 0], None, 381.0)
+    r.add([0x89, 38, 0], None, 381.0)
+    msgs = [m for m in mido.MidiFile(r.write()).tracks[0] if not m.is_meta]
+    assert [(m.type, m.note) for m in msgs] == [("note_on", 38), ("note_off", 38), ("note_on", 38),
+                                                 ("note_off", 38), ("note_on", 36), ("note_off", 36)]
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
 def test_signals_release_every_note_and_exit_with_their_code(tmp_path, sig, code):
     out = tmp_path / "sent.json"
