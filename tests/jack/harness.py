@@ -792,6 +792,19 @@ def controls(events: Iterable[Event]) -> list[Control]:
             for e in events if len(e.data) == 3 and e.data[0] & 0xF0 == CONTROL]
 
 
+def file_notes(path) -> list[Note]:
+    """A MIDI file's note events (the performer's ``--record``) as Notes, in the file's order;
+    ``frame`` holds the file's tick."""
+    import mido
+
+    out, now = [], 0
+    for msg in mido.merge_tracks(mido.MidiFile(path).tracks):
+        now += msg.time
+        if msg.type in ("note_on", "note_off"):
+            out.append(Note(now, msg.type == "note_on" and msg.velocity > 0, msg.channel, msg.note, msg.velocity))
+    return out
+
+
 def unreleased(ns: Iterable[Note]) -> list[Note]:
     """Note-ons without a later note-off of the same channel and pitch (FIFO pairing)."""
     open_: dict[tuple[int, int], list[Note]] = {}

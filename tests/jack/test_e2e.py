@@ -239,6 +239,7 @@ def test_record_file_holds_what_was_played(quantized_cycle):
     assert first_cycle == sorted((float(a), b, c, d) for a, b, c, d in played), (
         f"file vs played, first cycle: only in file {sorted(set(first_cycle) - set(played))[:10]}, "
         f"only played {sorted(set(played) - set(first_cycle))[:10]}")
+    assert not h.unreleased(h.file_notes(path)), "a note-on without its note-off in the --record file"
 
 
 def test_every_note_on_gets_its_note_off(quantized_cycle):
