@@ -224,6 +224,7 @@ class LiveApp:
                 self.clock, self.scheduler, self._send, self.inbox,
                 on_control=self.controller.midi, on_transport=self._on_transport, poll=poll,
                 next_input=_next_input(self.input, self.follow_port),
+                server_report=self.input.server_report if self.input is not None and self.input.polled else None,
             )
             self._align_periods()
             handlers = self._install_signals()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -509,6 +509,13 @@ class ClockSource(Protocol):
         longer off the CPU than it asked to sleep): input delivered in that time may have been
         lost on the way (see :class:`MidiClock`)."""
 
+    def server(self, xruns: Sequence[tuple[float, float]], lag: float | None) -> None:
+        """What the audio server (JACK) says, told before the input read with it is fed:
+        the xruns reported since the last call, (when, how late the server said it was
+        itself, seconds), and ``lag``, its wall clock minus its frame clock now (seconds;
+        it grows by whatever time the server itself loses; None where unknown). At an xrun
+        a client of the graph, perhaps our input, missed a cycle and that cycle's input."""
+
 
 class InternalClock:
     """``--bpm N``: a perfect clock that starts at position 0 when asked.
@@ -577,6 +584,15 @@ class InternalClock:
     def stalled(self, t0: float, t1: float) -> None:
         """Nothing is lost: every position's time is computed from the start."""
 
+    def server(self, xruns: Sequence[tuple[float, float]], lag: float | None) -> None:
+        """Nothing is lost: every position's time is computed from the start."""
+
+
+# An xrun at which JACK says the server itself was this late or later lost time, not input
+# (a client that missed cycles is reported at 0; a server stall of 20-50 ms at 15-46 ms, or
+# at 29 us once: hence the frame lag too, see MidiClock._lost_clocks).
+SERVER_LATE_S = 0.001
+
 
 class MidiClock:
     """Follows incoming MIDI clock with MIDI 1.0 semantics.
@@ -605,26 +621,37 @@ class MidiClock:
     within two ticks, and positions the freewheel already played (or dropped)
     are not played again -- the performer waits for the clocks to catch up.
 
-    One exception to counting messages: clocks lost in our own process. When
-    the performer's process itself does not run (the OS stopped it, swapped it
-    out, a debugger paused it), its JACK client is not run either and the clocks
-    the master sent meanwhile never reach it; the master's count went on. The
-    sender reports such stalls (:meth:`stalled`: it spent far longer off the
-    CPU than it asked to sleep). A silence in the clock stamps that overlaps a
-    stall at least a clock long, ended by a clock a whole number of clocks
-    after the tempo line's prediction for the next count (within the line's
-    spread), is those lost clocks: they are added to the count, and the notes
-    stay on their ticks. Everything else keeps the counting rule: a stalled
-    master (our process ran), a phase that is not whole clocks, and a stall of
-    ours shorter than a clock. Why that last one: a master that drops a clock in
-    an xrun (the test recorder misses it too) while the same xrun delays our
-    sender a few ms looks exactly like a clock we lost; counted in, it put the
-    performer a clock ahead of the master's count twice in 18 one-minute
-    ``--audio`` runs here (benchmarks/audio_live.py; logged once, with the
-    recorder missing the same clock). Measured before any of this
-    (tests/jack, SIGSTOP of the performer): 20 ms at 180 BPM left it 2 clocks
-    late, 50 ms at 120 BPM 2 clocks (+41 ms), until the next Start. A stall
-    shorter than a clock that loses one still leaves it a clock late.
+    One exception to counting messages: clocks lost on our side. When the
+    performer's process itself does not run (the OS stopped it, swapped it out,
+    a debugger paused it), or JACK runs the graph without our input client for a
+    cycle (an xrun: the client's thread did not get a core in time), the clocks
+    the master sent meanwhile never reach us, and the master's count went on. A
+    silence in the clock stamps ended by a clock a whole number of clocks after
+    the tempo line's prediction for the next count (within the line's spread)
+    is those lost clocks -- they are added to the count, and the notes stay on
+    their ticks -- when either of two things says the silence was ours:
+
+    * the sender reports a stall of its own (:meth:`stalled`: it spent far
+      longer off the CPU than it asked to sleep) at least a clock long,
+      overlapping the silence;
+    * JACK reported an xrun in the silence (:meth:`server`) while its own time
+      went on: its frame clock kept pace with its wall clock (their difference,
+      read before each read of the port, did not grow by half a clock) and it
+      did not say it was late itself. Seen without this: a whole take a clock
+      late after an xrun, in CI once and in 1 of 2 passes of tests/jack here.
+
+    Everything else keeps the counting rule: a stalled master (no xrun, our
+    process ran), a phase that is not whole clocks, a stall of ours shorter
+    than a clock with no xrun, and a server that lost time itself (its driver
+    stalled: every later clock comes late by that time and none is missing;
+    counting one in put every later note a whole clock early). A master that
+    skips the clocks of a cycle it missed in an xrun, as jack_midi_clock does
+    (its later clocks stay on its transport's line), is counted in as well:
+    the notes then stay with the master's transport and its song position
+    (its next SPP), a clock ahead of its message count. Measured before any of
+    this (tests/jack, SIGSTOP of the performer): 20 ms at 180 BPM left it 2
+    clocks late, 50 ms at 120 BPM 2 clocks (+41 ms), 12 ms at 120 BPM one
+    clock, until the next Start.
 
     ``start_on_clock``: clocks arriving while stopped (a device that never sends
     Start) start playback from the cue.
@@ -662,7 +689,11 @@ class MidiClock:
         self.dropouts = 0
         self.stalls = 0  # clocks that resumed after a silence (a stall, a held delivery, a dropout)
         self._own_stalls: deque[tuple[float, float]] = deque(maxlen=8)  # (t0, t1) our process did not run
-        self.recovered = 0  # clocks lost in our own stalls, added back to the count
+        self._xruns: deque[tuple[float, float]] = deque(maxlen=16)  # (when, server late by) reported
+        self._lag: float | None = None  # the server's wall clock minus its frame clock, last heard
+        self._lag_low: float | None = None  # its least value heard since the last clock
+        self._lag_ref: float | None = None  # ... in the interval that ended at the last clock
+        self.recovered = 0  # clocks lost in our own stalls or in a missed JACK cycle, added back
 
     def start(self, now: float) -> None:
         """Nothing to do: playback starts on the master's Start (or clock, with ``start_on_clock``)."""
@@ -726,14 +757,12 @@ class MidiClock:
         playing = self.running and not self._first_pending
         freewheeled = playing and self.freewheeling(t)
         self._freewheel_told = False
-        found = self._lost_in_own_stall(t)
+        found = self._lost_clocks(t)
         if found:
-            lost, stall, due = found
+            lost, why = found
             self.recovered += lost
-            log.info("%d clock%s lost while this process was stalled, at song position %d: counted in "
-                     "(stalled %.1f ms, from %+.1f to %+.1f ms around the first lost clock's time)",
-                     lost, "s" if lost > 1 else "", self._n + 1 + self._base, 1000 * (stall[1] - stall[0]),
-                     1000 * (stall[0] - due), 1000 * (stall[1] - due))
+            log.info("%d clock%s lost %s, at song position %d: counted in", lost, "s" if lost > 1 else "",
+                     why, self._n + 1 + self._base)
             self._n += lost
         self._n += 1
         if self._check_phase:
@@ -749,6 +778,9 @@ class MidiClock:
                     "clock back after %.0f ms at song position %d%s", 1000 * (t - self._last_t),
                     self._n + self._base, "; what the freewheel played is not played again" if freewheeled else "")
         self._last_t = t
+        # the least lag heard up to this clock: read at some phase of the server's cycle, the
+        # lag is high by up to a period plus our wake-up; the least of a clock's worth is not
+        self._lag_ref, self._lag_low = self._lag_low, None
         if self.running:
             if self._first_pending:
                 self._base = self._cue - self._n
@@ -758,25 +790,44 @@ class MidiClock:
     def stalled(self, t0: float, t1: float) -> None:
         self._own_stalls.append((t0, t1))
 
-    def _lost_in_own_stall(self, t: float) -> tuple[int, tuple[float, float], float] | None:
-        """(clocks lost, the stall, the first lost clock's predicted time) when the clocks before
-        the one stamped ``t`` were lost while our process was stalled (see the class docstring);
-        None when the silence before it was not ours, or there was no silence."""
+    def server(self, xruns: Sequence[tuple[float, float]], lag: float | None) -> None:
+        self._xruns.extend(xruns)
+        self._lag = lag
+        if lag is not None and (self._lag_low is None or lag < self._lag_low):
+            self._lag_low = lag
+
+    def _lost_clocks(self, t: float) -> tuple[int, str] | None:
+        """(clocks lost, how, for the log) when the clocks before the one stamped ``t`` were
+        lost on our side (see the class docstring); None when the silence before it was not
+        ours, or there was no silence."""
         last, p = self._last_t, self.est.period
         if last is None or p is None or self.est.count < 12 or t - last < 1.5 * p:
             return None
-        # at least a clock long: a shorter stall hides at most one clock, and a master that drops
-        # a clock in an xrun (every listener misses it) while the same xrun delays our sender a
-        # few ms looks the same; by MIDI's rule that clock was never sent
-        stall = next(((s0, s1) for s0, s1 in reversed(self._own_stalls)
-                      if s0 < t and s1 > last and s1 - s0 >= p), None)
         due = self.est.predict(self._n + 1)
-        if stall is None or due is None:
+        if due is None:
             return None
         k = round((t - due) / p)
         # on the line a whole number of clocks later (a master that paused is off by any amount)
-        if k >= 1 and abs(t - due - k * p) <= self.est.on_line_tolerance():
-            return k, stall, due
+        if k < 1 or abs(t - due - k * p) > self.est.on_line_tolerance():
+            return None
+        # our process stalled, at least a clock long: a shorter stall hides at most one clock,
+        # and a master that drops a clock in an xrun while the same xrun delays our sender a
+        # few ms looks the same without the server's word (below)
+        stall = next(((s0, s1) for s0, s1 in reversed(self._own_stalls)
+                      if s0 < t and s1 > last and s1 - s0 >= p), None)
+        if stall is not None:
+            return k, (f"while this process was stalled ({1000 * (stall[1] - stall[0]):.1f} ms, from "
+                       f"{1000 * (stall[0] - due):+.1f} to {1000 * (stall[1] - due):+.1f} ms around the "
+                       f"first lost clock's time)")
+        # the server reported an xrun in the silence and did not lose time itself: a client missed
+        # a cycle (our input, or a master that skips the clocks of a cycle it missed) while the
+        # server's time went on. A server that lost time itself (its frame clock fell behind
+        # its wall clock, or it said it was late) lost no clocks: every later clock is late
+        # by that time instead, and counting some in would put every later note early
+        xruns = [(x, late) for x, late in self._xruns if last < x <= t]
+        if (xruns and max(late for _, late in xruns) < SERVER_LATE_S and self._lag is not None
+                and self._lag_ref is not None and self._lag - self._lag_ref < 0.5 * p):
+            return k, f"in a JACK cycle missed at an xrun ({1000 * (xruns[0][0] - due):+.1f} ms after the first one's time)"
         return None
 
     # -- questions

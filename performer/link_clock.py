@@ -323,6 +323,9 @@ class LinkClock:
     def stalled(self, t0: float, t1: float) -> None:
         """Nothing is lost: the session's timeline is read, not counted."""
 
+    def server(self, xruns, lag) -> None:
+        """Nothing is lost: the session's timeline is read, not counted."""
+
 
 def open_link_clock(bpm: float = 120.0) -> LinkClock:
     """``--link``: a clock on the Link session (not joined until ``start``)."""

@@ -43,7 +43,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -431,6 +431,7 @@ class Player(threading.Thread):
         poll_interval: float = 0.002,
         cue_poll_interval: float = 0.0005,
         next_input: Callable[[float, bool], float | None] | None = None,
+        server_report: Callable[[], tuple[Sequence[tuple[float, float]], float | None] | None] | None = None,
     ) -> None:
         super().__init__(name="drum-performer-sender", daemon=True)
         self.clock = clock
@@ -460,6 +461,9 @@ class Player(threading.Thread):
         # Where the port can say when input can next arrive (JACK: once a cycle, see
         # RtMidiInput.next_input), the port is polled then instead (poll_wait).
         self.next_input = next_input
+        # JACK's xruns and frame lag, told to the clock before each read of the port: a clock
+        # lost in a cycle our input missed is counted back in from them (MidiClock)
+        self.server_report = server_report
         self.parser = MidiParser()
         self.stamper = StampMapper()
         self.error: BaseException | None = None
@@ -514,6 +518,10 @@ class Player(threading.Thread):
             if item is not None:
                 got = True
                 self._handle(item)
+        if self.server_report is not None:
+            report = self.server_report()
+            if report is not None:
+                self.clock.server(*report)
         if self.poll is not None:
             for it in self.poll():
                 got = True

@@ -390,22 +390,37 @@ def test_a_stalled_clock_resumes_on_the_count_not_on_wall_time():
     assert c.bpm() == pytest.approx(120, rel=2e-3)
 
 
-def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: float = 0.0, bpm: float = 120.0):
+def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: float = 0.0, bpm: float = 120.0,
+                    xrun: float | None = None, server_late: float = 0.0, lag_step: float = 0.0):
     """Start, 60 clocks, then clocks 60..60+missing-1 never arrive (our process was stopped
     while the master sent them; ``stall``: what the sender reported, in clocks after clock
     59's time), or, with ``pause``, the master itself paused that long and kept its count.
+    ``xrun``: the server reported one then (clocks after clock 59's time), saying it was
+    ``server_late`` seconds late itself; ``lag_step``: the time its frame clock lost
+    meanwhile. The server is heard before each read of the port (every 2.7 ms, a JACK
+    period; its lag read at a varying phase of the cycle, as the sender reads it).
     Returns the clock and the true time of each count it was fed."""
     p = bpm_to_period(bpm)
+    period = 128 / 48000
     c = MidiClock()
     c.feed((START,), 0.0)
     c.update(0.0)
     fed = []
+    told = 0.0
     for k in range(120):
         if 60 <= k < 60 + missing:
             continue
         t = 0.0013 + k * p + (pause if k >= 60 else 0.0)
         if k == 60 + missing and stall is not None:
             c.stalled(0.0013 + (59 + stall[0]) * p, 0.0013 + (59 + stall[1]) * p)
+        while told + period < t:  # the reads between the last clock and this one
+            told += period
+            late = 0.0013 + (59 + xrun) * p if xrun is not None else None
+            lost = lag_step if late is not None and told >= late else 0.0
+            c.server([], 0.0123 + lost + (told * 7.3) % period)  # a constant, the loss, the phase
+            if late is not None and told >= late and not c._xruns:
+                c.server([(late, server_late)], 0.0123 + lost + (told * 7.3) % period)
+        c.server([], 0.0123 + (lag_step if xrun is not None and k >= 60 + missing else 0.0) + 0.0004)
         c.feed((CLOCK,), quantized(t))
         fed.append((k, t))
     return c, fed, p
@@ -425,9 +440,10 @@ def test_clocks_lost_while_our_own_process_was_stalled_are_counted_in(missing, b
 
 
 def test_a_clock_the_master_dropped_while_our_sender_hiccuped_keeps_the_count():
-    """An xrun: the master drops a clock (every listener misses it) and the same xrun delays
-    our sender a few ms around that clock's time. By MIDI's rule the clock was never sent;
-    a stall shorter than a clock does not count it in."""
+    """The master drops a clock (every listener misses it) and our sender is delayed a few ms
+    around that clock's time, with no xrun reported (off JACK, nothing says the silence
+    was ours): by MIDI's rule the clock was never sent; a stall shorter than a clock does
+    not count it in."""
     c, fed, p = _own_stall_take(1, stall=(0.9, 1.2))
     assert c.recovered == 0 and c.arrived() == 118
 
@@ -437,6 +453,45 @@ def test_a_silence_without_a_stall_of_ours_keeps_the_count():
     clock cannot tell, and the count is kept (the stalled-master rule)."""
     c, fed, p = _own_stall_take(2, stall=None)
     assert c.recovered == 0 and c.arrived() == 117
+
+
+@pytest.mark.parametrize("missing,bpm", [(1, 120.0), (1, 200.0), (2, 90.0)])
+def test_clocks_lost_in_a_jack_cycle_missed_at_an_xrun_are_counted_in(missing, bpm):
+    """Our JACK input missed a cycle (JACK reported an xrun; our sender ran on): the clock of
+    that cycle never reached us, the master's count went on, and its later clocks sit on the
+    line. Seen in CI and in a tests/jack loop: every note a clock late after an xrun, until
+    the next Start. The server's frame clock kept pace, so those clocks are added."""
+    c, fed, p = _own_stall_take(missing, stall=None, bpm=bpm, xrun=1.2)
+    assert c.recovered == missing
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
+
+
+def test_an_xrun_in_which_the_server_itself_lost_time_keeps_the_count():
+    """The server itself was late by about a clock at the xrun (its driver stalled; JACK
+    reports the delay): the master's later clocks are late by that time, not missing. The
+    silence looks whole clocks long on the old line; counting one in would put every later
+    note a clock early."""
+    c, fed, p = _own_stall_take(0, stall=None, pause=bpm_to_period(120.0) + 0.0004, xrun=0.5,
+                                lag_step=bpm_to_period(120.0) + 0.0004)
+    assert c.recovered == 0 and c.arrived() == 119
+
+
+def test_an_xrun_at_which_the_server_said_it_was_late_keeps_the_count():
+    """The server lost time by its own word (JACK's delay), even if its lag read on time."""
+    c, fed, p = _own_stall_take(1, stall=None, xrun=1.2, server_late=0.015)
+    assert c.recovered == 0 and c.arrived() == 118
+
+
+def test_an_xrun_outside_the_silence_adds_nothing():
+    c, fed, p = _own_stall_take(1, stall=None, xrun=-3.0)
+    assert c.recovered == 0 and c.arrived() == 118
+
+
+def test_an_xrun_with_a_master_that_paused_off_the_line_keeps_its_count():
+    """The master paused 1.4 clocks at an xrun and lost nothing: not whole clocks off the line."""
+    c, fed, p = _own_stall_take(0, stall=None, pause=1.4 * bpm_to_period(120.0), xrun=0.5)
+    assert c.recovered == 0 and c.arrived() == 119
 
 
 def test_a_stall_of_ours_that_does_not_overlap_the_silence_adds_nothing():

@@ -203,6 +203,52 @@ def on_jack(jackd, monkeypatch):
 
 
 @pytest.mark.jack
+def test_jack_watch_tells_a_client_that_missed_cycles_from_a_server_that_lost_time(on_jack):
+    """What the watch tells the clock (MidiClock counts clocks back in only at the first kind):
+    jack_midi_clock stopped for 20 ms misses cycles while the server runs on (xruns, each
+    with no delay of the server's own, and its frame lag as before); jackd itself stopped for
+    30 ms lost that time (its frame lag grows by about 30 ms at once)."""
+    import signal
+    import subprocess
+
+    from performer.clock import SERVER_LATE_S
+
+    w = ports.JackWatch("dp-watch-xruns")
+    clk = subprocess.Popen(["jack_midi_clock", "-b", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    got: list[tuple[float, float]] = []
+
+    def lag_low(n=20):  # the least of a few reads, one each JACK period: the cycle's phase out
+        lags = []
+        for _ in range(n):
+            lags.append(w.frame_lag())
+            time.sleep(0.003)
+        return min(lags)
+
+    try:
+        assert wait_until(lambda: any(p.startswith("jack_midi_clock:") for p in w.ports()), 10)
+        w.xruns()  # whatever its arrival caused
+        before = lag_low()
+        for _ in range(10):  # its port shows before its client runs in the cycle: try again then
+            os.kill(clk.pid, signal.SIGSTOP)
+            time.sleep(0.02)
+            os.kill(clk.pid, signal.SIGCONT)
+            if wait_until(lambda: got.extend(w.xruns()) or got, 1):
+                break
+        assert got, "no xrun reported for a stopped client"
+        assert max(late for _, late in got) < SERVER_LATE_S, got
+        assert abs(lag_low() - before) < 0.001
+        before = lag_low()
+        os.kill(on_jack.proc.pid, signal.SIGSTOP)
+        time.sleep(0.03)
+        os.kill(on_jack.proc.pid, signal.SIGCONT)
+        assert 0.025 < lag_low() - before < 0.1
+    finally:
+        clk.terminate()
+        clk.wait(5)
+        w.close()
+
+
+@pytest.mark.jack
 def test_jack_virtual_ports_are_named_for_the_harness(on_jack):
     from tests.jack.harness import Recorder
 

@@ -492,6 +492,32 @@ def test_player_reports_a_stall_of_its_own_process_to_the_clock():
     assert player.error is None
 
 
+def test_player_tells_the_clock_of_xruns_before_the_input_read_with_them():
+    """JACK's xruns reach the clock before the clock messages read in the same pass: the
+    clock that ends a silence is judged with the xrun that made it (MidiClock.server)."""
+    order = []
+
+    class Told(InternalClock):
+        def __init__(self):
+            super().__init__(120.0, start_delay=0.0)
+
+        def server(self, xruns, lag):
+            order.append(("xruns", list(xruns), lag))
+
+        def feed(self, msg, t):
+            order.append(("feed", msg[0]))
+
+    reports = [([], 0.5), ([(1.0, 0.0)], 0.5), ([], 0.5)]
+    reads = [[], [(1.001, 0.0, [0xF8])], []]
+    clock = Told()
+    player = Player(clock, Scheduler(StaticSource(simple_pattern({0: [0]})), quantize=True), LogSink().send,
+                    poll=lambda: reads.pop(0) if reads else [],
+                    server_report=lambda: reports.pop(0))
+    for _ in range(3):
+        player._drain(None)
+    assert order == [("xruns", [], 0.5), ("xruns", [(1.0, 0.0)], 0.5), ("feed", "clock"), ("xruns", [], 0.5)]
+
+
 @pytest.fixture
 def compiles(monkeypatch) -> list:
     """Every pattern the scheduler compiles (compile_pattern's first argument), in order."""
