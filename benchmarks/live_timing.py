@@ -130,6 +130,7 @@ def run_tempo(server: h.JackServer, bpm: float, model: Path, seed: int, cycles: 
         "notes_near_xruns": len(placed) - len(clean),
         "xruns_while_playing": len(xruns_playing),
         "clock_holes": len(track.gaps()),
+        "clock_doubled": len(track.doubled()),
         "cpu_percent": 100.0 * (c1 - c0) / (w1 - w0),
         "cpu_percent_stopped": 100.0 * (s1 - s0) / (v1 - v0),
         "rss_mb": mem.get("VmRSS", 0) / 1024,

@@ -592,6 +592,9 @@ class InternalClock:
 # (a client that missed cycles is reported at 0; a server stall of 20-50 ms at 15-46 ms, or
 # at 29 us once: hence the frame lag too, see MidiClock._lost_clocks).
 SERVER_LATE_S = 0.001
+# The most clocks a missed cycle can hold (at 300 BPM and 1024 frames at 48 kHz: 3). A longer
+# silence is a dropout or a lost connection (seen: 188 "lost" after the clock port came back).
+XRUN_LOST_MAX = 3
 
 
 class MidiClock:
@@ -825,7 +828,7 @@ class MidiClock:
         # its wall clock, or it said it was late) lost no clocks: every later clock is late
         # by that time instead, and counting some in would put every later note early
         xruns = [(x, late) for x, late in self._xruns if last < x <= t]
-        if (xruns and max(late for _, late in xruns) < SERVER_LATE_S and self._lag is not None
+        if (xruns and k <= XRUN_LOST_MAX and max(late for _, late in xruns) < SERVER_LATE_S and self._lag is not None
                 and self._lag_ref is not None and self._lag - self._lag_ref < 0.5 * p):
             return k, f"in a JACK cycle missed at an xrun ({1000 * (xruns[0][0] - due):+.1f} ms after the first one's time)"
         return None

@@ -483,6 +483,13 @@ def test_an_xrun_at_which_the_server_said_it_was_late_keeps_the_count():
     assert c.recovered == 0 and c.arrived() == 118
 
 
+def test_a_long_silence_with_an_xrun_in_it_is_not_a_missed_cycle():
+    """A cycle holds a clock or so: 20 clocks missing on the line with an xrun in the silence
+    is a dropout or a connection lost and back, not clocks lost in a missed cycle."""
+    c, fed, p = _own_stall_take(20, stall=None, xrun=3.0)
+    assert c.recovered == 0 and c.arrived() == 99
+
+
 def test_an_xrun_outside_the_silence_adds_nothing():
     c, fed, p = _own_stall_take(1, stall=None, xrun=-3.0)
     assert c.recovered == 0 and c.arrived() == 118

@@ -735,6 +735,16 @@ class ClockTrack:
         """Ticks that came much later than the clock's pace around them: a clock message
         missing from the recording (jack_midi_clock never skips one). Robust to jitter
         up to ±20 % and to tempo changes; the tick after each hole is returned."""
+        return self._off_pace(window, lambda gap, pace: gap > 1.6 * pace)
+
+    def doubled(self, window: int = 12) -> list[Tick]:
+        """Ticks that came far sooner than the clock's pace around them: a clock message the
+        recorder took twice (a client that overran its cycle can read the next cycle's
+        events in it, then again in that cycle; jack_midi_clock sends no bursts). The second
+        of each pair is returned."""
+        return self._off_pace(window, lambda gap, pace: gap < 0.3 * pace)
+
+    def _off_pace(self, window: int, off) -> list[Tick]:
         out = []
         for i in range(1, len(self.ticks)):
             a, b = self.ticks[i - 1], self.ticks[i]
@@ -744,7 +754,7 @@ class ClockTrack:
                     for j in range(max(1, i - window), min(len(self.ticks), i + window))
                     if self.ticks[j].run == self.ticks[j - 1].run]
             near.sort()
-            if near and b.frame - a.frame > 1.6 * near[len(near) // 2]:
+            if near and off(b.frame - a.frame, near[len(near) // 2]):
                 out.append(b)
         return out
 

@@ -140,6 +140,10 @@ def take(rig: h.Rig) -> Take:
     if holes:
         raise h.InvalidTake(f"the clock recording has holes before song positions "
                             f"{[k.pos for k in holes]} ({t.xruns} xruns)")
+    doubled = t.track.doubled()
+    if doubled:
+        raise h.InvalidTake(f"the clock recording has ticks taken twice at song positions "
+                            f"{[k.pos for k in doubled]} ({t.xruns} xruns)")
     return t
 
 

@@ -182,3 +182,19 @@ def test_gaps_find_a_lost_clock_but_not_jitter_or_tempo_changes():
     evs = [ev(0, START), *[ev(x, CLOCK) for i, x in enumerate(frames) if i != 150]]
     t = ClockTrack.from_events(evs)
     assert [k.frame for k in t.gaps()] == [frames[151]]
+
+
+def test_doubled_finds_a_tick_taken_twice_but_not_jitter_or_tempo_changes():
+    import random
+
+    rnd = random.Random(2)
+    frames, f = [], 0
+    for i in range(200):
+        f += (1000 if i < 100 else 750) + rnd.randint(-200, 200)
+        frames.append(f)
+    evs = [ev(0, START), *[ev(x, CLOCK) for x in frames]]
+    assert ClockTrack.from_events(evs).doubled() == []
+    evs.insert(121, ev(frames[119] + 128, CLOCK))  # the 120th tick again, a JACK period later
+    t = ClockTrack.from_events(evs)
+    assert [k.frame for k in t.doubled()] == [frames[119] + 128]
+    assert t.gaps() == []
