@@ -251,6 +251,8 @@ class Recorder:
         self.server = server
         self._xruns: dict[str, int] = {}  # every client is told of every xrun: keep the max
         self.xrun_frames: list[int] = []  # roughly when they happened
+        self.missed: list[tuple[str, int, int]] = []  # (input, first frame, end): cycles a client did not run
+        self.reread: list[tuple[str, int]] = []  # (input, frame): a cycle's second run, skipped
         self._events: list[Event] = []
         self._inputs = list(inputs)
         self._clients: dict[str, str] = {}  # input -> its JACK client's name
@@ -297,6 +299,11 @@ class Recorder:
                 self._xruns[inp] = int(count)
                 if not any(abs(int(frame) - f) < 4 * self.server.period for f in self.xrun_frames):
                     self.xrun_frames.append(int(frame))  # every client reports every xrun
+            elif kind == "M":
+                frame, _, n = rest.partition(" ")
+                self.missed.append((inp, int(frame), int(frame) + int(n)))
+            elif kind == "D":
+                self.reread.append((inp, int(rest)))
             elif kind == "K":
                 with self._acked:
                     self._acks[proc.pid] = int(rest)
@@ -420,6 +427,9 @@ class Recorder:
         if getattr(self, "client", None) is not None:
             with contextlib.suppress(Exception):
                 self.client.close()
+        if self.missed or self.reread:
+            log.warning("recorder %s: cycles missed %s, second runs skipped %s", getattr(self, "name", "?"),
+                        [(i, a, b - a) for i, a, b in self.missed], self.reread)
 
 
 class Sender(Recorder):

@@ -11,7 +11,9 @@ other thread sleeps, and collection is off (nothing here makes cycles).
 
 Protocol on stdout, one line each: ``R <client name>`` once ready, then
 ``E <frame> <input index> <hex bytes>`` per event, ``X <count> <frame>`` per
-xrun (the server's frame time when we were told) and ``K <n>`` once everything stamped before the n-th ``S``
+xrun (the server's frame time when we were told), ``M <frame> <frames>`` per run of
+cycles this client missed (their events are not recorded), ``D <frame>`` per second run
+of the callback in one cycle after one that overran (skipped: its events were taken) and ``K <n>`` once everything stamped before the n-th ``S``
 line on stdin has been written (a flush barrier). Closing stdin ends it.
 """
 
@@ -43,11 +45,20 @@ def main(argv: list[str]) -> int:
     xruns = [0]
     xrun_frames: list[int] = []
 
+    last_base: list[int | None] = [None]
+
     def process(frames: int) -> None:
         base = client.last_frame_time
-        for i, port in enumerate(ports):
-            for offset, data in port.incoming_midi_events():
-                buf.append((base + offset, i, bytes(data)))
+        prev, last_base[0] = last_base[0], base
+        if prev is not None and base - prev > frames:
+            # cycles this client did not run in: their events are not in the recording
+            buf.append((prev + frames, -1, (base - prev - frames).to_bytes(4, "big")))
+        if prev == base:  # a second run in one cycle (the last one overran): taken already
+            buf.append((base, -2, b""))
+        else:
+            for i, port in enumerate(ports):
+                for offset, data in port.incoming_midi_events():
+                    buf.append((base + offset, i, bytes(data)))
         for port in outs:
             port.clear_buffer()
         if outs and pending:
@@ -92,7 +103,8 @@ def main(argv: list[str]) -> int:
         n = len(buf)
         chunk = buf[:n]
         del buf[:n]
-        lines = [f"E {f} {i} {d.hex()}\n" for f, i, d in chunk]
+        lines = [f"E {f} {i} {d.hex()}\n" if i >= 0 else f"M {f} {int.from_bytes(d, 'big')}\n" if i == -1
+                 else f"D {f}\n" for f, i, d in chunk]
         while reported < len(xrun_frames):
             lines.append(f"X {reported + 1} {xrun_frames[reported]}\n")
             reported += 1
