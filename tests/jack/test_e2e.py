@@ -130,7 +130,15 @@ def stop_and_take(rig: h.Rig) -> tuple[bool, Take]:
     return alive, take(rig)
 
 
-def take(rig: h.Rig) -> Take:
+# After a stall the test made, the performer runs late for a while and the notes recorder
+# (which JACK runs after it) misses cycles: measured in CI, up to 48 ms from the stall's start.
+STALL_CATCH_UP_MS = 100.0
+
+
+def take(rig: h.Rig, stalled: tuple[int, int] | None = None) -> Take:
+    """The recording, decoded; an :class:`h.InvalidTake` when our copy of it is not whole.
+    ``stalled``: frames of a stall the test made (SIGSTOP of the performer or the server),
+    in and just after which the notes recorder, fed by the performer, misses cycles."""
     rig.rec.settle()
     t = Take(rig.track(), rig.notes(), rig.controls(), rig.rec.events("notes"),
              rig.performer.output() if rig.performer else "", rig.rec.xruns, list(rig.rec.xrun_frames))
@@ -145,10 +153,12 @@ def take(rig: h.Rig) -> Take:
         raise h.InvalidTake(f"the clock recording has ticks taken twice at song positions "
                             f"{[k.pos for k in doubled]} ({t.xruns} xruns)")
     # cycles our notes recorder did not run in while the clock played: what the performer sent
-    # then is not in the recording (seen in about one take in five here, as "missing" notes)
+    # then is not in the recording (in 12 of 38 recordings of one tests/jack pass it missed
+    # some; a test failed on "missing" notes once)
     if t.track.ticks:
         lo, hi = t.track.ticks[0].frame, t.track.ticks[-1].frame + rig.server.rate  # and a second after
-        blind = [(a, b - a) for inp, a, b in rig.rec.missed if inp == "notes" and a < hi and b > lo]
+        blind = [(a, b - a) for inp, a, b in rig.rec.missed if inp == "notes" and a < hi and b > lo
+                 and not (stalled and stalled[0] <= b and a <= stalled[1] + rig.server.frames(STALL_CATCH_UP_MS))]
         if blind:
             raise h.InvalidTake(f"the notes recorder missed cycles at (frame, frames) {blind}")
     return t
@@ -396,6 +406,7 @@ def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, gro
     with h.Rig(server, performer_args(live_model, seed, "--quantize"), bpm=BPM) as rig:
         rig.start()
         assert rig.wait_pos(8 * STEP + 2)
+        stopped = rig.rec.now()
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
             time.sleep(0.1)
@@ -405,7 +416,7 @@ def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, gro
         assert rig.wait_pos(40 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig)
+        t = take(rig, stalled=(stopped, stopped))  # the server's frames stand still while it is stopped
     assert max(t.track.intervals()) < 1.5 * h.frames_per_tick(server, BPM), "a clock was lost: the test's premise"
     placed = [p for p in t.placed() if p.step < 40]
     assert_plays(placed, pattern, range(0, 40), "around a 100 ms clock stall")
@@ -450,9 +461,7 @@ def test_a_stall_of_the_performer_itself_loses_no_song_position(server, live_mod
         assert rig.wait_pos(40 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig)
-    if t.track.gaps():
-        raise h.InvalidTake("the recorder lost a clock: the test's premise is that only the performer stalled")
+        t = take(rig, stalled=(int(stop_at), resumed))  # take() rejects a recording with a lost clock
     settled = [p for p in t.placed() if p.step < 40 and p.step * STEP >= stalled_at + h.PPQN + STEP]
     assert settled, "no notes after the stall"
     bad = [p for p in settled if abs(server.ms(p.error_frames)) > tolerance_ms(server)]
