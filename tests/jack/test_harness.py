@@ -171,27 +171,27 @@ def test_clock_without_position_continues_from_the_stop(server):
     assert [k.pos for k in t.ticks if k.run == 1][0] == before + 1
 
 
-def test_gaps_find_a_lost_clock_but_not_jitter_or_tempo_changes():
+def _jittered_ticks(seed: int) -> list[int]:
+    """200 clock frames, ±20 % jitter, the tempo up by a third halfway."""
     import random
 
-    rnd = random.Random(1)
+    rnd = random.Random(seed)
     frames, f = [], 0
     for i in range(200):
         f += (1000 if i < 100 else 750) + rnd.randint(-200, 200)
         frames.append(f)
+    return frames
+
+
+def test_gaps_find_a_lost_clock_but_not_jitter_or_tempo_changes():
+    frames = _jittered_ticks(1)
     evs = [ev(0, START), *[ev(x, CLOCK) for i, x in enumerate(frames) if i != 150]]
     t = ClockTrack.from_events(evs)
     assert [k.frame for k in t.gaps()] == [frames[151]]
 
 
 def test_doubled_finds_a_tick_taken_twice_but_not_jitter_or_tempo_changes():
-    import random
-
-    rnd = random.Random(2)
-    frames, f = [], 0
-    for i in range(200):
-        f += (1000 if i < 100 else 750) + rnd.randint(-200, 200)
-        frames.append(f)
+    frames = _jittered_ticks(2)
     evs = [ev(0, START), *[ev(x, CLOCK) for x in frames]]
     assert ClockTrack.from_events(evs).doubled() == []
     evs.insert(121, ev(frames[119] + 128, CLOCK))  # the 120th tick again, a JACK period later
