@@ -782,8 +782,9 @@ class MidiClock:
                     self._n + self._base, "; what the freewheel played is not played again" if freewheeled else "")
         self._last_t = t
         # the least lag heard up to this clock: read at some phase of the server's cycle, the
-        # lag is high by up to a period plus our wake-up; the least of a clock's worth is not
-        self._lag_ref, self._lag_low = self._lag_low, None
+        # lag is high by up to a period plus our wake-up; the least of a clock's worth is not.
+        # The next interval starts from the lag heard with this clock (two clocks in one read)
+        self._lag_ref, self._lag_low = self._lag_low, self._lag
         if self.running:
             if self._first_pending:
                 self._base = self._cue - self._n

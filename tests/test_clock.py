@@ -467,6 +467,22 @@ def test_clocks_lost_in_a_jack_cycle_missed_at_an_xrun_are_counted_in(missing, b
     assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
 
 
+def test_a_clock_lost_at_an_xrun_after_two_clocks_read_together_is_counted_in():
+    """Two clocks in one read (a long JACK period, a fast tempo), then one lost at an xrun:
+    the server was heard once for both, and that is enough to judge the silence after."""
+    p = bpm_to_period(120.0)
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    c.update(0.0)
+    for k in range(60):
+        if k % 2 == 0:
+            c.server([], 0.0123)  # one read for clocks k and k + 1
+        c.feed((CLOCK,), quantized(0.0013 + k * p))
+    c.server([(0.0013 + 60.3 * p, 0.0)], 0.0125)
+    c.feed((CLOCK,), quantized(0.0013 + 61 * p))
+    assert c.recovered == 1 and c.arrived() == 61
+
+
 def test_an_xrun_in_which_the_server_itself_lost_time_keeps_the_count():
     """The server itself was late by about a clock at the xrun (its driver stalled; JACK
     reports the delay): the master's later clocks are late by that time, not missing. The
