@@ -440,6 +440,7 @@ class LiveApp:
         close_clock = getattr(self.clock, "close", None)  # a Link clock leaves its session
         if close_clock is not None:
             close_clock()
+        ports_mod.quiet_jack_watches()
         for port in (self.input, self.follow_port):
             if port is not None:
                 with contextlib.suppress(Exception):

@@ -287,6 +287,7 @@ class JackWatch:
         self._XRUN = ctypes.CFUNCTYPE(ctypes.c_int, vp)
         lib.jack_set_xrun_callback.argtypes = [vp, self._XRUN, vp]
         lib.jack_activate.argtypes = [vp]
+        lib.jack_deactivate.argtypes = [vp]
         lib.jack_get_xrun_delayed_usecs.restype = ctypes.c_float
         lib.jack_get_xrun_delayed_usecs.argtypes = [vp]
         self._lib = lib
@@ -413,6 +414,12 @@ class JackWatch:
             return None
         return self._lib.jack_get_time() * 1e-6 - self._cycle_out[0].value / self._rate
 
+    def deactivate(self) -> None:
+        """No more callbacks (xruns go unheard); the graph questions still work."""
+        if self._client and not self.dead:
+            with contextlib.suppress(Exception):
+                self._lib.jack_deactivate(self._client)
+
     def close(self) -> None:
         if self._client and not self.dead:
             with contextlib.suppress(Exception):
@@ -436,6 +443,17 @@ def jack_watch() -> JackWatch | None:
             except Exception as e:
                 log.debug("no JACK watch client (%s): a server restart will not be noticed", e)
         return w
+
+
+def quiet_jack_watches() -> None:
+    """Before the performer closes its ports: no more JACK callbacks into Python. Closing
+    JACK clients makes xruns; an xrun callback waiting for the GIL on JACK's notification
+    thread, while the closing thread holds it inside rtmidi waiting on the server, may stall
+    the close. A guess from one CI failure after the watch began to take xruns (the exit's
+    CC123 and CC120 missing from the recording after SIGTERM), not reproduced alone."""
+    with _watch_lock:
+        for w in _watches.values():
+            w.deactivate()
 
 
 def _new_own_port(before: Sequence[str], after: Sequence[str], short: str) -> str | None:
