@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -323,7 +323,7 @@ class LinkClock:
     def stalled(self, t0: float, t1: float) -> None:
         """Nothing is lost: the session's timeline is read, not counted."""
 
-    def server(self, xruns, lag) -> None:
+    def server(self, xruns: Sequence[tuple[float, float]], lag: float | None) -> None:
         """Nothing is lost: the session's timeline is read, not counted."""
 
 

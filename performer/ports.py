@@ -239,8 +239,9 @@ class JackWatch:
     callback (it only notes the time: :meth:`xruns`), and, being a client of
     its own, can list ports, count a port's connections and connect two ports
     for us. It is activated so that JACK delivers the callbacks; with no
-    process callback it is not a realtime client and runs in no cycle. After a shutdown :meth:`revive` tries to open it again;
-    each success bumps :attr:`generation`, which tells the ports to rebuild.
+    process callback it is not a realtime client and runs in no cycle. After a
+    shutdown :meth:`revive` tries to open it again; each success bumps
+    :attr:`generation`, which tells the ports to rebuild.
     Without libjack every method answers "unknown" (None / empty) and nothing
     else changes.
     """
@@ -378,24 +379,28 @@ class JackWatch:
         timer (jack_get_cycle_times against jack_get_time, one clock); None when no server
         answers. Cheap (two calls reading the server's shared memory): the sender asks it
         before each poll of an input port."""
-        c = self._client
-        if self.dead or not c:
+        if not self._read_cycle():
             return None
-        lib = self._lib
-        if lib.jack_get_cycle_times(c, *self._cycle_refs) != 0:
-            return None
-        now = lib.jack_get_time()
+        now = self._lib.jack_get_time()
         _, cur, nxt, per = self._cycle_out
         if not cur.value or per.value <= 0:
             return None
         return (now - cur.value) * 1e-6, (nxt.value - now) * 1e-6, per.value * 1e-6
+
+    def _read_cycle(self) -> bool:
+        """The server's cycle timer into ``_cycle_out``; False when no server answers."""
+        c = self._client
+        return bool(not self.dead and c and self._lib.jack_get_cycle_times(c, *self._cycle_refs) == 0)
 
     def xruns(self) -> list[tuple[float, float]]:
         """The xruns reported since the last call: (when, ``time.perf_counter``; how late the
         server itself was, seconds). JACK tells every client of every xrun; the delay is 0
         when a client missed a cycle (measured: a 20 ms SIGSTOP of jack_midi_clock gave three
         xruns of 0 us; stops of jackd itself of 20 and 50 ms gave 20 and 46 ms)."""
-        out, q = [], self._xrun_times
+        q = self._xrun_times
+        if not q:  # the usual answer, asked before every read of the port
+            return []
+        out = []
         while q:
             out.append(q.popleft())
         return out
@@ -407,10 +412,7 @@ class JackWatch:
         which it grows at once. Read raw: the cycle timer's own microseconds are a filtered
         estimate that took seconds to follow a 50 ms stop of jackd (measured: 14 ms of it
         after 0.3 s). None when no server answers."""
-        c = self._client
-        if self.dead or not c or not self._rate:
-            return None
-        if self._lib.jack_get_cycle_times(c, *self._cycle_refs) != 0:
+        if not self._rate or not self._read_cycle():
             return None
         return self._lib.jack_get_time() * 1e-6 - self._cycle_out[0].value / self._rate
 
