@@ -832,6 +832,12 @@ class MidiClock:
         if (xruns and k <= XRUN_LOST_MAX and max(late for _, late in xruns) < SERVER_LATE_S and self._lag is not None
                 and self._lag_ref is not None and self._lag - self._lag_ref < 0.5 * p):
             return k, f"in a JACK cycle missed at an xrun ({1000 * (xruns[0][0] - due):+.1f} ms after the first one's time)"
+        grew = None if self._lag is None or self._lag_ref is None else self._lag - self._lag_ref
+        log.info("%d clock%s missing at song position %d, kept out of the count: %s xrun%s in the silence%s, "
+                 "server lag grew %s", k, "s" if k > 1 else "", self._n + 1 + self._base, len(xruns),
+                 "" if len(xruns) == 1 else "s",
+                 f" (server late by up to {1000 * max(late for _, late in xruns):.2f} ms)" if xruns else "",
+                 "?" if grew is None else f"{1000 * grew:.2f} ms")
         return None
 
     # -- questions

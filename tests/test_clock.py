@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -493,10 +494,15 @@ def test_an_xrun_in_which_the_server_itself_lost_time_keeps_the_count():
     assert c.recovered == 0 and c.arrived() == 119
 
 
-def test_an_xrun_at_which_the_server_said_it_was_late_keeps_the_count():
-    """The server lost time by its own word (JACK's delay), even if its lag read on time."""
-    c, fed, p = _own_stall_take(1, stall=None, xrun=1.2, server_late=0.015)
+def test_an_xrun_at_which_the_server_said_it_was_late_keeps_the_count(caplog):
+    """The server lost time by its own word (JACK's delay), even if its lag read on time.
+    The log (-v) says what was missing and why it was not counted in."""
+    with caplog.at_level(logging.INFO, logger="performer.clock"):
+        c, fed, p = _own_stall_take(1, stall=None, xrun=1.2, server_late=0.015)
     assert c.recovered == 0 and c.arrived() == 118
+    kept = [r.getMessage() for r in caplog.records if "kept out of the count" in r.getMessage()]
+    assert len(kept) == 1 and "1 clock missing at song position 60" in kept[0], kept
+    assert "1 xrun in the silence (server late by up to 15.00 ms)" in kept[0], kept
 
 
 def test_a_long_silence_with_an_xrun_in_it_is_not_a_missed_cycle():
