@@ -325,7 +325,7 @@ class TempoEstimator:
     def on_line_tolerance(self) -> float:
         """How far (s) a single tick may sit from the line and still be on it: the phase
         test of a Start and of clocks lost in our own stall."""
-        return max(self.jump_min, 4 * self.sigma)
+        return max(self.jump_min, 4 * max(self.sigma, self._sigma_ok))
 
     def _thr(self) -> float:
         return max(self.jump_min, 3.0 * self._sigma_ok)
@@ -595,6 +595,8 @@ SERVER_LATE_S = 0.001
 # The most clocks a missed cycle can hold (at 300 BPM and 1024 frames at 48 kHz: 3). A longer
 # silence is a dropout or a lost connection (seen: 188 "lost" after the clock port came back).
 XRUN_LOST_MAX = 3
+# Clocks the tempo line must hold before a silence on it can be judged as clocks lost on our side
+LOST_LINE_CLOCKS = PHASE_TICKS
 
 
 class MidiClock:
@@ -805,7 +807,16 @@ class MidiClock:
         lost on our side (see the class docstring); None when the silence before it was not
         ours, or there was no silence."""
         last, p = self._last_t, self.est.period
-        if last is None or p is None or self.est.count < 12 or t - last < 1.5 * p:
+        if last is None or p is None or t - last < 1.5 * p:
+            return None
+        # a line refitted after a phase jump (an xrun can move the period clock for good) holds
+        # a few clocks only: it is judged from there. Wanting 12 (a window's half) left a clock
+        # lost at an xrun ~10 clocks after such a jump uncounted: every later note a clock late,
+        # twice in 20 long takes (120 BPM, 160 s each)
+        if self.est.count < LOST_LINE_CLOCKS:
+            log.info("a silence of %.1f clocks before song position %d, kept: the tempo line has only %d "
+                     "clocks (%d relocks so far)", (t - last) / p, self._n + 1 + self._base, self.est.count,
+                     self.est.relocks)
             return None
         due = self.est.predict(self._n + 1)
         if due is None:
@@ -813,6 +824,9 @@ class MidiClock:
         k = round((t - due) / p)
         # on the line a whole number of clocks later (a master that paused is off by any amount)
         if k < 1 or abs(t - due - k * p) > self.est.on_line_tolerance():
+            log.info("a silence of %.1f clocks before song position %d, kept: it ended %+.2f ms off the line's "
+                     "next whole clock (tolerance %.2f ms)", (t - last) / p, self._n + 1 + self._base,
+                     1000 * (t - due - max(k, 1) * p), 1000 * self.est.on_line_tolerance())
             return None
         # our process stalled, at least a clock long: a shorter stall hides at most one clock,
         # and a master that drops a clock in an xrun while the same xrun delays our sender a

@@ -392,13 +392,15 @@ def test_a_stalled_clock_resumes_on_the_count_not_on_wall_time():
 
 
 def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: float = 0.0, bpm: float = 120.0,
-                    xrun: float | None = None, server_late: float = 0.0, lag_step: float = 0.0):
+                    xrun: float | None = None, server_late: float = 0.0, lag_step: float = 0.0,
+                    shift: tuple[int, float] | None = None):
     """Start, 60 clocks, then clocks 60..60+missing-1 never arrive (our process was stopped
     while the master sent them; ``stall``: what the sender reported, in clocks after clock
     59's time), or, with ``pause``, the master itself paused that long and kept its count.
     ``xrun``: the server reported one then (clocks after clock 59's time), saying it was
     ``server_late`` seconds late itself; ``lag_step``: the time its frame clock lost
-    meanwhile. The server is heard before each read of the port (every 2.7 ms, a JACK
+    meanwhile. ``shift``: (clock, seconds) from that clock on every clock comes that much
+    later (an earlier xrun moved the server's period clock for good). The server is heard before each read of the port (every 2.7 ms, a JACK
     period; its lag read at a varying phase of the cycle, as the sender reads it).
     Returns the clock and the true time of each count it was fed."""
     p = bpm_to_period(bpm)
@@ -411,7 +413,7 @@ def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: floa
     for k in range(120):
         if 60 <= k < 60 + missing:
             continue
-        t = 0.0013 + k * p + (pause if k >= 60 else 0.0)
+        t = 0.0013 + k * p + (pause if k >= 60 else 0.0) + (shift[1] if shift and k >= shift[0] else 0.0)
         if k == 60 + missing and stall is not None:
             c.stalled(0.0013 + (59 + stall[0]) * p, 0.0013 + (59 + stall[1]) * p)
         while told + period < t:  # the reads between the last clock and this one
@@ -466,6 +468,20 @@ def test_clocks_lost_in_a_jack_cycle_missed_at_an_xrun_are_counted_in(missing, b
     assert c.recovered == missing
     assert c.arrived() == 119
     assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
+
+
+@pytest.mark.parametrize("before", [6, 10, 16])
+def test_a_clock_lost_at_an_xrun_soon_after_the_line_took_a_new_phase_is_counted_in(before):
+    """An xrun moved the clock's phase for good (6 ms) ``before`` clocks ahead of a second
+    xrun at which our input lost a clock: the tempo line refitted on the new phase from a
+    few clocks, and the lost clock is judged on that line. Seen twice in 20 long takes here
+    (120 BPM, 160 s each): xruns about 200 ms apart, every note a clock late after the second
+    one, nothing in the log (the judgement wanted 12 clocks on the line)."""
+    c, fed, p = _own_stall_take(1, stall=None, xrun=1.2, shift=(60 - before, 0.006))
+    assert c.est.relocks == 1  # the shift was taken as a new phase
+    assert c.recovered == 1
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p + 0.006, abs=Q)
 
 
 def test_a_clock_lost_at_an_xrun_after_two_clocks_read_together_is_counted_in():
