@@ -393,14 +393,15 @@ def test_a_stalled_clock_resumes_on_the_count_not_on_wall_time():
 
 def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: float = 0.0, bpm: float = 120.0,
                     xrun: float | None = None, server_late: float = 0.0, lag_step: float = 0.0,
-                    shift: tuple[int, float] | None = None):
+                    shift: tuple[int, float] | None = None, late_resume: float = 0.0):
     """Start, 60 clocks, then clocks 60..60+missing-1 never arrive (our process was stopped
     while the master sent them; ``stall``: what the sender reported, in clocks after clock
     59's time), or, with ``pause``, the master itself paused that long and kept its count.
     ``xrun``: the server reported one then (clocks after clock 59's time), saying it was
     ``server_late`` seconds late itself; ``lag_step``: the time its frame clock lost
     meanwhile. ``shift``: (clock, seconds) from that clock on every clock comes that much
-    later (an earlier xrun moved the server's period clock for good). The server is heard before each read of the port (every 2.7 ms, a JACK
+    later (an earlier xrun moved the server's period clock for good). ``late_resume``: the
+    clock that ends the silence is stamped that much late (read late at the same xrun). The server is heard before each read of the port (every 2.7 ms, a JACK
     period; its lag read at a varying phase of the cycle, as the sender reads it).
     Returns the clock and the true time of each count it was fed."""
     p = bpm_to_period(bpm)
@@ -414,6 +415,7 @@ def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: floa
         if 60 <= k < 60 + missing:
             continue
         t = 0.0013 + k * p + (pause if k >= 60 else 0.0) + (shift[1] if shift and k >= shift[0] else 0.0)
+        late_by = late_resume if k == 60 + missing else 0.0
         if k == 60 + missing and stall is not None:
             c.stalled(0.0013 + (59 + stall[0]) * p, 0.0013 + (59 + stall[1]) * p)
         while told + period < t:  # the reads between the last clock and this one
@@ -424,7 +426,7 @@ def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: floa
             if late is not None and told >= late and not c._xruns:
                 c.server([(late, server_late)], 0.0123 + lost + (told * 7.3) % period)
         c.server([], 0.0123 + (lag_step if xrun is not None and k >= 60 + missing else 0.0) + 0.0004)
-        c.feed((CLOCK,), quantized(t))
+        c.feed((CLOCK,), quantized(t + late_by))
         fed.append((k, t))
     return c, fed, p
 
@@ -482,6 +484,24 @@ def test_a_clock_lost_at_an_xrun_soon_after_the_line_took_a_new_phase_is_counted
     assert c.recovered == 1
     assert c.arrived() == 119
     assert c.time_at(120) == pytest.approx(0.0013 + 120 * p + 0.006, abs=Q)
+
+
+@pytest.mark.parametrize("late", [0.007, 0.0095])
+def test_a_clock_lost_at_an_xrun_whose_next_clock_was_read_late_is_counted_in_a_clock_later(late):
+    """The xrun that lost clock 60 also made our input read clock 61 late (7-9.5 ms, off the
+    line): the clock after it, back on the line a clock later, decides. Seen in a long take
+    here: a silence of 2.3 clocks ending 6.9 ms off the line, every later note a clock late."""
+    c, fed, p = _own_stall_take(1, stall=None, xrun=1.2, late_resume=late)
+    assert c.recovered == 1
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
+
+
+def test_a_late_clock_after_a_silence_with_the_next_one_off_the_line_too_keeps_the_count():
+    """The clock that ends the silence is off the line, and so is the next one (the master
+    paused 1.3 clocks, no clock lost): nothing is counted in."""
+    c, fed, p = _own_stall_take(0, stall=None, pause=1.3 * bpm_to_period(120.0), xrun=0.5)
+    assert c.recovered == 0 and c.arrived() == 119
 
 
 def test_a_clock_lost_at_an_xrun_after_two_clocks_read_together_is_counted_in():
