@@ -1,0 +1,120 @@
+"""Long takes over JACK: does the performer keep the master's song position through xruns?
+
+A short take rarely meets an xrun; a long one on this kind of machine meets several
+(at -p 128 on a 2-core VM: 0-10 in 160 s). An xrun can lose a clock message on its
+way to the performer, and a follower that counts messages then plays a clock behind
+(or ahead) until the next Start: 20 ms at 120 BPM, for the rest of the song. The
+JACK tests cannot see this: a take whose recorder missed a cycle is measured again.
+
+Each take: a fresh ``drum-performer --quantize -v`` on one private JACK server,
+following ``jack_midi_clock`` for CYCLES 4-bar cycles. Every note-on is placed on
+its 16th step against the recorded clock, with each tick's song position read off
+the master's line (jack_midi_clock puts clock k at a fixed frame from Start, and
+skips the clocks of a cycle it missed), not off the recorder's message count, which
+a hole in the recording would shift. Reported per take: notes, notes off by half a
+clock or more ("whole-clock": the performer's position parted from the master's),
+notes 3 ms or more off, xruns, holes in the recorded clock, and the performer's
+clock log lines (clocks counted in, silences kept out of the count).
+
+    python -m benchmarks.long_takes [--takes 5] [--bpm 120] [--cycles 20] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.live_timing import h_pitches, jack_model, machine
+from tests.jack import harness as h
+
+
+def on_master_line(track: h.ClockTrack) -> h.ClockTrack:
+    """The track with each tick's position from its frame on the master's line (one run, one
+    tempo): ``pos0 + round((frame - frame0) / interval)``, the median interval. A hole
+    (a clock the recorder missed, or the master skipped) no longer shifts what follows."""
+    iv = sorted(track.intervals())
+    if not track.ticks or not iv:
+        return track
+    step = iv[len(iv) // 2]
+    f0, p0 = track.ticks[0].frame, track.ticks[0].pos
+    return h.ClockTrack(ticks=[h.Tick(k.frame, p0 + round((k.frame - f0) / step), k.run) for k in track.ticks],
+                        starts=track.starts, continues=track.continues, stops=track.stops, spps=track.spps,
+                        idle_ticks=track.idle_ticks)
+
+
+def run_take(server: h.JackServer, model: Path, bpm: float, cycles: int, seed: int) -> dict:
+    args = ["--model", str(model), "--seed", str(seed), "--quantize", "-v"]
+    with h.Rig(server, args, bpm=bpm) as rig:
+        rig.performer.wait_ready_line(10.0)
+        time.sleep(0.5)
+        rig.start()
+        rolled = rig.wait_pos(cycles * h.TICKS_PER_CYCLE, timeout=cycles * 16 * 60 / bpm + 30)
+        time.sleep(0.2)
+        rig.stop()
+        rig.rec.settle()
+        track, notes = rig.track(), rig.notes()
+        xruns = list(rig.rec.xrun_frames)
+        log = rig.performer.output()
+    start = track.starts[0] if track.starts else 0
+    placed = h.place(notes, on_master_line(track), h_pitches())
+    clock = server.rate * 60.0 / bpm / h.PPQN  # frames per MIDI clock
+    whole = [p for p in placed if abs(p.error_frames) >= 0.5 * clock]
+    return {
+        "rolled": bool(rolled),
+        "notes": len(placed),
+        "whole_clock_off": len(whole),
+        "whole_clock_off_from_s": round((whole[0].note.frame - start) / server.rate, 3) if whole else None,
+        "off_3ms": sum(abs(server.ms(p.error_frames)) >= 3.0 for p in placed),
+        "xruns": len(xruns),
+        "xruns_at_s": [round((x - start) / server.rate, 3) for x in xruns],
+        "clock_holes_at_s": [round((k.frame - start) / server.rate, 3) for k in track.gaps()],
+        "clock_log": [ln.split("performer.clock: ", 1)[-1] for ln in log.splitlines() if "performer.clock:" in ln],
+        "played_s": round(cycles * 16 * 60 / bpm, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.long_takes", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--takes", type=int, default=5)
+    ap.add_argument("--bpm", type=float, default=120.0)
+    ap.add_argument("--cycles", type=int, default=20, help="4-bar cycles per take (default 20: 160 s at 120 BPM)")
+    ap.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
+    ap.add_argument("--model", type=Path, help="exported model folder (default: the shipped model)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    model = jack_model("long_takes", a.model)
+    if model is None:
+        return 2
+    info = machine()
+    takes = []
+    with h.JackServer(period=a.period) as server:
+        for i in range(a.takes):
+            r = run_take(server, model, a.bpm, a.cycles, a.seed)
+            takes.append(r)
+            print(f"take {i + 1}: {r['notes']} notes, {r['whole_clock_off']} a clock or more off"
+                  f"{' from ' + str(r['whole_clock_off_from_s']) + ' s' if r['whole_clock_off'] else ''}, "
+                  f"{r['off_3ms']} >= 3 ms off, {r['xruns']} xruns, {len(r['clock_holes_at_s'])} recorder holes",
+                  flush=True)
+            for ln in r["clock_log"]:
+                print("    " + ln, flush=True)
+    bad = sum(1 for r in takes if r["whole_clock_off"])
+    print(f"{bad} of {len(takes)} takes lost the master's song position ({a.bpm:g} BPM, {a.cycles} cycles each, "
+          f"{sum(r['xruns'] for r in takes)} xruns in all)")
+    if a.json:
+        a.json.write_text(json.dumps({
+            "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.long_takes", *(argv or sys.argv[1:])]),
+            "machine": info, "config": {"bpm": a.bpm, "cycles": a.cycles, "period": a.period, "seed": a.seed,
+                                        "model": str(model), "performer": h.performer_command()},
+            "takes": takes, "takes_off_by_a_clock": bad,
+        }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
