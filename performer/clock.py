@@ -814,9 +814,10 @@ class MidiClock:
         if last is None or p is None or t - last < 1.5 * p:
             return None
         # a line refitted after a phase jump (an xrun can move the period clock for good) holds
-        # a few clocks only: it is judged from there. Wanting 12 (a window's half) left a clock
-        # lost at an xrun ~10 clocks after such a jump uncounted: every later note a clock late,
-        # twice in 20 long takes (120 BPM, 160 s each)
+        # a few clocks only: it is judged from there. Wanting 12 (half a window) would leave a
+        # clock lost ~10 clocks after such a jump uncounted, every later note a clock late: two
+        # such failures in long takes here (benchmarks/long_takes.py) came at xruns ~10 clocks
+        # after another xrun, with nothing in the log
         if self.est.count < LOST_LINE_CLOCKS:
             log.info("a silence of %.1f clocks before song position %d, kept: the tempo line has only %d "
                      "clocks (%d relocks so far)", (t - last) / p, self._n + 1 + self._base, self.est.count,
@@ -836,8 +837,9 @@ class MidiClock:
         if abs(off) <= self.est.on_line_tolerance():
             return k, why
         # Off the line: the xrun that lost a clock can make our input read the next one late as
-        # well (seen: a silence of 2.3 clocks, its last clock +6.9 ms off, every later note a
-        # clock late, in 1 of 6 long takes). The clock after it decides (:meth:`_pending_lost`)
+        # well (seen in a long take: a silence of 2.3 clocks at two xruns 18 ms apart, its last
+        # clock +6.9 ms off, every later note a clock late). The clock after it decides
+        # (:meth:`_pending_lost`)
         self._pending = (k, why, off)
         return None
 
