@@ -700,7 +700,7 @@ class MidiClock:
         self._lag_low: float | None = None  # its least value heard since the last clock
         self._lag_ref: float | None = None  # ... in the interval that ended at the last clock
         self.recovered = 0  # clocks lost in our own stalls or in a missed JACK cycle, added back
-        self._pending: tuple[int, str, float] | None = None  # (k, why, off): judged at the next clock
+        self._pending: tuple[int, str, float, float | None] | None = None  # (k, why, off, lag): judged a clock later
 
     def start(self, now: float) -> None:
         """Nothing to do: playback starts on the master's Start (or clock, with ``start_on_clock``)."""
@@ -840,7 +840,7 @@ class MidiClock:
         # well (seen in a long take: a silence of 2.3 clocks at two xruns 18 ms apart, its last
         # clock +6.9 ms off, every later note a clock late). The clock after it decides
         # (:meth:`_pending_lost`)
-        self._pending = (k, why, off)
+        self._pending = (k, why, off, self._lag_ref)
         return None
 
     def _ours(self, last: float, t: float, due: float, k: int, p: float) -> str | None:
@@ -874,20 +874,28 @@ class MidiClock:
 
     def _pending_lost(self, t: float) -> tuple[int, str] | None:
         """The clocks found missing at the last clock, which came off the line: lost (as
-        :meth:`_lost_clocks` says) when this clock, the next, sits on the line that many clocks
-        later. Notes then were a clock behind for one clock, not for good."""
+        :meth:`_lost_clocks` says) when this clock, the next, sits that many clocks later on
+        the line moved by the time the server itself lost meanwhile (its frame lag's growth,
+        the least lag heard since the last clock against the least before the silence: under
+        half a clock, or the silence would not be ours). Two causes seen in long takes, at
+        xruns that also lost a clock: our input read the clock that ended the silence late
+        (+6.9 ms; the next on the line), and the server's time fell behind by some ms (+9.1 ms,
+        and the next as far off). Notes were a clock behind for one clock, not for good."""
         pend, self._pending = self._pending, None
         last, p = self._last_t, self.est.period
         if pend is None or last is None or p is None or t - last >= 1.5 * p:
             return None  # nothing pending, or another silence (judged on its own)
-        k, why, off = pend
+        k, why, off, lag_before = pend
         due = self.est.predict(self._n + 1)
-        if due is None or abs(t - due - k * p) > self.est.on_line_tolerance():
+        lost = 0.0 if lag_before is None or self._lag_low is None else max(0.0, self._lag_low - lag_before)
+        if due is None or abs(t - due - k * p - lost) > self.est.on_line_tolerance():
             log.info("%d clock%s missing before song position %d, kept: the clock that ended the silence "
-                     "came %+.2f ms off the line, and the next one is off it too", k, "s" if k > 1 else "",
-                     self._n + self._base, 1000 * off)
+                     "came %+.2f ms off the line, and the next one %+.2f ms (the server's own time lost: "
+                     "%.2f ms)", k, "s" if k > 1 else "", self._n + self._base, 1000 * off,
+                     1000 * (t - due - k * p) if due is not None else float("nan"), 1000 * lost)
             return None
-        return k, f"{why}; the clock that ended the silence came {1000 * off:+.2f} ms off the line, the next on it"
+        return k, (f"{why}; the clock that ended the silence came {1000 * off:+.2f} ms off the line, the next "
+                   f"{1000 * (t - due - k * p):+.2f} ms with the server {1000 * lost:.2f} ms behind")
 
     # -- questions
 

@@ -497,6 +497,17 @@ def test_a_clock_lost_at_an_xrun_whose_next_clock_was_read_late_is_counted_in_a_
     assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
 
 
+def test_a_clock_lost_at_an_xrun_at_which_the_server_also_fell_behind_a_little_is_counted_in():
+    """At the xrun that lost clock 60 the server's own time fell 9 ms behind (its frame lag
+    grew by that; under half a clock): clock 61 and every later one come 9 ms late on top of
+    the lost clock. Seen in a long take here (+9.1 ms, the next clock as far off, every later
+    note a clock late). The clock after the silence, 9 ms off like it, decides."""
+    c, fed, p = _own_stall_take(1, stall=None, xrun=1.2, pause=0.009, lag_step=0.009)
+    assert c.recovered == 1
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p + 0.009, abs=Q)
+
+
 def test_a_late_clock_after_a_silence_with_the_next_one_off_the_line_too_keeps_the_count():
     """The clock that ends the silence is off the line, and so is the next one (the master
     paused 1.3 clocks, no clock lost): nothing is counted in."""
