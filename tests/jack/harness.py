@@ -97,6 +97,50 @@ def _stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: fl
     return proc.returncode
 
 
+# jackd2's registry of servers (/dev/shm/jack-shm-registry): 8 slots, each a pid and the
+# name "jack-UID:NAME:". A server that dies without unregistering (SIGKILL, a crash) keeps its
+# slot; jackd reclaims a dead server's slot only when a server of the same name starts. With
+# a fresh name per test, 8 such deaths make every later jackd fail: "Too many servers
+# already active" (seen here after a day of runs: 6 of 8 slots held by dead pids).
+_REGISTRY = Path("/dev/shm/jack-shm-registry")
+_SLOTS, _SLOT0, _SLOT_BYTES = 8, 24, 264
+
+
+def stale_servers(registry: Path = _REGISTRY) -> list[str]:
+    """Names of the servers whose registry slot a dead process holds (jackd2 1.9's layout;
+    nothing when the file is missing or not that layout)."""
+    try:
+        data = registry.read_bytes()
+    except OSError:
+        return []
+    out = []
+    for i in range(_SLOTS):
+        off = _SLOT0 + _SLOT_BYTES * i
+        if off + _SLOT_BYTES > len(data):
+            break
+        pid = int.from_bytes(data[off:off + 4], "little", signed=True)
+        m = re.fullmatch(rb"jack-\d+:([A-Za-z0-9_.-]+):", data[off + 4:off + _SLOT_BYTES].split(b"\0", 1)[0])
+        if pid > 0 and m and not Path(f"/proc/{pid}").exists():
+            out.append(m.group(1).decode())
+    return out
+
+
+def reclaim_stale_servers(registry: Path = _REGISTRY) -> list[str]:
+    """Free the slots of dead servers: a jackd started under each one's name takes its slot
+    over, and stopping it (SIGTERM) gives the slot back. Returns the names freed."""
+    freed = []
+    for name in stale_servers(registry):
+        proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        time.sleep(0.5)  # jackd registers before it opens its driver
+        _stop_process(proc)
+        if name not in stale_servers(registry):
+            freed.append(name)
+    if freed:
+        log.warning("freed %d JACK server slots held by dead servers: %s", len(freed), ", ".join(freed))
+    return freed
+
+
 class InvalidTake(Exception):
     """The recording itself is unusable (the clock recording has a hole: the clock
     master or our recorder missed a period on an overloaded machine). Says nothing
@@ -167,12 +211,16 @@ class JackServer:
     def start(self, timeout: float = 15.0, modes: Sequence[bool] = (True, False)) -> JackServer:
         """``modes``: realtime or not, in the order to try (Ardour needs ``(False,)``: see
         test_live_robust.py)."""
-        for realtime in modes:
-            if self._try_start(realtime, timeout):
-                self.realtime = realtime
-                log.info("jackd %s up (%s, pid %d)", self.name,
-                         "realtime" if realtime else "no-realtime", self.proc.pid)
-                return self
+        for attempt in range(2):
+            for realtime in modes:
+                if self._try_start(realtime, timeout):
+                    self.realtime = realtime
+                    log.info("jackd %s up (%s, pid %d)", self.name,
+                             "realtime" if realtime else "no-realtime", self.proc.pid)
+                    return self
+            full = "Too many servers already active" in (self.workdir / "jackd.log").read_text(errors="replace")
+            if attempt or not full or not reclaim_stale_servers():
+                break
         raise RuntimeError(f"jackd {self.name} did not start; see {self.workdir / 'jackd.log'}:\n"
                            + (self.workdir / "jackd.log").read_text(errors="replace")[-2000:])
 

@@ -211,3 +211,23 @@ def test_positions_on_the_master_line_count_a_hole_as_the_clock_it_was():
     assert [k.pos for k in t.ticks][39:41] == [39, 40]  # the message count: one short from 41 on
     assert [k.pos for k in on_master_line(t).ticks][39:41] == [39, 41]
     assert [k.pos for k in on_master_line(t).ticks][-1] == 99
+
+
+def test_stale_servers_names_the_registry_slots_of_dead_jackd_processes(tmp_path):
+    """A jackd killed without unregistering keeps its slot in jackd2's registry of 8; the
+    harness frees such slots when a server will not start ("Too many servers already active")."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    reg = bytearray(h._SLOT0 + h._SLOTS * h._SLOT_BYTES)
+    for i, (pid, name) in enumerate([(os.getpid(), b"jack-0:alive-one:"), (dead, b"jack-0:dead-one:"), (0, b"")]):
+        off = h._SLOT0 + i * h._SLOT_BYTES
+        reg[off:off + 4] = pid.to_bytes(4, "little", signed=True)
+        reg[off + 4:off + 4 + len(name)] = name
+    path = tmp_path / "registry"
+    path.write_bytes(bytes(reg))
+    assert h.stale_servers(path) == ["dead-one"]
+    assert h.stale_servers(tmp_path / "missing") == []
