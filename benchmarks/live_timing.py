@@ -60,6 +60,14 @@ def machine() -> dict:
     }
 
 
+def jack_options(ap: argparse.ArgumentParser, seed: int) -> None:
+    """The options every JACK benchmark takes: the server's period, the model, the seed, --json."""
+    ap.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
+    ap.add_argument("--model", type=Path, help="exported model folder (default: the shipped model)")
+    ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+
+
 def jack_model(prog: str, model: Path | None) -> Path | None:
     """The exported model a JACK benchmark plays (the shipped one by default), or None after one
     line saying why it cannot run here (a JACK tool or the model missing)."""
@@ -189,13 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.live_timing", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bpm", type=float, nargs="+", default=[90.0, 120.0, 180.0])
     ap.add_argument("--cycles", type=int, default=4, help="4-bar cycles played per tempo (default 4)")
-    ap.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
+    jack_options(ap, seed=1)
     ap.add_argument("--rate", type=int, default=48000)
-    ap.add_argument("--model", type=Path, help="exported model folder (default: the shipped model)")
-    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--performer-args", default="",
                     help='more options for the performer, e.g. "--fills every:1 --style funk"')
-    ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)

@@ -28,22 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.live_timing import h_pitches, jack_model, machine
+from benchmarks.live_timing import h_pitches, jack_model, jack_options, machine
 from tests.jack import harness as h
-
-
-def on_master_line(track: h.ClockTrack) -> h.ClockTrack:
-    """The track with each tick's position from its frame on the master's line (one run, one
-    tempo): ``pos0 + round((frame - frame0) / interval)``, the median interval. A hole
-    (a clock the recorder missed, or the master skipped) no longer shifts what follows."""
-    iv = sorted(track.intervals())
-    if not track.ticks or not iv:
-        return track
-    step = iv[len(iv) // 2]
-    f0, p0 = track.ticks[0].frame, track.ticks[0].pos
-    return h.ClockTrack(ticks=[h.Tick(k.frame, p0 + round((k.frame - f0) / step), k.run) for k in track.ticks],
-                        starts=track.starts, continues=track.continues, stops=track.stops, spps=track.spps,
-                        idle_ticks=track.idle_ticks)
 
 
 def run_take(server: h.JackServer, model: Path, bpm: float, cycles: int, seed: int) -> dict:
@@ -60,7 +46,7 @@ def run_take(server: h.JackServer, model: Path, bpm: float, cycles: int, seed: i
         xruns = list(rig.rec.xrun_frames)
         log = rig.performer.output()
     start = track.starts[0] if track.starts else 0
-    placed = h.place(notes, on_master_line(track), h_pitches())
+    placed = h.place(notes, track.on_master_line(), h_pitches())
     clock = server.rate * 60.0 / bpm / h.PPQN  # frames per MIDI clock
     whole = [p for p in placed if abs(p.error_frames) >= 0.5 * clock]
     return {
@@ -82,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--takes", type=int, default=5)
     ap.add_argument("--bpm", type=float, default=120.0)
     ap.add_argument("--cycles", type=int, default=20, help="4-bar cycles per take (default 20: 160 s at 120 BPM)")
-    ap.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
-    ap.add_argument("--model", type=Path, help="exported model folder (default: the shipped model)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    jack_options(ap, seed=1)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     model = jack_model("long_takes", a.model)

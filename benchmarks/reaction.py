@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.live_timing import XRUN_BEFORE_MS, h_pitches, jack_model, machine
+from benchmarks.live_timing import XRUN_BEFORE_MS, h_pitches, jack_model, jack_options, machine
 from tests.jack import harness as h
 
 BPM = 120.0
@@ -119,10 +119,7 @@ def summary(xs: list[float], tol: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.reaction", description=__doc__.split("\n\n")[0])
     ap.add_argument("--takes", type=int, default=30, help="stop + locate + continue rounds (default 30)")
-    ap.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
-    ap.add_argument("--model", type=Path, help="exported model folder (default: the shipped model)")
-    ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    jack_options(ap, seed=5)
     a = ap.parse_args(argv)
     model = jack_model("reaction", a.model)
     if model is None:

@@ -881,9 +881,12 @@ class MidiClock:
         xruns that also lost a clock: our input read the clock that ended the silence late
         (+6.9 ms; the next on the line), and the server's time fell behind by some ms (+9.1 ms,
         and the next as far off). Notes were a clock behind for one clock, not for good."""
-        pend, self._pending = self._pending, None
+        pend = self._pending
+        if pend is None:  # the usual answer, asked at every clock
+            return None
+        self._pending = None
         last, p = self._last_t, self.est.period
-        if pend is None or last is None or p is None or t - last >= 1.5 * p:
+        if last is None or p is None or t - last >= 1.5 * p:
             return None  # nothing pending, or another silence (judged on its own)
         k, why, off, lag_before = pend
         due = self.est.predict(self._n + 1)

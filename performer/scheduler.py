@@ -449,9 +449,10 @@ class Player(threading.Thread):
         # (or started and waiting for the first clock) every 0.5 ms. Why: a Continue (or Start)
         # arrives in the same JACK period as the clock it cues, so the cued step's notes are a
         # reaction and must reach the output before the next period (2.7 ms at 128 frames,
-        # 48 kHz) to land within one period. The reaction itself (parse, transport, the cued step's pattern, send) took 0.6-2 ms in the live
-        # process (instrumented runs; 0.28-0.40 ms since the cued cycle is compiled while stopped,
-        # see Scheduler._compile), so the poll's own delay must be small. Polled every
+        # 48 kHz) to land within one period. The reaction itself (parse, transport, the cued
+        # step's pattern, send) took 0.6-2 ms in the live process (instrumented runs;
+        # 0.28-0.40 ms since the cued cycle is compiled while stopped, see
+        # Scheduler._compile), so the poll's own delay must be small. Polled every
         # 2 ms, the notes missed that period (came 4.5 ms after their tick) in 2 of 8 runs of
         # tests/jack/test_e2e.py test_continue_resumes_at_the_right_step[spp]; every 1 ms, in
         # 1 of 27 (in a full-suite run); every 0.5 ms, in none of 27. Cost: CPU while stopped

@@ -816,6 +816,20 @@ class ClockTrack:
                 out.append(b)
         return out
 
+    def on_master_line(self) -> ClockTrack:
+        """This track with each tick's song position read off the master's line (one run, one
+        tempo): ``pos0 + round((frame - frame0) / interval)``, the median interval. jack_midi_clock
+        puts clock k at a fixed frame from Start and skips the clocks of a cycle it missed, so a
+        hole (a clock our recorder missed, or the master skipped) no longer shifts what follows."""
+        iv = sorted(self.intervals())
+        if not self.ticks or not iv:
+            return self
+        step = iv[len(iv) // 2]
+        f0, p0 = self.ticks[0].frame, self.ticks[0].pos
+        return ClockTrack(ticks=[Tick(k.frame, p0 + round((k.frame - f0) / step), k.run) for k in self.ticks],
+                          starts=self.starts, continues=self.continues, stops=self.stops, spps=self.spps,
+                          idle_ticks=self.idle_ticks)
+
     def intervals(self) -> list[int]:
         """Frames between consecutive ticks of one playing run."""
         out = []

@@ -203,14 +203,12 @@ def test_doubled_finds_a_tick_taken_twice_but_not_jitter_or_tempo_changes():
 def test_positions_on_the_master_line_count_a_hole_as_the_clock_it_was():
     """benchmarks.long_takes reads song positions off the master's line: after a clock
     missing from the recording, the recorder's count is one short and the line's is not."""
-    from benchmarks.long_takes import on_master_line
-
     frames = [500 + 1000 * i for i in range(100)]
     evs = [ev(0, START), *[ev(x, CLOCK) for i, x in enumerate(frames) if i != 40]]
     t = ClockTrack.from_events(evs)
     assert [k.pos for k in t.ticks][39:41] == [39, 40]  # the message count: one short from 41 on
-    assert [k.pos for k in on_master_line(t).ticks][39:41] == [39, 41]
-    assert [k.pos for k in on_master_line(t).ticks][-1] == 99
+    assert [k.pos for k in t.on_master_line().ticks][39:41] == [39, 41]
+    assert [k.pos for k in t.on_master_line().ticks][-1] == 99
 
 
 def test_stale_servers_names_the_registry_slots_of_dead_jackd_processes(tmp_path):
