@@ -15,12 +15,15 @@ period later).
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
+import statistics
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ pytestmark = [pytest.mark.jack, pytest.mark.slow]
 TEMPERATURE = 1.0
 BPM = 120.0
 PITCHES = drums.OUTPUT_PITCHES
+log = logging.getLogger(__name__)
 STEP = h.TICKS_PER_STEP
 
 
@@ -112,6 +116,15 @@ class Take:
     xruns: int
     xrun_frames: list[int]
     record: Path | None = None  # the performer's --record file, written when it exited
+    blind: list[tuple[int, int]] = field(default_factory=list)  # [start, end) frames the notes recorder missed
+
+    def blind_steps(self) -> set[int]:
+        """Absolute steps whose notes may have gone out in a cycle the notes recorder missed:
+        a blind window within half a step of the step's tick (a groove-mode note sits up to
+        half a step off its tick)."""
+        half = h.TICKS_PER_STEP * statistics.median(self.track.intervals()) / 2 if self.blind else 0
+        return {k.pos // h.TICKS_PER_STEP for k in self.track.grid()
+                if any(a - half <= k.frame < b + half for a, b in self.blind)}
 
     def near_xrun(self, frame: float, server: h.JackServer) -> bool:
         return any(-server.frames(XRUN_BEFORE_MS) <= frame - f <= server.frames(XRUN_AFTER_MS)
@@ -135,10 +148,15 @@ def stop_and_take(rig: h.Rig) -> tuple[bool, Take]:
 STALL_CATCH_UP_MS = 100.0
 
 
-def take(rig: h.Rig, stalled: tuple[int, int] | None = None) -> Take:
+def take(rig: h.Rig, stalled: tuple[int, int] | None = None, whole: bool = True) -> Take:
     """The recording, decoded; an :class:`h.InvalidTake` when our copy of it is not whole.
     ``stalled``: frames of a stall the test made (SIGSTOP of the performer or the server),
-    in and just after which the notes recorder, fed by the performer, misses cycles."""
+    in and just after which the notes recorder, fed by the performer, misses cycles.
+    ``whole=False``: cycles the notes recorder missed do not make the take invalid; they
+    are kept in ``Take.blind``, and a test that judges which steps were played excuses
+    the steps there (:meth:`Take.blind_steps`). For tests that judge the timing of the
+    notes recorded and which steps were played, not every note-off (a lost note-off looks
+    like a stuck note)."""
     rig.rec.settle()
     t = Take(rig.track(), rig.notes(), rig.controls(), rig.rec.events("notes"),
              rig.performer.output() if rig.performer else "", rig.rec.xruns, list(rig.rec.xrun_frames))
@@ -159,8 +177,12 @@ def take(rig: h.Rig, stalled: tuple[int, int] | None = None) -> Take:
         lo, hi = t.track.ticks[0].frame, t.track.ticks[-1].frame + rig.server.rate  # and a second after
         blind = [(a, b - a) for inp, a, b in rig.rec.missed if inp == "notes" and a < hi and b > lo
                  and not (stalled and stalled[0] <= b and a <= stalled[1] + rig.server.frames(STALL_CATCH_UP_MS))]
-        if blind:
+        if blind and whole:
             raise h.InvalidTake(f"the notes recorder missed cycles at (frame, frames) {blind}")
+        t.blind = [(a, a + n) for a, n in blind]
+        if blind:
+            log.warning("the notes recorder missed cycles at (frame, frames) %s; steps %s excused",
+                        blind, sorted(t.blind_steps()))
     return t
 
 
@@ -183,12 +205,14 @@ def timing_report(placed: list[h.Placed], server: h.JackServer, tol_ms: float, b
             + h.describe(sorted(bad, key=lambda p: -abs(p.error_frames)), server) + hint)
 
 
-def assert_plays(placed: list[h.Placed], pattern, steps: range, what: str) -> None:
-    """The notes at ``steps`` of the first cycle are exactly the pattern's hits there."""
+def assert_plays(placed: list[h.Placed], pattern, steps: range, what: str, blind: Collection[int] = ()) -> None:
+    """The notes at ``steps`` of the first cycle are exactly the pattern's hits there.
+    ``blind``: steps the recording may have missed notes of (:meth:`Take.blind_steps`);
+    nothing there counts as missing, but a note there must still be the pattern's."""
     got = collections.Counter((p.step, p.voice) for p in placed if p.step in steps)
     want = h.expected_hits(pattern.hits, steps)
     doubled = {k: n for k, n in got.items() if n > 1}
-    missing = sorted(want - set(got))
+    missing = sorted(k for k in want - set(got) if k[0] not in blind)
     extra = sorted(set(got) - want)
     assert not (missing or extra or doubled), (
         f"{what}: steps {steps.start}..{steps.stop - 1} differ from the engine's pattern\n"
@@ -378,14 +402,14 @@ def test_tempo_change_is_followed_within_a_beat(server, live_model, groove):
         assert rig.wait_pos(62 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig)
+        t = take(rig, whole=False)
     ticks = t.track.ticks
     # where the clock's interval really changed (more than 10 %: jack_midi_clock rounds to frames)
     changes = [b for a, b, c in zip(ticks, ticks[1:], ticks[2:], strict=False)
                if abs((c.frame - b.frame) - (b.frame - a.frame)) > 0.1 * (b.frame - a.frame)]
     assert len(changes) >= 2, "the clock's tempo did not change twice: the test proves nothing"
     placed = [p for p in t.placed() if p.step < 62]
-    assert_plays(placed, pattern, range(0, 62), "across tempo changes")
+    assert_plays(placed, pattern, range(0, 62), "across tempo changes", t.blind_steps())
     settled = [p for p in placed
                if not any(c.pos <= p.step * STEP < c.pos + h.PPQN for c in changes)]
     assert_on_time(settled, t, server, f"tempo changes at song positions {[c.pos for c in changes]}\n")
@@ -416,10 +440,10 @@ def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, gro
         assert rig.wait_pos(40 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig, stalled=(stopped, stopped))  # the server's frames stand still while it is stopped
+        t = take(rig, stalled=(stopped, stopped), whole=False)  # the server's frames stand still while it is stopped
     assert max(t.track.intervals()) < 1.5 * h.frames_per_tick(server, BPM), "a clock was lost: the test's premise"
     placed = [p for p in t.placed() if p.step < 40]
-    assert_plays(placed, pattern, range(0, 40), "around a 100 ms clock stall")
+    assert_plays(placed, pattern, range(0, 40), "around a 100 ms clock stall", t.blind_steps())
     settled = [p for p in placed if p.step * STEP >= stalled_at + h.PPQN + STEP]
     # judged from a beat after the stall: that beat is the re-lock's, as after a tempo change
     bad = [p for p in settled if abs(server.ms(p.error_frames)) > tolerance_ms(server)]
@@ -461,7 +485,7 @@ def test_a_stall_of_the_performer_itself_loses_no_song_position(server, live_mod
         assert rig.wait_pos(40 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig, stalled=(int(stop_at), resumed))  # take() rejects a recording with a lost clock
+        t = take(rig, stalled=(int(stop_at), resumed), whole=False)  # take() rejects a recording with a lost clock
     settled = [p for p in t.placed() if p.step < 40 and p.step * STEP >= stalled_at + h.PPQN + STEP]
     assert settled, "no notes after the stall"
     bad = [p for p in settled if abs(server.ms(p.error_frames)) > tolerance_ms(server)]
@@ -481,12 +505,12 @@ def test_clock_jitter_does_not_move_notes_off_their_steps(server, live_model, gr
         assert rig.wait_pos(32 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig)
+        t = take(rig, whole=False)
     iv = t.track.intervals()
     nominal = h.frames_per_tick(server, BPM)
     assert max(abs(x - nominal) for x in iv) > 0.05 * nominal, "the clock was not jittered"
     placed = [p for p in t.placed() if p.step < 32]
-    assert_plays(placed, pattern, range(0, 32), "with a jittered clock")
+    assert_plays(placed, pattern, range(0, 32), "with a jittered clock", t.blind_steps())
 
 
 @h.retry_invalid()

@@ -229,3 +229,43 @@ def test_stale_servers_names_the_registry_slots_of_dead_jackd_processes(tmp_path
     path.write_bytes(bytes(reg))
     assert h.stale_servers(path) == ["dead-one"]
     assert h.stale_servers(tmp_path / "missing") == []
+
+
+# --- a take with cycles the notes recorder missed ---------------------------------
+
+
+def _blind_take(blind: list[tuple[int, int]]):
+    from tests.jack.test_e2e import Take
+
+    clocks = [ev(100 + 1000 * i, CLOCK) for i in range(48)]  # 8 steps, 6000 frames a step
+    track = ClockTrack.from_events([ev(10, START), *clocks])
+    return Take(track, [], [], [], "", 0, [], blind=blind)
+
+
+def test_blind_steps_are_the_steps_within_half_a_step_of_a_missed_cycle():
+    t = _blind_take([(12100, 12228)])  # exactly at step 2's tick
+    assert t.blind_steps() == {2}
+    t = _blind_take([(14900, 15028)])  # step 2's tick + 2800 frames: not yet half-way to step 3
+    assert t.blind_steps() == {2}
+    t = _blind_take([(15200, 15328)])  # past half-way: step 3's groove notes could sit there
+    assert t.blind_steps() == {3}
+    assert _blind_take([]).blind_steps() == set()
+
+
+def test_a_blind_step_excuses_missing_notes_but_not_wrong_ones():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tests.jack.test_e2e import assert_plays
+
+    hits = np.zeros((h.STEPS_PER_CYCLE, 9), bool)
+    hits[[0, 2, 4], 0] = True
+    pattern = SimpleNamespace(hits=hits, grid=lambda: "")
+    played = [h.Placed(Note(0, True, 9, 36, 100), s, 0, 0) for s in (0, 4)]
+    assert_plays(played, pattern, range(0, 6), "step 2 blind", blind={2})
+    with pytest.raises(AssertionError, match="missing"):
+        assert_plays(played, pattern, range(0, 6), "nothing blind")
+    wrong = [*played, h.Placed(Note(0, True, 9, 38, 100), 2, 1, 0)]  # a snare where the kick was due
+    with pytest.raises(AssertionError, match="extra"):
+        assert_plays(wrong, pattern, range(0, 6), "step 2 blind", blind={2})
