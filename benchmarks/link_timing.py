@@ -187,6 +187,7 @@ def run(a) -> dict:
         time.sleep(0.5)
         rec.settle()
         events = rec.events("notes")
+        xruns_at = list(rec.xrun_frames)
         log_tail = perf.output()[-3000:]
         if arec is not None:
             audio = arec.take()
@@ -237,6 +238,10 @@ def run(a) -> dict:
     second = [t for t, _ in ons if t >= restart["start_us"] - 5e3]
     first = min(second, default=None)
     after_stop2 = [t for t, _ in ons if t > stop2["host_us"] + 30e3]
+    # an xrun from 100 ms before the restart's first note to 10 ms after it: JACK delivered
+    # late, or the frame clock the note is timed by jumped (the one note is not judged then)
+    xrun_us = [fc.host_us(x) for x in xruns_at]
+    restart_xrun = first is not None and any(-100e3 <= first - x <= 10e3 for x in xrun_us)
     return {
         "link_median_abs_err_ms": h.percentile(absd, 50),
         "link_p95_abs_err_ms": h.percentile(absd, 95),
@@ -254,6 +259,7 @@ def run(a) -> dict:
         "notes_after_restart": len(second),
         "restart_first_note_minus_peer_start_ms": (first - restart["start_us"]) / 1000.0 if first else None,
         "restart_first_note_grid_err_ms": grid_error_ms(first, restart)[0] if first else None,
+        "restart_first_note_near_xrun": restart_xrun,
         "unreleased": len(h.unreleased(notes)),
         "cpu_percent_120": cpu,  # the performer process, % of one core, while playing at --bpm
         "latency_ms": a.latency_ms,
