@@ -7,7 +7,8 @@ frame time of the period's first frame. Prints ``R <client name>`` once
 active; when stdin closes it writes OUT.npz (``start``: the frame time of
 the first sample kept, ``audio``: float32 samples, contiguous from ``start``;
 ``xruns``: how many the server reported, ``xrun_frames``: about when, ``gaps``: periods whose frame time
-did not follow the previous one's) and prints ``D``.
+did not follow the previous one's, ``gap_frames``: (first frame missed, frames) of each, up to 256;
+the samples there stay 0) and prints ``D``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main(argv: list[str]) -> int:
     buf.fill(1.0)
     buf.fill(0.0)
     state = {"start": None, "n": 0, "next": None, "gaps": 0, "xruns": 0}
+    gap_at = np.zeros((256, 2), dtype=np.int64)  # (first frame missed, frames) of the first 256 gaps
     xrun_frames: list[int] = []
 
     def process(frames: int) -> None:
@@ -42,6 +44,8 @@ def main(argv: list[str]) -> int:
         if state["start"] is None:
             state["start"] = base
         elif base != state["next"]:
+            if state["gaps"] < len(gap_at):
+                gap_at[state["gaps"]] = (state["next"], base - state["next"])
             state["gaps"] += 1
         state["next"] = base + frames
         i = base - state["start"]
@@ -63,7 +67,8 @@ def main(argv: list[str]) -> int:
     client.deactivate()
     np.savez(out_path, start=np.int64(state["start"] or 0), audio=buf[: state["n"]],
              xruns=np.int64(state["xruns"]),
-             xrun_frames=np.array(xrun_frames, dtype=np.int64), gaps=np.int64(state["gaps"]))
+             xrun_frames=np.array(xrun_frames, dtype=np.int64), gaps=np.int64(state["gaps"]),
+             gap_frames=gap_at[: min(state["gaps"], len(gap_at))])
     client.close()
     sys.stdout.write("D\n")
     sys.stdout.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from tests.jack import harness as h
@@ -255,8 +256,6 @@ def test_blind_steps_are_the_steps_within_half_a_step_of_a_missed_cycle():
 def test_a_blind_step_excuses_missing_notes_but_not_wrong_ones():
     from types import SimpleNamespace
 
-    import numpy as np
-
     from tests.jack.test_e2e import assert_plays
 
     hits = np.zeros((h.STEPS_PER_CYCLE, 9), bool)
@@ -269,3 +268,47 @@ def test_a_blind_step_excuses_missing_notes_but_not_wrong_ones():
     wrong = [*played, h.Placed(Note(0, True, 9, 38, 100), 2, 1, 0)]  # a snare where the kick was due
     with pytest.raises(AssertionError, match="extra"):
         assert_plays(wrong, pattern, range(0, 6), "step 2 blind", blind={2})
+
+
+# --- the exact onset measurement against the built-in kit --------------------------------
+
+
+def _kit_take(placed: list[tuple[int, int, int]], frames: int, rate: int = 48000) -> dict:
+    """A recording as the audio recorder makes it: the kit's stereo output summed into one input."""
+    from performer import sound
+
+    r = sound.Renderer(sample_rate=rate)
+    for f, p, v in placed:
+        r.schedule(sound.Event(f, p, v))
+    return {"start": 0, "audio": r.render(frames).sum(axis=1)}
+
+
+def test_kit_onsets_finds_each_group_where_it_sounds_even_under_a_ringing_snare():
+    from tests.jack import audio_rig as ar
+
+    rate = 48000
+    midi = [(4800, 38, 120), (8800, 38, 30), (12800, 36, 100), (12800, 45, 90), (16800, 38, 60)]
+    shift = {4800: 0, 8800: 96, 12800: -48, 16800: 3}  # frames: 0, +2, -1 ms and 3 frames
+    take = _kit_take([(f + shift[f], p, v) for f, p, v in midi], 24000, rate)
+    k = ar.kit_onsets(take, midi, latency=0, rate=rate)
+    assert k.frames.tolist() == [4800, 8800, 12800, 16800]
+    assert np.allclose(k.errors_ms, [0.0, 2.0, -1.0, 3 * 1000 / rate])
+    assert k.exact.all() and not k.gap.any()
+    # the ghost snare (velocity 30) 83 ms after a loud one: the kit's model of the ring explains it
+    late = ar.kit_onsets(take, [(f + (200 if f == 8800 else 0), p, v) for f, p, v in midi], latency=0, rate=rate)
+    assert late.errors_ms[1] == pytest.approx((96 - 200) * 1000 / rate)
+
+
+def test_kit_onsets_flags_a_gap_of_the_recorder_and_a_sound_that_is_not_the_kit():
+    from tests.jack import audio_rig as ar
+
+    rate = 48000
+    midi = [(4800, 38, 120), (9600, 36, 100)]
+    take = _kit_take(midi, 16000, rate)
+    take["audio"][9600 + 200 : 9600 + 328] = 0.0  # a period the recorder missed
+    take["gap_frames"] = np.array([[9600 + 200, 128]])
+    k = ar.kit_onsets(take, midi, latency=0, rate=rate)
+    assert k.gap.tolist() == [False, True]
+    assert k.exact.tolist() == [True, False]
+    other = _kit_take([(4800, 38, 120), (9600, 38, 100)], 16000, rate)  # a snare where a kick was sent
+    assert ar.kit_onsets(other, midi, latency=0, rate=rate).exact.tolist() == [True, False]
