@@ -125,9 +125,9 @@ def onset_errors_ms(take: dict, note_frames: list[tuple[int, int, int]], latency
 # it best, by least squares over +-KIT_SEARCH_S, is where it was heard. Every note counts,
 # masked or not. Where that fit leaves nothing (|residual| <= KIT_EXACT, -80 dB) the kit at
 # the frames found IS the recording: the measurement is exact there. Why not the energy
-# detector alone: under a ringing snare it placed notes that the recording shows on time
-# 10-16 ms off (4 outliers in 12 one-minute takes, 2 of them with no xrun near; this fit puts
-# those at +1.3 and +0.0 ms, exactly).
+# detector alone: it placed notes 10-16 ms off that the recording shows on time. Two looked at
+# (one-minute takes at 180 BPM): a ghost snare after a loud one read +10.33 ms with no xrun
+# near, this fit +0.69 ms (exact); a snare read -16.00 ms 20 ms after an xrun, this fit +0.02 ms.
 KIT_SEARCH_S = 0.020
 KIT_AFTER_S = 0.005  # samples after the latest candidate start that the fit still compares
 KIT_EXACT = 1e-4
