@@ -242,7 +242,7 @@ class LiveTake:
 
     def grid_offsets_ms(self, rate: int, frames) -> np.ndarray:
         """For each MIDI frame: its offset from the nearest 16th of the recorded clock (ms)."""
-        grid = [k.frame for k in self.track.grid()]
+        grid = [k.frame for k in self.track.on_master_line().grid()]
         if not grid:
             return np.array([])
         return np.array([f - grid[h.nearest(grid, f)] for f in frames], dtype=float) * 1000.0 / rate

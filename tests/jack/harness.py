@@ -24,6 +24,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -820,11 +821,14 @@ class ClockTrack:
         """This track with each tick's song position read off the master's line (one run, one
         tempo): ``pos0 + round((frame - frame0) / interval)``, the median interval. jack_midi_clock
         puts clock k at a fixed frame from Start and skips the clocks of a cycle it missed, so a
-        hole (a clock our recorder missed, or the master skipped) no longer shifts what follows."""
+        hole (a clock our recorder missed, or the master skipped) no longer shifts what follows.
+        The interval is the mean of those within 1.5x the median (not the median itself: at 180 BPM
+        and 48 kHz a clock is 666.67 frames, and a whole-frame interval drifts a clock a minute)."""
         iv = sorted(self.intervals())
         if not self.ticks or not iv:
             return self
-        step = iv[len(iv) // 2]
+        mid = iv[len(iv) // 2]
+        step = statistics.fmean(x for x in iv if x <= 1.5 * mid)
         f0, p0 = self.ticks[0].frame, self.ticks[0].pos
         return ClockTrack(ticks=[Tick(k.frame, p0 + round((k.frame - f0) / step), k.run) for k in self.ticks],
                           starts=self.starts, continues=self.continues, stops=self.stops, spps=self.spps,

@@ -212,6 +212,15 @@ def test_positions_on_the_master_line_count_a_hole_as_the_clock_it_was():
     assert [k.pos for k in t.on_master_line().ticks][-1] == 99
 
 
+def test_the_master_line_holds_a_minute_at_a_clock_of_fractional_frames():
+    """180 BPM at 48 kHz: a clock every 666.67 frames, placed at whole frames. A minute of it
+    (4,320 clocks, two missing) keeps every position; a whole-frame interval would not."""
+    frames = [300 + round(i * 48000 * 60 / (180 * 24)) for i in range(4320)]
+    evs = [ev(0, START), *[ev(x, CLOCK) for i, x in enumerate(frames) if i not in (1000, 3000)]]
+    line = ClockTrack.from_events(evs).on_master_line()
+    assert [k.pos for k in line.ticks] == [i for i in range(4320) if i not in (1000, 3000)]
+
+
 def test_stale_servers_names_the_registry_slots_of_dead_jackd_processes(tmp_path):
     """A jackd killed without unregistering keeps its slot in jackd2's registry of 8; the
     harness frees such slots when a server will not start ("Too many servers already active")."""
