@@ -140,14 +140,31 @@ class KitOnsets:
     frames: np.ndarray  # the group's MIDI note-on frame (its first note's)
     errors_ms: np.ndarray  # heard (recorded frame + latency) minus that, in ms
     exact: np.ndarray  # bool: the kit at the frames found is the recording around this group
-    gap: np.ndarray  # bool: the audio recorder missed a period in this group's window
+    gap: np.ndarray  # bool: the audio recorder missed a period in this group's window (left out of the fit)
+    ring_frames: int = 0  # the longest sound of a voice played: how long a misplaced tail lasts
+
+    def away(self, xrun_frames: list[int], before: float, after: float) -> np.ndarray:
+        """Groups not within ``before`` frames before to ``after`` frames after an xrun, nor at a gap."""
+        x = np.asarray(xrun_frames, dtype=np.int64)
+        if not len(x):
+            return ~self.gap
+        d = self.frames[:, None] - x[None, :]
+        return ~(((d >= -before) & (d <= after)).any(axis=1) | self.gap)
+
+    def unexplained(self, xrun_frames: list[int], before: float) -> np.ndarray:
+        """Groups the kit does not reproduce with no xrun in the ring before them. At an xrun the
+        audio process can miss a period: what rings on is then a period off its start, and the
+        groups under that ring are not exact until it has died away (so not measured there)."""
+        return ~self.exact & self.away(xrun_frames, before, self.ring_frames)
 
 
 def kit_onsets(take: dict, note_frames: list[tuple[int, int, int]], latency: int, rate: int,
-               channels: int = 2, skip_before: int | None = None) -> KitOnsets:
+               channels: int = 2, skip_before: int | None = None, stop: int | None = None) -> KitOnsets:
     """Where each group of MIDI note-ons (frame, pitch, velocity) was heard in ``take`` (an
     :class:`AudioRecorder` take of the built-in kit; ``channels`` outputs summed into its
-    input). Groups before ``skip_before`` are rendered (their tails ring on) but not reported."""
+    input). Groups before ``skip_before`` are rendered (their tails ring on) but not reported.
+    ``stop``: the frame of the transport's Stop, from which the performer silences every voice
+    (what is heard from then on is left out of the fit)."""
     import copy
     import queue
 
@@ -156,6 +173,7 @@ def kit_onsets(take: dict, note_frames: list[tuple[int, int, int]], latency: int
     mono = take["audio"].astype(np.float64) / channels
     start = int(take["start"])
     gaps = [(int(a) - start, int(a) - start + int(n)) for a, n in take.get("gap_frames", np.zeros((0, 2), int))]
+    silenced = stop - start if stop is not None else None  # never judged as a gap, only left out
     groups: list[tuple[int, list[tuple[int, int]]]] = []  # (expected index in the recording, [(pitch, vel)])
     for f, p, v in sorted(note_frames):
         i = f - latency - start
@@ -182,13 +200,21 @@ def kit_onsets(take: dict, note_frames: list[tuple[int, int, int]], latency: int
             alone.schedule(sound.Event(0, p, v))
         g = alone.render(b - a).mean(axis=1).astype(np.float64)
         n = b - a
-        # squared error of the group starting at r[i0], for i0 = 0..2s: |r|^2 - 2 r.g + |g|^2
-        dots = np.correlate(r, g, mode="full")[n - 1 :]
-        gg = np.cumsum(g * g)[::-1]
+        # the samples the recorder missed (zeros) say nothing: left out of the fit, or a group
+        # placed wrong there would leave its tail wrong under the next second of groups
+        w = np.ones(n)
+        for ga, gb in gaps:
+            w[max(ga - a, 0):max(min(gb - a, n), 0)] = 0.0
+        if silenced is not None:
+            w[max(silenced - a, 0):] = 0.0
+        # squared error of the group starting at r[i0], for i0 = 0..2s: |w r|^2 - 2 (w r).g + w.g^2
+        dots = np.correlate(w * r, g, mode="full")[n - 1 :]
+        gg = np.correlate(w, g * g, mode="full")[n - 1 :]
         cand = min(2 * s, n - 1) + 1
         i0 = int(np.argmin(gg[:cand] - 2.0 * dots[:cand]))
         resid = r.copy()
         resid[i0:] -= g[: n - i0]
+        resid *= w
         found = a + i0
         for p, v in notes:
             base.schedule(sound.Event(found, p, v))
@@ -196,8 +222,10 @@ def kit_onsets(take: dict, note_frames: list[tuple[int, int, int]], latency: int
             out.append((e + latency + start, (found - e) * 1000.0 / rate,
                         float(np.abs(resid).max()) <= KIT_EXACT, any(ga < b and gb > a for ga, gb in gaps)))
     cols = list(zip(*out, strict=True)) if out else [[], [], [], []]
+    ring = max((len(base.kit[sound._ALIASES.get(p, p)].soft) for _, notes in groups for p, _ in notes
+                if sound._ALIASES.get(p, p) in base.kit), default=0)
     return KitOnsets(np.array(cols[0], dtype=np.int64), np.array(cols[1], dtype=float),
-                     np.array(cols[2], dtype=bool), np.array(cols[3], dtype=bool))
+                     np.array(cols[2], dtype=bool), np.array(cols[3], dtype=bool), ring)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -238,7 +266,7 @@ class LiveTake:
         """:func:`kit_onsets` of this take (the built-in kit), from ``skip_s`` after Start."""
         on = [(n.frame, n.pitch, n.velocity) for n in self.notes if n.on]
         return kit_onsets(self.audio, on, self.latency, rate, channels=self.channels,
-                          skip_before=self.started + int(skip_s * rate))
+                          skip_before=self.started + int(skip_s * rate), stop=self.stopped)
 
     def grid_offsets_ms(self, rate: int, frames) -> np.ndarray:
         """For each MIDI frame: its offset from the nearest 16th of the recorded clock (ms)."""
