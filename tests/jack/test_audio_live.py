@@ -6,9 +6,10 @@ JACK host API (recorded by an audio client of ours). Every note group must
 be heard within 3 ms of its MIDI note-on (tests/jack/audio_rig.py, ``kit_onsets``, says how
 "heard" is measured), (groups near an xrun are not judged: the dummy driver here gives xruns without audio too;
 the one-minute xrun counts are benchmarks/audio_live.py's). The hi-hats and cymbals are muted (the
-performer's own mute pads): their ringing would hide the next onsets from the
-detector; every voice takes the same path. About 12 s of playing: the
-one-minute runs are benchmarks/audio_live.py's.
+performer's own mute pads): after an xrun their ring (2.5-3.5 s) would leave the
+groups under it unmeasured (``kit_onsets`` says why); every voice takes the same
+path, and benchmarks/audio_live.py measures a run with them too. About 12 s of
+playing: the one-minute runs are benchmarks/audio_live.py's.
 """
 
 from __future__ import annotations
