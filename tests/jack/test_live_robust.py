@@ -7,6 +7,7 @@ master (like Ardour 7) whose Song Position Pointer counts clocks, not 16ths.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import time
@@ -305,6 +306,12 @@ class Ardour(h._Child):
         return super().stop()
 
 
+def _clock_out(rec: h.Recorder, client: str) -> str | None:
+    """Ardour's MIDI clock output port, once it is there."""
+    return next((p for p in rec.port_names(is_midi=True, is_output=True)
+                 if p.startswith(client) and p.endswith("MIDI Clock out")), None)
+
+
 @pytest.fixture
 def ardour_server(tmp_path):
     """A private server that is not realtime. On a realtime jackd (1.9.21), Ardour 7.3's
@@ -330,16 +337,26 @@ def test_ardour_7_as_the_clock_master_with_spp_units_clocks(ardour_server, live_
     default 16ths it plays cycle 4's first steps instead: checked by hand)."""
     seed, pattern = groove
     srv = ardour_server
-    ardour = Ardour(srv, tmp_path / "session")
-    rec = None
-    perf = None
+    ardour = rec = perf = None
     try:
-        rec = h.Recorder(srv, f"dp-rec-{uuid.uuid4().hex[:4]}")
-        clock_out = h.wait_until(lambda: next((p for p in rec.port_names(is_midi=True, is_output=True)
-                                                if p.startswith(ardour.client) and p.endswith("MIDI Clock out")), None), 10.0)
-        if not clock_out:  # the peer did not come up (seen once in CI: its JACK socket reset) -- not the performer
-            pytest.skip(f"Ardour 7 did not create its MIDI Clock out port on this server: "
-                        f"{rec.port_names(is_midi=True)}; {ardour.output()[-300:]!r}")
+        for attempt in range(2):
+            ardour = Ardour(srv, tmp_path / f"session-{attempt}")
+            rec = h.Recorder(srv, f"dp-rec-{uuid.uuid4().hex[:4]}")
+            clock_out = h.wait_until(functools.partial(_clock_out, rec, ardour.client), 10.0)
+            if clock_out:
+                break
+            # The peer did not come up, not the performer: Ardour's JACK connection was reset while it
+            # made its session (jackd's log: "CheckSize error", "Unknown request"; 3 of 6 CI runs of
+            # stops 12-13 skipped here). Once more on a fresh server, then skip.
+            why = (f"Ardour 7 did not create its MIDI Clock out port on this server: "
+                   f"{rec.port_names(is_midi=True)}; {ardour.output()[-300:]!r}")
+            rec.close()
+            ardour.stop()
+            rec = ardour = None
+            srv.stop()
+            srv.start(modes=(False,))
+        else:
+            pytest.skip(why)
         rec.connect(clock_out, rec.port("clock"))
         perf = h.Performer(srv, rec, performer_args(live_model, seed, "--quantize", "--spp-units", "clocks"))
         rec.connect(clock_out, perf.clock_port)
@@ -361,7 +378,8 @@ def test_ardour_7_as_the_clock_master_with_spp_units_clocks(ardour_server, live_
     finally:
         if perf is not None:
             perf.stop()
-        ardour.stop()
+        if ardour is not None:
+            ardour.stop()
         if rec is not None:
             rec.close()
     for evs in takes:
