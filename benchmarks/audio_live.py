@@ -83,7 +83,7 @@ def summarize(take: ar.LiveTake, server: h.JackServer, audio: bool) -> dict:
     if audio:
         errs, n, frames = take.onset_errors_ms(server.rate, FIRST_BEAT_S)
         a = np.abs(errs)
-        clean = np.array([not any(-before <= f - x <= after for x in take.xrun_frames) for f in frames], dtype=bool)
+        clean = ~ar.near_xruns(frames, take.xrun_frames, before, after)
         c = a[clean] if len(a) else a
         r["onsets"] = {
             "audible": len(a),

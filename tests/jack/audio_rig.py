@@ -133,6 +133,16 @@ KIT_AFTER_S = 0.005  # samples after the latest candidate start that the fit sti
 KIT_EXACT = 1e-4
 
 
+def near_xruns(frames, xrun_frames: list[int], before: float, after: float) -> np.ndarray:
+    """For each frame: an xrun came from ``after`` frames before it to ``before`` frames after it."""
+    f = np.asarray(frames, dtype=np.int64)
+    x = np.asarray(xrun_frames, dtype=np.int64)
+    if not len(x) or not len(f):
+        return np.zeros(len(f), dtype=bool)
+    d = f[:, None] - x[None, :]
+    return ((d >= -before) & (d <= after)).any(axis=1)
+
+
 @dataclass
 class KitOnsets:
     """Per note group (MIDI note-ons within GROUP_LIVE_S), from :func:`kit_onsets`."""
@@ -145,11 +155,7 @@ class KitOnsets:
 
     def away(self, xrun_frames: list[int], before: float, after: float) -> np.ndarray:
         """Groups not within ``before`` frames before to ``after`` frames after an xrun, nor at a gap."""
-        x = np.asarray(xrun_frames, dtype=np.int64)
-        if not len(x):
-            return ~self.gap
-        d = self.frames[:, None] - x[None, :]
-        return ~(((d >= -before) & (d <= after)).any(axis=1) | self.gap)
+        return ~(near_xruns(self.frames, xrun_frames, before, after) | self.gap)
 
     def unexplained(self, xrun_frames: list[int], before: float) -> np.ndarray:
         """Groups the kit does not reproduce with no xrun in the ring before them. At an xrun the

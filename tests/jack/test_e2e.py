@@ -175,14 +175,14 @@ def take(rig: h.Rig, stalled: tuple[int, int] | None = None, whole: bool = True)
     # some; a test failed on "missing" notes once)
     if t.track.ticks:
         lo, hi = t.track.ticks[0].frame, t.track.ticks[-1].frame + rig.server.rate  # and a second after
-        blind = [(a, b - a) for inp, a, b in rig.rec.missed if inp == "notes" and a < hi and b > lo
-                 and not (stalled and stalled[0] <= b and a <= stalled[1] + rig.server.frames(STALL_CATCH_UP_MS))]
-        if blind and whole:
-            raise h.InvalidTake(f"the notes recorder missed cycles at (frame, frames) {blind}")
-        t.blind = [(a, a + n) for a, n in blind]
-        if blind:
+        t.blind = [(a, b) for inp, a, b in rig.rec.missed if inp == "notes" and a < hi and b > lo
+                   and not (stalled and stalled[0] <= b and a <= stalled[1] + rig.server.frames(STALL_CATCH_UP_MS))]
+        missed = [(a, b - a) for a, b in t.blind]
+        if missed and whole:
+            raise h.InvalidTake(f"the notes recorder missed cycles at (frame, frames) {missed}")
+        if missed:
             log.warning("the notes recorder missed cycles at (frame, frames) %s; steps %s excused",
-                        blind, sorted(t.blind_steps()))
+                        missed, sorted(t.blind_steps()))
     return t
 
 
