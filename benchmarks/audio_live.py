@@ -77,6 +77,7 @@ def summarize(take: ar.LiveTake, server: h.JackServer, audio: bool) -> dict:
         "off_5ms_at_s": [round((p.note.frame - take.started) / server.rate, 2) for p in placed
                          if abs(server.ms(p.error_frames)) > 5.0][:20],
         "recorded_clock_holes": len(take.track.gaps()),
+        "recorded_clock_put_back": len(take.track.put_back),  # holes whole clocks long, filled
         "recorded_clock_doubled": len(take.track.doubled()),
         "clock_log": [ln for ln in take.log.splitlines() if "performer.clock" in ln][-10:],
     }

@@ -22,7 +22,8 @@ it changed the tempo.
 
 Keys: ``link_median_abs_err_ms`` and ``link_p95_abs_err_ms`` (120 BPM part),
 ``link_tempo_follow_beats`` (peer beats from the tempo change to the first
-of 8 notes in a row within 4 ms, the p95 target, of the new grid), and the
+of 8 notes in a row within 4 ms, the p95 target, of the new grid; notes at
+an xrun are left out of the row), and the
 checks the real-path test asserts (start on the peer's bar, no note after
 the stop, every note-on released, the tempo the performer gave the session).
 
@@ -188,6 +189,7 @@ def run(a) -> dict:
         rec.settle()
         events = rec.events("notes")
         xruns_at = list(rec.xrun_frames)
+        missed = list(rec.missed)
         log_tail = perf.output()[-3000:]
         if arec is not None:
             audio = arec.take()
@@ -209,13 +211,23 @@ def run(a) -> dict:
     before = [(t, n) for t, n in ons if start_us <= t < change["host_us"]]
     after = [(t, n) for t, n in ons if change["host_us"] <= t <= stop["host_us"]]
     errs = [grid_error_ms(t, start)[0] for t, _ in before]
-    a_errs = [(grid_error_ms(t, change)) for t, _ in after]
+    # an xrun from 100 ms before a note to 10 ms after it: JACK delivered late, or the frame
+    # clock the note is timed by jumped (such a note is not judged)
+    xrun_us = [fc.host_us(x) for x in xruns_at]
+
+    def at_xrun(t: float) -> bool:
+        return any(-100e3 <= t - x <= 10e3 for x in xrun_us)
+
+    # following: FOLLOW_RUN notes in a row on the new grid, those at an xrun left out of the row
+    # (one at an xrun broke the row in a CI run on a noisy machine: 2.07 beats)
+    a_errs = [grid_error_ms(t, change) for t, _ in after if not at_xrun(t)]
     follow = None
     for i in range(len(a_errs) - FOLLOW_RUN + 1):
         if all(abs(e) <= FOLLOW_TOL_MS for e, _ in a_errs[i:i + FOLLOW_RUN]):
             follow = a_errs[i][1] - change["beat"]
             break
     absd = [abs(e) for e in errs]
+    away = [abs(grid_error_ms(t, start)[0]) for t, _ in before if not at_xrun(t)]  # as live_timing's p99*
     heard = {}
     if audio is not None:  # --audio: each audible onset against its own MIDI note-on (120 BPM part)
         on = [(n.frame, n.pitch, n.velocity) for n in notes if n.on and start_us <= fc.host_us(n.frame) < change["host_us"]]
@@ -238,18 +250,21 @@ def run(a) -> dict:
     second = [t for t, _ in ons if t >= restart["start_us"] - 5e3]
     first = min(second, default=None)
     after_stop2 = [t for t, _ in ons if t > stop2["host_us"] + 30e3]
-    # an xrun from 100 ms before the restart's first note to 10 ms after it: JACK delivered
-    # late, or the frame clock the note is timed by jumped (the one note is not judged then)
-    xrun_us = [fc.host_us(x) for x in xruns_at]
-    restart_xrun = first is not None and any(-100e3 <= first - x <= 10e3 for x in xrun_us)
+    restart_xrun = first is not None and at_xrun(first)  # the one note is not judged then
     return {
         "link_median_abs_err_ms": h.percentile(absd, 50),
         "link_p95_abs_err_ms": h.percentile(absd, 95),
         "link_max_abs_err_ms": max(absd, default=float("nan")),
+        # the notes not at an xrun (100 ms before to 10 ms after one): what the test judges, as a
+        # noisy machine's bursts of xruns move the rest (seen: a median of 2.82 ms in one CI pass)
+        "link_median_abs_err_ms_away": h.percentile(away, 50) if away else None,
+        "link_p95_abs_err_ms_away": h.percentile(away, 95) if away else None,
+        "notes_120_away": len(away),
         "link_mean_signed_err_ms": sum(errs) / len(errs) if errs else float("nan"),
         "link_tempo_follow_beats": follow,
         "notes_120": len(errs),
         "notes_after_change": len(after),
+        "notes_after_change_at_xruns": len(after) - len(a_errs),
         "bpm": a.bpm,
         "to_bpm": a.to_bpm,
         "session_tempo_when_peer_joined": joined["tempo"],
@@ -260,7 +275,8 @@ def run(a) -> dict:
         "restart_first_note_minus_peer_start_ms": (first - restart["start_us"]) / 1000.0 if first else None,
         "restart_first_note_grid_err_ms": grid_error_ms(first, restart)[0] if first else None,
         "restart_first_note_near_xrun": restart_xrun,
-        "unreleased": len(h.unreleased(notes)),
+        # a note-on whose note-off may have gone out in a cycle our recorder missed is not counted
+        "unreleased": len(h.unreleased(notes, [(a, b) for inp, a, b in missed if inp == "notes"])),
         "cpu_percent_120": cpu,  # the performer process, % of one core, while playing at --bpm
         "latency_ms": a.latency_ms,
         "jack_period": a.period,

@@ -116,7 +116,7 @@ def run_tempo(server: h.JackServer, bpm: float, model: Path, seed: int, cycles: 
         time.sleep(0.2)
         rig.stop()
         rig.rec.settle()
-        track = rig.track()
+        track = rig.track(fill=False)
         notes = rig.notes()
         xrun_frames = list(rig.rec.xrun_frames)
         log_tail = perf.output()[-2000:]

@@ -71,7 +71,7 @@ def run(server: h.JackServer, model: Path, seed: int, takes: int, rng: random.Ra
         time.sleep(0.6)
         rig.stop()
         rig.rec.settle()
-        track = rig.track()
+        track = rig.track(fill=False)
         events = rig.rec.events("notes")
         xrun_frames = list(rig.rec.xrun_frames)
     placed = h.place(h.notes(events), track, h_pitches())

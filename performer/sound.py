@@ -36,7 +36,7 @@ import math
 import queue
 import wave
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,15 @@ class Voice:
     hard: np.ndarray  # (n,) float32, the sound at full velocity (peak ~1)
     pan: tuple[float, float]  # left and right gains (constant power)
     level: float  # balance in the kit
+    # the two layers panned, (n, 2) float32, made once with the kit: a block adds its slice of
+    # each, times the strike's gains (Renderer.render says why)
+    soft_lr: np.ndarray = field(init=False, repr=False, compare=False)
+    hard_lr: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pan = np.array(self.pan, dtype=np.float32)
+        object.__setattr__(self, "soft_lr", self.soft[:, None] * pan)
+        object.__setattr__(self, "hard_lr", self.hard[:, None] * pan)
 
 
 def _pan(p: float) -> tuple[float, float]:
@@ -192,13 +201,14 @@ def velocity_gain(velocity: int) -> float:
 
 
 class _Playing:
-    __slots__ = ("voice", "start", "gain", "mix", "pitch", "stop_at")
+    __slots__ = ("voice", "start", "soft_gain", "hard_gain", "pitch", "stop_at")
 
     def __init__(self, voice: Voice, start: int, velocity: int, pitch: int) -> None:
         self.voice = voice
         self.start = start
-        self.gain = velocity_gain(velocity) * voice.level
-        self.mix = min(1.0, velocity / 127.0)  # 0 = soft layer, 1 = hard layer
+        gain = velocity_gain(velocity) * voice.level
+        mix = min(1.0, velocity / 127.0)  # 0 = soft layer, 1 = hard layer
+        self.soft_gain, self.hard_gain = gain * (1.0 - mix), gain * mix
         self.pitch = pitch
         self.stop_at: int | None = None  # choke start frame
 
@@ -280,12 +290,17 @@ class Renderer:
                 end = min(end, p.stop_at + self.choke_frames)
             b = min(end, t1)
             if b > a:
+                # the kit's panned layers: mixing the two layers and then panning into each
+                # channel in every block was most of the live audio process's time (py-spy,
+                # 180 BPM, 128-frame blocks). Not mixed once per strike either: that allocates
+                # up to 1.3 MB in the audio callback, and its page faults made a block take
+                # 2.5 ms (benchmarks/render_cost.py)
                 i, j = a - p.start, b - p.start
-                seg = p.gain * ((1.0 - p.mix) * v.soft[i:j] + p.mix * v.hard[i:j])
-                if p.stop_at is not None:
-                    seg *= np.clip((p.stop_at + self.choke_frames - np.arange(a, b)) / self.choke_frames, 0.0, 1.0)
-                out[a - t0 : b - t0, 0] += v.pan[0] * seg
-                out[a - t0 : b - t0, 1] += v.pan[1] * seg
+                seg = p.soft_gain * v.soft_lr[i:j] + p.hard_gain * v.hard_lr[i:j]  # (b - a, 2)
+                if p.stop_at is not None:  # choked: faded out from stop_at (times 1.0 before it)
+                    seg *= np.clip((p.stop_at + self.choke_frames - np.arange(a, b)) / self.choke_frames,
+                                   0.0, 1.0)[:, None]
+                out[a - t0 : b - t0] += seg
             if end > t1:
                 keep.append(p)
         self._playing = keep

@@ -4,8 +4,6 @@ import hashlib
 import sys
 from pathlib import Path
 
-import torch
-
 from model.config import preset
 from train import trainer
 
@@ -20,7 +18,6 @@ def main() -> None:
         h.update(k.encode())
         h.update(v.detach().contiguous().numpy().tobytes())
     Path(out, f"rank{res.rank}.sha256").write_text(h.hexdigest())
-    torch.set_num_threads(1)
 
 
 if __name__ == "__main__":

@@ -393,7 +393,7 @@ def test_a_stalled_clock_resumes_on_the_count_not_on_wall_time():
 
 def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: float = 0.0, bpm: float = 120.0,
                     xrun: float | None = None, server_late: float = 0.0, lag_step: float = 0.0,
-                    shift: tuple[int, float] | None = None, late_resume: float = 0.0):
+                    shift: tuple[int, float] | None = None, late_resume: float = 0.0, until: int = 120):
     """Start, 60 clocks, then clocks 60..60+missing-1 never arrive (our process was stopped
     while the master sent them; ``stall``: what the sender reported, in clocks after clock
     59's time), or, with ``pause``, the master itself paused that long and kept its count.
@@ -401,8 +401,10 @@ def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: floa
     ``server_late`` seconds late itself; ``lag_step``: the time its frame clock lost
     meanwhile. ``shift``: (clock, seconds) from that clock on every clock comes that much
     later (an earlier xrun moved the server's period clock for good). ``late_resume``: the
-    clock that ends the silence is stamped that much late (read late at the same xrun). The server is heard before each read of the port (every 2.7 ms, a JACK
-    period; its lag read at a varying phase of the cycle, as the sender reads it).
+    clock that ends the silence is stamped that much late (read late at the same xrun).
+    ``until``: the clocks fed stop before this one. The server is heard before each read of
+    the port (every 2.7 ms, a JACK period; its lag read at a varying phase of the cycle, as
+    the sender reads it).
     Returns the clock and the true time of each count it was fed."""
     p = bpm_to_period(bpm)
     period = 128 / 48000
@@ -411,7 +413,7 @@ def _own_stall_take(missing: int, stall: tuple[float, float] | None, pause: floa
     c.update(0.0)
     fed = []
     told = 0.0
-    for k in range(120):
+    for k in range(until):
         if 60 <= k < 60 + missing:
             continue
         t = 0.0013 + k * p + (pause if k >= 60 else 0.0) + (shift[1] if shift and k >= shift[0] else 0.0)
@@ -444,6 +446,91 @@ def test_clocks_lost_while_our_own_process_was_stalled_are_counted_in(missing, b
     assert c.est.relocks == 0  # no phase jump: the line never moved
 
 
+@pytest.mark.parametrize("late", [0.85, 0.95, 1.0])
+def test_a_clock_read_a_clock_late_after_a_stall_of_ours_is_not_a_lost_one(late):
+    """Our process stalled 14.7 ms around clock 60's time (180 BPM: a clock is 13.9 ms) and
+    lost nothing: clock 60 was read ``late`` clocks late, where the line put clock 61, and
+    clock 61 on its time (with it, or just after). Seen in 2 of 30 one-minute audio takes
+    here: "1 clock lost while this process was stalled (14.7 ms, from -10.3 to +4.4 ms
+    around the first lost clock's time) ... counted in", every later note a clock early.
+    The clock that ended the silence does not decide alone: the next one, on its own time,
+    says nothing was lost."""
+    p = bpm_to_period(180.0)
+    c, fed, p = _own_stall_take(0, stall=(1 - 0.0103 / p, 1 + 0.0044 / p), bpm=180.0, late_resume=late * p)
+    assert c.recovered == 0
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
+
+
+def test_a_clock_read_a_clock_late_at_an_xrun_is_not_a_lost_one():
+    """The same at an xrun (our input client ran late, our sender did not notice): the
+    clock read late sits where the next should be; the next, on its time, keeps the count."""
+    c, fed, p = _own_stall_take(0, stall=None, bpm=180.0, xrun=0.6, late_resume=0.95 * bpm_to_period(180.0))
+    assert c.recovered == 0
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
+
+
+@pytest.mark.parametrize("behind", [0.0090, 0.0232])
+def test_a_clock_lost_at_an_xrun_at_which_the_server_fell_far_behind_is_counted_in(behind):
+    """A burst of xruns at 180 BPM: the server's own time fell ``behind`` (its frame lag grew
+    by that: up to 1.7 clocks) and our input lost a clock as well. The master's later clocks
+    come that much late *and* a clock is missing: take the server's lost time away and one
+    whole clock is left. Seen in 2 of 30 one-minute audio takes here ("3 clocks missing ...,
+    kept out of the count: 16 xruns ..., server lag grew 23.18 ms"): every later note a
+    clock late."""
+    c, fed, p = _own_stall_take(1, stall=None, bpm=180.0, xrun=1.2, pause=behind, lag_step=behind)
+    assert c.recovered == 1
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p + behind, abs=Q)
+
+
+
+def test_a_clock_lost_at_an_xrun_with_the_server_lag_read_high_is_counted_in():
+    """A clock lost at an xrun at 180 BPM, the server's time not behind at all, but every read
+    of its frame lag after the xrun 6.5 ms high (our reads ran late within a burst of xruns):
+    the lag is a bound on the server's lost time, not its measure. Seen in a one-minute
+    audio take here ("the next one -4.43 ms (the server's own time lost: 3.44 ms)" kept)."""
+    c, fed, p = _own_stall_take(1, stall=None, bpm=180.0, xrun=1.2, lag_step=0.0065)
+    assert c.recovered == 1
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
+
+
+def test_two_clocks_lost_at_xruns_a_clock_apart_are_both_counted_in():
+    """A burst of xruns at 180 BPM loses clock 60 and clock 62: the clock between (61) ends
+    one silence and the next (63) another. Seen: residuals +12.7 and +28.1 ms taken for a
+    tempo change, the line refitted on them, and the lost clocks then judged on that line
+    and kept out (every later note two clocks late). A clock whose count is in doubt does
+    not move the line."""
+    p = bpm_to_period(180.0)
+    period = 128 / 48000
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    c.update(0.0)
+    told = 0.0
+    for k in range(80):
+        if k in (60, 62):
+            continue
+        t = 0.0013 + k * p
+        while told + period < t:
+            told += period
+            c.server([(told, 0.0)] if k in (61, 63) and told + period >= t - 0.6 * p and not any(
+                abs(x - told) < p for x, _ in c._xruns) else [], 0.0123 + (told * 7.3) % period)
+        c.feed((CLOCK,), quantized(t))
+    assert c.recovered == 2
+    assert c.arrived() == 79
+    assert c.time_at(80) == pytest.approx(0.0013 + 80 * p, abs=Q)
+
+@pytest.mark.parametrize("late", [0.6, 0.9])
+def test_a_clock_lost_in_our_stall_whose_next_clock_was_read_late_counts_one(late):
+    """Our stall lost clock 60 and clock 61 was read ``late`` clocks late (it looks like two
+    lost): clock 62 on its time says one."""
+    c, fed, p = _own_stall_take(1, stall=(0.1, 1.9), bpm=180.0, late_resume=late * bpm_to_period(180.0))
+    assert c.recovered == 1
+    assert c.arrived() == 119
+    assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
+
 def test_a_clock_the_master_dropped_while_our_sender_hiccuped_keeps_the_count():
     """The master drops a clock (every listener misses it) and our sender is delayed a few ms
     around that clock's time, with no xrun reported (off JACK, nothing says the silence
@@ -471,6 +558,28 @@ def test_clocks_lost_in_a_jack_cycle_missed_at_an_xrun_are_counted_in(missing, b
     assert c.arrived() == 119
     assert c.time_at(120) == pytest.approx(0.0013 + 120 * p, abs=Q)
 
+
+
+@pytest.mark.parametrize("bpm", [120.0, 180.0])
+def test_a_clock_lost_at_an_xrun_ended_on_the_line_is_counted_in_at_once(bpm):
+    """The usual case: the clock that ends the silence sits a whole clock on, on the line, and
+    the server kept its time: counted in at once (no note waits a clock for the next one's
+    word), and the next clock, on the line too, leaves it so."""
+    c, fed, p = _own_stall_take(1, stall=None, bpm=bpm, xrun=1.2, until=62)
+    assert c.recovered == 1 and c.arrived() == 61
+    c, fed, p = _own_stall_take(1, stall=None, bpm=bpm, xrun=1.2, until=63)
+    assert c.recovered == 1 and c.arrived() == 62
+
+
+def test_a_clock_read_a_clock_late_is_counted_in_then_taken_back():
+    """The clock read a clock late after a stall of ours sits where the line puts the next
+    one: counted in at once, and taken back when the next one comes on its own time."""
+    p = bpm_to_period(180.0)
+    stall = (1 - 0.0103 / p, 1 + 0.0044 / p)
+    c, fed, p = _own_stall_take(0, stall=stall, bpm=180.0, late_resume=p, until=61)
+    assert c.recovered == 1 and c.arrived() == 61  # clock 60 taken for 61
+    c, fed, p = _own_stall_take(0, stall=stall, bpm=180.0, late_resume=p, until=62)
+    assert c.recovered == 0 and c.arrived() == 61
 
 @pytest.mark.parametrize("before", [6, 10, 16])
 def test_a_clock_lost_at_an_xrun_soon_after_the_line_took_a_new_phase_is_counted_in(before):
@@ -528,7 +637,8 @@ def test_a_clock_lost_at_an_xrun_after_two_clocks_read_together_is_counted_in():
         c.feed((CLOCK,), quantized(0.0013 + k * p))
     c.server([(0.0013 + 60.3 * p, 0.0)], 0.0125)
     c.feed((CLOCK,), quantized(0.0013 + 61 * p))
-    assert c.recovered == 1 and c.arrived() == 61
+    c.feed((CLOCK,), quantized(0.0013 + 62 * p))  # the next clock decides
+    assert c.recovered == 1 and c.arrived() == 62
 
 
 def test_an_xrun_in_which_the_server_itself_lost_time_keeps_the_count():
@@ -542,14 +652,14 @@ def test_an_xrun_in_which_the_server_itself_lost_time_keeps_the_count():
 
 
 def test_an_xrun_at_which_the_server_said_it_was_late_keeps_the_count(caplog):
-    """The server lost time by its own word (JACK's delay), even if its lag read on time.
-    The log (-v) says what was missing and why it was not counted in."""
+    """The server lost time by its own word (JACK's delay), even if its lag read on time: a
+    silence of two clocks, 15 ms of it the server's own (120 BPM), is no clock lost. The
+    log (-v) says what was missing and why it was not counted in."""
     with caplog.at_level(logging.INFO, logger="performer.clock"):
         c, fed, p = _own_stall_take(1, stall=None, xrun=1.2, server_late=0.015)
     assert c.recovered == 0 and c.arrived() == 118
-    kept = [r.getMessage() for r in caplog.records if "kept out of the count" in r.getMessage()]
-    assert len(kept) == 1 and "1 clock missing at song position 60" in kept[0], kept
-    assert "1 xrun in the silence (server late by up to 15.00 ms)" in kept[0], kept
+    kept = [r.getMessage() for r in caplog.records if "kept" in r.getMessage()]
+    assert kept == ["a silence of 2 clocks before song position 60, kept: the server itself lost 15.00 ms of it"]
 
 
 def test_a_long_silence_with_an_xrun_in_it_is_not_a_missed_cycle():
@@ -636,6 +746,58 @@ def test_a_burst_of_clocks_with_one_timestamp_counts_each_and_keeps_the_line(sta
     assert max(errs) < Q + 5e-4, [round(1000 * e, 2) for e in errs]
 
 
+
+def _doubled_take(after: float, xrun: bool = True, lost_before: bool = False, bpm: float = 180.0):
+    """Start, 80 clocks at ``bpm``; clock 60 is read twice, the copy ``after`` seconds after
+    it (JACK ran our input twice for its cycle), with an xrun reported between (``xrun``).
+    ``lost_before``: clock 59's cycle was missed at the same xrun (the pair the tests'
+    recorders see most: a cycle missed, the next run twice). The server is heard before
+    each read, a JACK period apart. Returns the clock and the period."""
+    p = bpm_to_period(bpm)
+    period = 128 / 48000
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    c.update(0.0)
+    feed = [(k, 0.0013 + k * p) for k in range(80) if not (lost_before and k == 59)]
+    feed.insert([k for k, _ in feed].index(60) + 1, (60, 0.0013 + 60 * p + after))
+    told = 0.0
+    for k, t in feed:
+        while told + period < t:
+            told += period
+            c.server([(told, 0.0)] if xrun and k == 60 and told + period >= 0.0013 + 59.5 * p
+                     and not c._xruns else [], 0.0123 + (told * 7.3) % period)
+        c.feed((CLOCK,), quantized(t))
+    return c, p
+
+
+@pytest.mark.parametrize("after", [0.0002, 0.0027, 0.008])
+def test_a_clock_read_twice_at_an_xrun_counts_once(after):
+    """JACK ran our input twice for one cycle at an xrun, and rtmidi read its clock twice:
+    the copy (at once, a period later, or 8 ms later) comes early of the line, and the next
+    clock a whole clock early by its count. Seen here at 180 BPM: every later note a clock
+    early, the log silent but for a phase jump four clocks later."""
+    c, p = _doubled_take(after)
+    assert c.doubled == 1 and c.recovered == 0
+    assert c.arrived() == 79
+    assert c.time_at(80) == pytest.approx(0.0013 + 80 * p, abs=Q)
+    assert c.est.relocks == 0
+
+
+def test_a_clock_read_twice_without_an_xrun_counts_twice():
+    """Without an xrun nothing says our input read it twice: two clock messages are two
+    clocks (MIDI), and the line takes the master's new phase."""
+    c, p = _doubled_take(0.0027, xrun=False)
+    assert c.doubled == 0 and c.arrived() == 80
+
+
+def test_a_cycle_missed_and_the_next_read_twice_keeps_the_count():
+    """The pair the recorders see most at an xrun: clock 59's cycle missed, clock 60's read
+    twice. Nothing is added and nothing taken out: the copy stands for the lost clock."""
+    c, p = _doubled_take(0.0027, lost_before=True)
+    assert c.doubled == 0 and c.recovered == 0
+    assert c.arrived() == 79
+    assert c.time_at(80) == pytest.approx(0.0013 + 80 * p, abs=Q)
+
 def test_clocks_doubled_at_one_instant_each_count():
     """Two clocks with (almost) the same stamp are two clocks: the position follows the
     count of clock messages, never a guess from their times."""
@@ -647,3 +809,42 @@ def test_clocks_doubled_at_one_instant_each_count():
     for k, t in enumerate(times):
         c.feed((CLOCK,), t)
         assert c.arrived() == k
+
+
+def _slowing_take(first: float, xrun_in: int | None, until: int = 100):
+    """160 BPM for 60 clocks, then 100 BPM: the interval before clock 60 is ``first`` of the way
+    from the old interval to the new (where jack_midi_clock took the change), and the server
+    reports an xrun in the interval before clock ``xrun_in`` (a client missed a cycle; the
+    server kept its time). Reads every JACK period (128 frames), as :func:`_own_stall_take`."""
+    p0, p1 = bpm_to_period(160.0), bpm_to_period(100.0)
+    period = 128 / 48000
+    times, t = [], 0.0013
+    for k in range(until):
+        t += 0.0 if k == 0 else p0 if k < 60 else p0 + first * (p1 - p0) if k == 60 else p1
+        times.append(t)
+    xr = None if xrun_in is None else times[xrun_in - 1] + 0.6 * (times[xrun_in] - times[xrun_in - 1])
+    c = MidiClock()
+    c.feed((START,), 0.0)
+    c.update(0.0)
+    told = 0.0
+    for t in times:
+        while told + period < t:
+            told += period
+            c.server([], 0.0123 + (told * 7.3) % period)
+            if xr is not None and told >= xr and not c._xruns:
+                c.server([(xr, 0.0)], 0.0123 + (told * 7.3) % period)
+        c.server([], 0.0123 + 0.0004)
+        c.feed((CLOCK,), quantized(t))
+    return c
+
+
+@pytest.mark.parametrize("first", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("xrun_in", [None, 60, 61, 62])
+def test_a_slower_tempo_with_an_xrun_at_the_change_counts_no_clock_in(first, xrun_in):
+    """160 -> 100 BPM (jack_transport's tempo, in a tests/jack pass): each new interval is 1.6
+    old ones. With an xrun in the first long one it was taken for a clock lost there, and the
+    next, as long again, left it counted in: every later note two clocks early. Clocks lost
+    are followed by clocks at the old pace; a slower tempo by clocks as late again."""
+    c = _slowing_take(first, xrun_in)
+    assert c.recovered == 0
+    assert c.arrived() == 99

@@ -241,7 +241,10 @@ def test_jack_watch_tells_a_client_that_missed_cycles_from_a_server_that_lost_ti
         os.kill(on_jack.proc.pid, signal.SIGSTOP)
         time.sleep(0.03)
         os.kill(on_jack.proc.pid, signal.SIGCONT)
-        assert 0.025 < lag_low() - before < 0.1
+        # about the 30 ms (seen: 21.5 ms on a noisy machine, the stop reaching jackd's thread
+        # late); what matters is the order of magnitude against the < 1 ms above
+        grew = lag_low() - before
+        assert 0.015 < grew < 0.1, grew
     finally:
         clk.terminate()
         clk.wait(5)

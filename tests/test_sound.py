@@ -236,3 +236,16 @@ def test_sample_wav_with_soundfont(tmp_path):
     assert _check_wav_format(out / "groove_3.wav") >= 8 * SR
     audio, _ = sound.read_wav(out / "groove_3.wav")
     assert np.abs(audio).max() > 0.05
+
+
+def test_a_struck_voice_is_its_two_layers_mixed_by_velocity_then_panned():
+    """A note is the voice's soft and hard layers mixed by velocity, at the voice's level and
+    pan (the renderer adds the kit's panned layers, ``Voice.soft_lr`` and ``hard_lr``)."""
+    r = sound.Renderer()
+    for pitch, velocity in ((42, 90), (50, 40), (49, 127)):
+        v = r.kit[pitch]
+        audio, _ = _render([Event(0, pitch, velocity)], len(v.soft), block=128)
+        mix = velocity / 127.0
+        mono = sound.velocity_gain(velocity) * v.level * ((1.0 - mix) * v.soft + mix * v.hard)
+        want = sound.soft_clip(np.stack([v.pan[0] * mono, v.pan[1] * mono], axis=1) * sound.MASTER_GAIN)
+        np.testing.assert_allclose(audio, want, rtol=1e-6, atol=1e-7, err_msg=str(pitch))

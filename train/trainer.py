@@ -646,16 +646,19 @@ def train(
                     f"resume with: drum-performer train --data {data} --run {run} --resume",
                     128 + sig,
                 )
+        if dist.main and (run / WEIGHTS).exists():
+            best_model, _ = load_model(run)
+            write_attributes(run, best_model, train_ws)
+            write_prior(run, best_model, train_ws)
+        if dist.world > 1:
+            # No process leaves before the run folder is whole: torchrun ends every process as
+            # soon as one exits with an error, and one CI run lost the prior so (rank 1 aborted
+            # at exit, "terminate called without an active exception", while rank 0 wrote it).
+            tdist.barrier()
     finally:
         restore_signals(old_handlers)
         if metrics_f:
             metrics_f.close()
         if dist.world > 1:
-            import torch.distributed as tdist
-
             tdist.destroy_process_group()
-    if dist.main and (run / WEIGHTS).exists():
-        best_model, _ = load_model(run)
-        write_attributes(run, best_model, train_ws)
-        write_prior(run, best_model, train_ws)
     return TrainResult(last, s.model, dist.rank)

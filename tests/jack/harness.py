@@ -55,6 +55,9 @@ CC_ALL_SOUND_OFF, CC_ALL_NOTES_OFF = 120, 123
 DRUM_CHANNEL = 9  # GM channel 10, 0-based
 PPQN = 24
 TICKS_PER_STEP = PPQN // 4  # a 16th note
+# The longest hole in a clock recording that is filled in (ClockTrack.fillable): a 16th. The
+# holes an xrun leaves are 1-3 clocks; a stall a test makes on purpose is longer.
+FILL_MOST_CLOCKS = TICKS_PER_STEP
 STEPS_PER_CYCLE = 64
 TICKS_PER_CYCLE = STEPS_PER_CYCLE * TICKS_PER_STEP  # 384
 
@@ -148,7 +151,15 @@ class InvalidTake(Exception):
     about the performer; :func:`retry_invalid` runs the test again."""
 
 
-def retry_invalid(attempts: int = 3):
+# Takes of a test before an invalid one fails it, and the pause between them. The xruns of
+# the virtual machines here come in waves (a 6 s probe of a clock alone at 128 frames: 5 to 355
+# xruns within the hour); 3 takes in a row were invalid for 2 tests in one pass at 256 frames
+# (one take had 1,245 xruns).
+RETRY_TAKES = 5
+RETRY_PAUSE_S = 2.0
+
+
+def retry_invalid(attempts: int = RETRY_TAKES):
     """Decorator: rerun a test whose take was invalid, up to ``attempts`` times in all.
 
     Only :class:`InvalidTake` is retried; a failed assertion about the performer
@@ -164,6 +175,7 @@ def retry_invalid(attempts: int = 3):
                     if i == attempts - 1:
                         raise
                     log.warning("invalid take (%s); running %s again", e, fn.__name__)
+                    time.sleep(RETRY_PAUSE_S)
             return None
 
         return run
@@ -188,6 +200,7 @@ class JackServer:
         self.period = period
         self.name = name or f"dp-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="jack-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.realtime = False
 
@@ -301,7 +314,7 @@ class Recorder:
         self._xruns: dict[str, int] = {}  # every client is told of every xrun: keep the max
         self.xrun_frames: list[int] = []  # roughly when they happened
         self.missed: list[tuple[str, int, int]] = []  # (input, first frame, end): cycles a client did not run
-        self.reread: list[tuple[str, int]] = []  # (input, frame): a cycle's second run, skipped
+        self.reread: list[tuple[str, int]] = []  # (input, frame): a cycle's second run (only new events kept)
         self._events: list[Event] = []
         self._inputs = list(inputs)
         self._clients: dict[str, str] = {}  # input -> its JACK client's name
@@ -749,15 +762,55 @@ class ClockTrack:
     stops: list[int] = field(default_factory=list)
     spps: list[tuple[int, int]] = field(default_factory=list)  # (frame, 16ths)
     idle_ticks: list[int] = field(default_factory=list)
+    put_back: list[Tick] = field(default_factory=list)  # ticks missing from the recording, filled in
 
     # decoder state, so a track can be fed incrementally while recording
     _playing: bool = False
     _pos: int = 0
     _run: int = -1
+    _lost: dict[int, int] = field(default_factory=dict)  # frame of a clock -> clocks missing before it
 
     @classmethod
-    def from_events(cls, events: Iterable[Event]) -> ClockTrack:
-        return cls().feed(events)
+    def from_events(cls, events: Iterable[Event], fill: bool = False) -> ClockTrack:
+        """The track the events tell. ``fill``: with the clocks missing from the recording
+        put back where a hole is whole clocks long (:meth:`fillable`)."""
+        events = list(events)
+        raw = cls().feed(events)
+        if not fill:
+            return raw
+        lost = raw.fillable()
+        return cls(_lost={k.frame: n for k, n in lost}).feed(events) if lost else raw
+
+    def fillable(self, window: int = 12, most: int = FILL_MOST_CLOCKS) -> list[tuple[Tick, int]]:
+        """Holes that are whole clocks long, as (the tick after the hole, clocks missing).
+
+        jack_midi_clock puts clock k at a fixed frame from Start (whole frames: the clocks of
+        one tempo are evenly spaced to a frame) and skips the clocks of a cycle it missed; our
+        recorder stamps exact frames and misses the clocks of a cycle it did not run in. On a
+        noisy virtual machine one or the other happens in most takes of a few hundred clocks
+        (in one CI run: holes in every take of 4 tests, 47-1,261 xruns each). A hole from either
+        is n whole clocks at the pace on both sides, and where the master was then is known:
+        the tick after it is n clocks on. A hole is filled only with the pace the same (within
+        5 %) over ``window`` intervals before and after it, at most ``most`` clocks long (an
+        xrun's hole; a stall the test made is longer), and within a fifth of a clock of whole:
+        anything else stays a hole (:meth:`gaps`), and the take is not judged."""
+        out = []
+        runs = [(i, a, b) for i, (a, b) in enumerate(zip(self.ticks, self.ticks[1:], strict=False))
+                if a.run == b.run]
+        iv = {i: b.frame - a.frame for i, a, b in runs}
+        for i, _a, b in runs:
+            before = [iv[j] for j in range(i - window, i) if j in iv]
+            after = [iv[j] for j in range(i + 1, i + 1 + window) if j in iv]
+            if len(before) < 4 or len(after) < 4:
+                continue
+            pb, pa = statistics.median(before), statistics.median(after)
+            if abs(pb - pa) > 0.05 * pb:
+                continue
+            n = iv[i] / ((pb + pa) / 2)
+            k = round(n)
+            if 2 <= k <= most + 1 and abs(n - k) <= 0.2:
+                out.append((b, k - 1))
+        return out
 
     def feed(self, events: Iterable[Event]) -> ClockTrack:
         for e in events:
@@ -780,6 +833,14 @@ class ClockTrack:
                     self._pos = value * TICKS_PER_STEP
             elif b == CLOCK:
                 if self._playing:
+                    lost = self._lost.get(e.frame, 0)
+                    if lost and self.ticks and self.ticks[-1].run == self._run:
+                        a = self.ticks[-1].frame
+                        for j in range(1, lost + 1):
+                            k = Tick(a + round(j * (e.frame - a) / (lost + 1)), self._pos, self._run)
+                            self.ticks.append(k)
+                            self.put_back.append(k)
+                            self._pos += 1
                     self.ticks.append(Tick(e.frame, self._pos, self._run))
                     self._pos += 1
                 else:
@@ -891,8 +952,11 @@ def file_notes(path) -> list[Note]:
     return out
 
 
-def unreleased(ns: Iterable[Note]) -> list[Note]:
-    """Note-ons without a later note-off of the same channel and pitch (FIFO pairing)."""
+def unreleased(ns: Iterable[Note], blind: Sequence[tuple[int, int]] = ()) -> list[Note]:
+    """Note-ons without a later note-off of the same channel and pitch (FIFO pairing).
+    ``blind``: [start, end) frames our recorder missed; a note-on with such a window after it
+    and before the next note-on of its pitch is not counted (its note-off may be there)."""
+    ns = list(ns)
     open_: dict[tuple[int, int], list[Note]] = {}
     for n in ns:
         key = (n.channel, n.pitch)
@@ -900,7 +964,15 @@ def unreleased(ns: Iterable[Note]) -> list[Note]:
             open_.setdefault(key, []).append(n)
         elif open_.get(key):
             open_[key].pop(0)
-    return sorted((n for v in open_.values() for n in v), key=lambda n: n.frame)
+    stuck = sorted((n for v in open_.values() for n in v), key=lambda n: n.frame)
+    if not blind:
+        return stuck
+
+    def next_on(n: Note) -> float:
+        return min((m.frame for m in ns if m.on and (m.channel, m.pitch) == (n.channel, n.pitch)
+                    and m.frame > n.frame), default=float("inf"))
+
+    return [n for n in stuck if not any(b > n.frame and a < next_on(n) for a, b in blind)]
 
 
 @dataclass(frozen=True)
@@ -1046,16 +1118,28 @@ class Rig:
                 raise RuntimeError("transport did not stop")
         since = self.rec.mark()
         self.locate(0)
+        asked = self.rec.now()
         self.transport.play()
         e = self.rec.wait_for(lambda e: e.data[:1] == bytes([START]), timeout, since, "clock")
+        if e is None:
+            self.missed_since(asked, "play")
         if e is None:
             raise RuntimeError(f"no Start from jack_midi_clock:\n{self.clock.output()[-1000:]}")
         return e
 
+    def missed_since(self, frame: int, what: str, inputs: tuple[str, ...] = ("clock",)) -> None:
+        """An :class:`InvalidTake` when one of our recorder's ``inputs`` missed a cycle since
+        ``frame`` (a Start or Stop not recorded then says nothing about the clock master)."""
+        if any(inp in inputs and b > frame for inp, _, b in self.rec.missed):
+            raise InvalidTake(f"our recorder missed the cycles after {what}: {self.rec.missed[-5:]}")
+
     def stop(self, timeout: float = 5.0) -> Event:
         since = self.rec.mark()
+        asked = self.rec.now()
         self.transport.stop_transport()
         e = self.rec.wait_for(lambda e: e.data[:1] == bytes([STOP]), timeout, since, "clock")
+        if e is None:
+            self.missed_since(asked, "stop")
         if e is None:
             raise RuntimeError("no Stop from jack_midi_clock")
         return e
@@ -1077,8 +1161,14 @@ class Rig:
 
         return wait_until(reached, timeout, interval=0.01)
 
-    def track(self) -> ClockTrack:
-        return ClockTrack.from_events(self.rec.events("clock"))
+    def track(self, fill: bool = True) -> ClockTrack:
+        """The clock as recorded; ``fill``: with whole clocks missing from the recording put
+        back (:meth:`ClockTrack.fillable`)."""
+        t = ClockTrack.from_events(self.rec.events("clock"), fill=fill)
+        if t.put_back:
+            log.info("clock recording: %d ticks missing put back at song positions %s (%d xruns)",
+                     len(t.put_back), [k.pos for k in t.put_back][:20], self.rec.xruns)
+        return t
 
     def notes(self) -> list[Note]:
         return notes(self.rec.events("notes"))
@@ -1102,13 +1192,53 @@ class Rig:
         self.close()
 
 
+# The suite's server period: the spec's 128 frames (2.67 ms at 48 kHz), unless this machine's
+# dummy driver cannot keep it with nothing but a clock playing. On the virtual machines here
+# that floor varies by the day: 1-5 xruns a minute (stops 12-13), 34 in 25 s at 128 frames
+# against 4 at 256 and 0 at 512 (2026-12-02, jackd + jack_midi_clock + jack_midi_dump). At
+# hundreds of xruns a take, most takes lose clocks and notes from the recording and cannot be
+# judged (a CI run had 19 tests fail so). Timing tolerances scale with the period; the timing
+# figures themselves are the benchmarks', which take --period (default 128).
+SUITE_PERIODS = (128, 256)
+PERIOD_ENV = "DRUM_PERFORMER_TEST_JACK_PERIOD"  # set: the suite's server runs at this period, no probe
+FLOOR_PROBE_S = 6.0
+FLOOR_MOST_XRUNS = 3  # in the probe: 30 a minute
+
+
+def floor_xruns(server: JackServer, seconds: float = FLOOR_PROBE_S) -> int:
+    """Xruns our recorder is told of while the clock master plays alone for ``seconds``."""
+    with Rig(server, start_performer=False) as rig:
+        rig.start()
+        time.sleep(seconds)
+        rig.stop()
+        return rig.rec.xruns
+
+
 def start_private_server(workdir) -> JackServer:
-    """A started private jackd (period 128) for a test module, or a pytest skip with the reason."""
+    """A started private jackd for a test session, or a pytest skip with the reason. Its
+    period is the first of :data:`SUITE_PERIODS` whose floor (:func:`floor_xruns`) is at
+    most :data:`FLOOR_MOST_XRUNS`, else the last; a warning says when it is not the first.
+    :data:`PERIOD_ENV` set: that period, without the probe."""
+    import warnings
+
     import pytest
 
     reason = missing_tools()
     if reason:
         pytest.skip(reason)
-    server = JackServer(period=128, workdir=workdir)
-    server.start()
-    return server
+    workdir = Path(workdir)
+    forced = os.environ.get(PERIOD_ENV)  # the suite as a machine whose probe chose that period runs it
+    periods = (int(forced),) if forced else SUITE_PERIODS
+    for period in periods:
+        server = JackServer(period=period, workdir=workdir / f"period-{period}")
+        server.start()
+        if period == periods[-1]:
+            return server
+        n = floor_xruns(server)
+        if n <= FLOOR_MOST_XRUNS:
+            return server
+        server.stop()
+        warnings.warn(f"JACK tests: {n} xruns in {FLOOR_PROBE_S:g} s of a clock alone at a "
+                      f"{period}-frame period on this machine; the suite's server runs at "
+                      f"{periods[-1]} frames", stacklevel=2)
+    raise AssertionError("unreachable")

@@ -13,7 +13,7 @@ Protocol on stdout, one line each: ``R <client name>`` once ready, then
 ``E <frame> <input index> <hex bytes>`` per event, ``X <count> <frame>`` per
 xrun (the server's frame time when we were told), ``M <frame> <frames>`` per run of
 cycles this client missed (their events are not recorded), ``D <frame>`` per second run
-of the callback in one cycle after one that overran (skipped: its events were taken) and ``K <n>`` once everything stamped before the n-th ``S``
+of the callback in one cycle after one that overran (only events the first run did not take are kept) and ``K <n>`` once everything stamped before the n-th ``S``
 line on stdin has been written (a flush barrier). Closing stdin ends it.
 """
 
@@ -46,6 +46,7 @@ def main(argv: list[str]) -> int:
     xrun_frames: list[int] = []
 
     last_base: list[int | None] = [None]
+    taken: set[tuple[int, int, bytes]] = set()  # this cycle's events, already in buf
 
     def process(frames: int) -> None:
         base = client.last_frame_time
@@ -53,12 +54,19 @@ def main(argv: list[str]) -> int:
         if prev is not None and base - prev > frames:
             # cycles this client did not run in: their events are not in the recording
             buf.append((prev + frames, -1, (base - prev - frames).to_bytes(4, "big")))
-        if prev == base:  # a second run in one cycle (the last one overran): taken already
+        second = prev == base  # a second run in one cycle (the last one overran)
+        if second:
             buf.append((base, -2, b""))
         else:
-            for i, port in enumerate(ports):
-                for offset, data in port.incoming_midi_events():
-                    buf.append((base + offset, i, bytes(data)))
+            taken.clear()
+        for i, port in enumerate(ports):
+            for offset, data in port.incoming_midi_events():
+                key = (i, offset, bytes(data))
+                # a second run reads the cycle's events again: only what the first did not
+                # take is new (never seen, but a note-off dropped here would look stuck)
+                if key not in taken:
+                    taken.add(key)
+                    buf.append((base + offset, i, key[2]))
         for port in outs:
             port.clear_buffer()
         if outs and pending:

@@ -51,6 +51,9 @@ STEP = h.TICKS_PER_STEP
 # were left out.
 XRUN_BEFORE_MS = 30.0
 XRUN_AFTER_MS = 500.0
+# and the report comes a few periods after the xrun: at 256 frames a groove note 7.6 ms early
+# was 43 ms before the xrun's report
+XRUN_REPORT_PERIODS = 4
 
 
 def tolerance_ms(server: h.JackServer) -> float:
@@ -126,16 +129,28 @@ class Take:
         return {k.pos // h.TICKS_PER_STEP for k in self.track.grid()
                 if any(a - half <= k.frame < b + half for a, b in self.blind)}
 
+    def blind_after(self, frame: float) -> bool:
+        """Did the notes recorder miss a cycle after ``frame``? (What the performer sent then,
+        a note-off or a CC123, is not in the recording.)"""
+        return any(b > frame for _, b in self.blind)
+
+    def unreleased(self) -> list[h.Note]:
+        """Note-ons without their note-off in the recording, but for those whose note-off may
+        have gone out in a cycle the notes recorder missed (:func:`h.unreleased`)."""
+        return h.unreleased(self.notes, self.blind)
+
     def near_xrun(self, frame: float, server: h.JackServer) -> bool:
-        return any(-server.frames(XRUN_BEFORE_MS) <= frame - f <= server.frames(XRUN_AFTER_MS)
-                   for f in self.xrun_frames)
+        before = server.frames(XRUN_BEFORE_MS) + XRUN_REPORT_PERIODS * server.period
+        return any(-before <= frame - f <= server.frames(XRUN_AFTER_MS) for f in self.xrun_frames)
 
     def placed(self) -> list[h.Placed]:
         return h.place(self.notes, self.track, PITCHES)
 
 
 def stop_and_take(rig: h.Rig) -> tuple[bool, Take]:
-    """Stop the transport, let the last notes out, and take the recording (alive?, take)."""
+    """Stop the transport, let the last notes out, and take the recording (alive?, take).
+    Cycles the notes recorder missed are in ``Take.blind``: judge with :meth:`Take.blind_steps`
+    and :meth:`Take.unreleased`."""
     time.sleep(0.2)
     rig.stop()
     time.sleep(0.2)
@@ -148,20 +163,24 @@ def stop_and_take(rig: h.Rig) -> tuple[bool, Take]:
 STALL_CATCH_UP_MS = 100.0
 
 
-def take(rig: h.Rig, stalled: tuple[int, int] | None = None, whole: bool = True) -> Take:
-    """The recording, decoded; an :class:`h.InvalidTake` when our copy of it is not whole.
+def take(rig: h.Rig, stalled: tuple[int, int] | None = None) -> Take:
+    """The recording, decoded; an :class:`h.InvalidTake` when our copy of the clock is not
+    whole. Cycles the notes recorder missed are kept in ``Take.blind``: what the performer sent
+    then is not in the recording, so a test excuses the steps there (:meth:`Take.blind_steps`),
+    the note-offs that may have gone out there (:meth:`Take.unreleased`), or, where it judges
+    what went out at one moment (Stop, a signal), calls the take invalid when that moment is
+    blind (:meth:`Take.blind_after`). On a noisy machine the notes recorder misses cycles in
+    many takes (one pass of tests/jack, 2026-12-02, rejected 12 takes for it and failed 6 tests
+    on it after 3 takes each), so no take is rejected for that alone.
     ``stalled``: frames of a stall the test made (SIGSTOP of the performer or the server),
-    in and just after which the notes recorder, fed by the performer, misses cycles.
-    ``whole=False``: cycles the notes recorder missed do not make the take invalid; they
-    are kept in ``Take.blind``, and a test that judges which steps were played excuses
-    the steps there (:meth:`Take.blind_steps`). For tests that judge the timing of the
-    notes recorded and which steps were played, not every note-off (a lost note-off looks
-    like a stuck note)."""
+    in and just after which the notes recorder, fed by the performer, misses cycles: not blind."""
     rig.rec.settle()
     t = Take(rig.track(), rig.notes(), rig.controls(), rig.rec.events("notes"),
              rig.performer.output() if rig.performer else "", rig.rec.xruns, list(rig.rec.xrun_frames))
     # A hole in our copy of the clock (the clock master or our recorder missed a
-    # period) would make the performer look a tick off from there on.
+    # period) would make the performer look a tick off from there on. rig.track() has put
+    # back the clocks of holes whole clocks long (harness.ClockTrack.fillable); any other
+    # hole leaves the take unjudged.
     holes = t.track.gaps()
     if holes:
         raise h.InvalidTake(f"the clock recording has holes before song positions "
@@ -178,8 +197,6 @@ def take(rig: h.Rig, stalled: tuple[int, int] | None = None, whole: bool = True)
         t.blind = [(a, b) for inp, a, b in rig.rec.missed if inp == "notes" and a < hi and b > lo
                    and not (stalled and stalled[0] <= b and a <= stalled[1] + rig.server.frames(STALL_CATCH_UP_MS))]
         missed = [(a, b - a) for a, b in t.blind]
-        if missed and whole:
-            raise h.InvalidTake(f"the notes recorder missed cycles at (frame, frames) {missed}")
         if missed:
             log.warning("the notes recorder missed cycles at (frame, frames) %s; steps %s excused",
                         missed, sorted(t.blind_steps()))
@@ -257,7 +274,7 @@ def test_first_cycle_is_exactly_the_engines_pattern_for_the_seed(quantized_cycle
     foreign = sorted({n.pitch for n in ons} - set(PITCHES))
     assert not foreign, f"pitches outside model.drums.OUTPUT_PITCHES: {foreign}"
     placed = [p for p in quantized_cycle.placed() if p.cycle == 0]
-    assert_plays(placed, pattern, range(h.STEPS_PER_CYCLE), "first cycle")
+    assert_plays(placed, pattern, range(h.STEPS_PER_CYCLE), "first cycle", quantized_cycle.blind_steps())
     wrong_vel = [(p.step, p.voice, p.note.velocity, drums.velocity_to_midi(pattern.velocity[p.step, p.voice]))
                  for p in placed
                  if abs(p.note.velocity - drums.velocity_to_midi(pattern.velocity[p.step, p.voice])) > 1]
@@ -280,7 +297,10 @@ def test_record_file_holds_what_was_played(quantized_cycle):
             in_file.append((now / per_step, msg.channel, msg.note, msg.velocity))
     played = [(p.step, p.note.channel, p.note.pitch, p.note.velocity)
               for p in quantized_cycle.placed() if p.cycle == 0]
-    first_cycle = sorted(x for x in in_file if x[0] < h.STEPS_PER_CYCLE)
+    # steps whose notes may have gone out in a cycle our notes recorder missed are not compared
+    blind = quantized_cycle.blind_steps()
+    first_cycle = sorted(x for x in in_file if x[0] < h.STEPS_PER_CYCLE and int(x[0]) not in blind)
+    played = [x for x in played if x[0] not in blind]
     assert first_cycle == sorted((float(a), b, c, d) for a, b, c, d in played), (
         f"file vs played, first cycle: only in file {sorted(set(first_cycle) - set(played))[:10]}, "
         f"only played {sorted(set(played) - set(first_cycle))[:10]}")
@@ -288,7 +308,7 @@ def test_record_file_holds_what_was_played(quantized_cycle):
 
 
 def test_every_note_on_gets_its_note_off(quantized_cycle):
-    stuck = h.unreleased(quantized_cycle.notes)
+    stuck = quantized_cycle.unreleased()
     assert not stuck, f"note-ons never released: {stuck[:10]}"
 
 
@@ -306,11 +326,15 @@ def test_stop_silences_at_once_and_releases_every_note(server, live_model, groov
         stop = rig.stop()
         time.sleep(1.0)  # longer than a freewheel would wait for the next tick
         t = take(rig)
+    # what was sounding at Stop and what the performer sent after it are judged: a cycle the notes
+    # recorder missed from a beat before Stop on leaves the take unjudged (one before: excused)
+    if t.blind_after(stop.frame - server.frames(500.0)):
+        raise h.InvalidTake(f"the notes recorder missed cycles around Stop: {t.blind}")
     tol = tolerance_ms(server)
     # a note for the last tick before Stop may share Stop's frame (the start of the next period)
     after_stop = [n for n in t.notes if n.on and n.frame > stop.frame]
     assert not after_stop, f"note-ons after Stop (frame {stop.frame}): {after_stop[:10]}"
-    stuck = h.unreleased(t.notes)
+    stuck = t.unreleased()
     assert not stuck, f"note-ons never released after Stop: {stuck[:10]}"
     cc123 = [i for i, e in enumerate(t.events)
              if e.frame >= stop.frame and e.data == bytes([h.CONTROL | h.DRUM_CHANNEL, h.CC_ALL_NOTES_OFF, 0])]
@@ -320,7 +344,7 @@ def test_stop_silences_at_once_and_releases_every_note(server, live_model, groov
     assert not judge_time or server.ms(first.frame - stop.frame) <= tol, (
         f"CC123 came {server.ms(first.frame - stop.frame):.3f} ms after Stop (tolerance {tol:.3f} ms)")
     # note-offs for what was sounding at Stop: flushed at once, before the CC123
-    sounding = h.unreleased([n for n in t.notes if n.frame <= stop.frame])
+    sounding = h.unreleased([n for n in t.notes if n.frame <= stop.frame], t.blind)
     if not sounding:
         raise h.InvalidTake("nothing was sounding at Stop (it came too late after the step)")
     offs = [(i, e) for i, e in enumerate(t.events)
@@ -379,9 +403,9 @@ def test_continue_resumes_at_the_right_step(server, live_model, groove, how):
     assert not between, f"notes while stopped: {between[:10]}"
     before = [p for p in placed if p.note.frame <= stop.frame]
     after = [p for p in placed if p.note.frame >= cont.frame]
-    assert_plays(before, pattern, range(0, 11), "before the Stop")
+    assert_plays(before, pattern, range(0, 11), "before the Stop", t.blind_steps())
     assert_plays(after, pattern, range(first_step, last_step + 1),
-                 f"after Continue at song position {pos0} ({how})")
+                 f"after Continue at song position {pos0} ({how})", t.blind_steps())
     early = [p for p in after if p.step < first_step]
     assert not early, f"steps before the resume position were played: {early[:10]}"
     assert_on_time(after, t, server, f"after Continue at song position {pos0}: ")
@@ -402,7 +426,7 @@ def test_tempo_change_is_followed_within_a_beat(server, live_model, groove):
         assert rig.wait_pos(62 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig, whole=False)
+        t = take(rig)
     ticks = t.track.ticks
     # where the clock's interval really changed (more than 10 %: jack_midi_clock rounds to frames)
     changes = [b for a, b, c in zip(ticks, ticks[1:], ticks[2:], strict=False)
@@ -440,8 +464,16 @@ def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, gro
         assert rig.wait_pos(40 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig, stalled=(stopped, stopped), whole=False)  # the server's frames stand still while it is stopped
-    assert max(t.track.intervals()) < 1.5 * h.frames_per_tick(server, BPM), "a clock was lost: the test's premise"
+        t = take(rig, stalled=(stopped, stopped))  # the server's frames stand still while it is stopped
+    # the test's premise: the master lost no clock at the stall. A clock put back there that our
+    # recorder's clock input missed a cycle for is ours (it can miss the cycles just after the
+    # stall); one it did not miss, the master's: then the take proves nothing.
+    ours = [(a, b) for inp, a, b in rig.rec.missed if inp == "clock"]
+    lost = [k for k in t.track.put_back if stopped <= k.frame <= stopped + server.frames(300.0)
+            and not any(a <= k.frame < b for a, b in ours)]
+    if lost:
+        raise h.InvalidTake(f"the master lost clocks at the stall (song positions {[k.pos for k in lost]}): "
+                            f"the test's premise")
     placed = [p for p in t.placed() if p.step < 40]
     assert_plays(placed, pattern, range(0, 40), "around a 100 ms clock stall", t.blind_steps())
     settled = [p for p in placed if p.step * STEP >= stalled_at + h.PPQN + STEP]
@@ -485,13 +517,13 @@ def test_a_stall_of_the_performer_itself_loses_no_song_position(server, live_mod
         assert rig.wait_pos(40 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig, stalled=(int(stop_at), resumed), whole=False)  # take() rejects a recording with a lost clock
+        t = take(rig, stalled=(int(stop_at), resumed))  # take() rejects a recording with a lost clock
     settled = [p for p in t.placed() if p.step < 40 and p.step * STEP >= stalled_at + h.PPQN + STEP]
     assert settled, "no notes after the stall"
-    bad = [p for p in settled if abs(server.ms(p.error_frames)) > tolerance_ms(server)]
-    assert not bad, f"after the performer stalled at song position {stalled_at}:\n" + timing_report(
-        settled, server, tolerance_ms(server)) + (
-        f"\nxruns at {[round(server.ms(f - resumed)) for f in t.xrun_frames]} ms from the stall's end")
+    # as everywhere (assert_on_time), not judged right at an xrun (one a note was 4 ms late 7 ms
+    # after, 2.4 s past the stall)
+    assert_on_time(settled, t, server, f"after the performer stalled at song position {stalled_at} "
+                   f"(xruns at {[round(server.ms(f - resumed)) for f in t.xrun_frames][:40]} ms from the stall's end):\n")
 
 
 @h.retry_invalid()
@@ -505,7 +537,7 @@ def test_clock_jitter_does_not_move_notes_off_their_steps(server, live_model, gr
         assert rig.wait_pos(32 * STEP)
         time.sleep(0.2)
         rig.stop()
-        t = take(rig, whole=False)
+        t = take(rig)
     iv = t.track.intervals()
     nominal = h.frames_per_tick(server, BPM)
     assert max(abs(x - nominal) for x in iv) > 0.05 * nominal, "the clock was not jittered"
@@ -540,8 +572,8 @@ def test_groove_mode_plays_microtiming_around_the_grid(server, live_model, groov
     for st in range(1, 32):
         for v in np.nonzero(pattern.hits[st])[0]:
             d = due(st, int(v))
-            if t.near_xrun(d, server):
-                continue
+            if t.near_xrun(d, server) or any(a - tol <= d < b + tol for a, b in t.blind):
+                continue  # at an xrun, or maybe sent in a cycle the notes recorder missed
             near = [i for i, n in enumerate(ons) if n.pitch == PITCHES[v] and abs(n.frame - d) <= tol]
             if len(near) != 1:
                 closest = min((n.frame - d for n in ons if n.pitch == PITCHES[v]), key=abs, default=None)
@@ -656,10 +688,14 @@ def test_clock_dropout_freewheels_at_most_a_bar_then_stops_and_the_clock_comes_b
             wrong.append((st, v, round(server.ms(err), 3)))
     assert not wrong, (f"freewheel notes (step, voice, ms off the extrapolated grid) not the pattern's: "
                        f"{wrong[:10]} ({len(t.xrun_frames)} xruns in the take)")
-    stuck = h.unreleased(t.notes)
+    stuck = t.unreleased()  # those whose note-off may be in a cycle the notes recorder missed excused
     assert not stuck, f"note-ons never released after the clock died: {stuck[:10]}"
     cc123 = [e for e in t.events if e.frame > last.frame
              and e.data == bytes([h.CONTROL | h.DRUM_CHANNEL, h.CC_ALL_NOTES_OFF, 0])]
+    if not cc123 and t.blind_after(last.frame):
+        # the master's exit gives an xrun or two, and our recorder can miss a cycle then (all 5
+        # takes of this test in one CI run were rejected for a cycle missed after the last clock)
+        raise h.InvalidTake(f"no CC123 recorded, and the notes recorder missed cycles after the clock died: {t.blind}")
     assert cc123, "no CC123 when the freewheel ended (a clean stop)"
     assert "port" in report.lower() or "clock" in report.lower(), f"the clock port's loss was not reported:\n{report}"
 
@@ -707,9 +743,9 @@ def test_malformed_input_on_the_clock_port_does_not_disturb_the_groove(server, l
     assert alive, f"the performer died of junk on its clock input:\n{t.output[-3000:]}"
     assert "Traceback" not in t.output, t.output[-3000:]
     placed = [p for p in t.placed() if p.step < 62]
-    assert_plays(placed, pattern, range(0, 62), f"with {i} junk messages on the clock input")
+    assert_plays(placed, pattern, range(0, 62), f"with {i} junk messages on the clock input", t.blind_steps())
     assert_on_time(placed, t, server, "with junk on the clock input: ")
-    assert not h.unreleased(t.notes)
+    assert not t.unreleased()
 
 
 # python-rtmidi 1.5.8's JACK input, after an event that opens a SysEx without F7,
@@ -744,8 +780,9 @@ def test_a_sysex_split_across_events_does_not_disturb_the_groove(server, live_mo
         sender.close()
     assert alive, f"the performer died of a split SysEx:\n{t.output[-3000:]}"
     placed = [p for p in t.placed() if p.step < 62]
-    assert_plays(placed, pattern, range(0, 62), f"with {splits} SysEx split across events on the clock input")
-    assert not h.unreleased(t.notes)
+    assert_plays(placed, pattern, range(0, 62), f"with {splits} SysEx split across events on the clock input",
+                 t.blind_steps())
+    assert not t.unreleased()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
@@ -766,9 +803,11 @@ def test_signal_while_playing_leaves_no_stuck_note(server, live_model, groove, s
             pytest.fail(f"the performer did not exit within 10 s of {sig.name}:\n{rig.performer.output()[-2000:]}")
         time.sleep(0.2)
         t = take(rig)
+    if t.blind_after(at - server.frames(500.0)):
+        raise h.InvalidTake(f"the notes recorder missed cycles around the signal: {t.blind}")
     assert "Traceback" not in t.output, t.output[-3000:]
     assert code in (0, 128 + sig, -sig), f"exit status {code} after {sig.name}:\n{t.output[-2000:]}"
-    stuck = h.unreleased(t.notes)
+    stuck = t.unreleased()
     assert not stuck, f"note-ons never released after {sig.name}: {stuck[:10]}"
     def is_cc(e: h.Event, number: int) -> bool:
         return e.frame >= at and e.data == bytes([h.CONTROL | h.DRUM_CHANNEL, number, 0])

@@ -212,6 +212,52 @@ def test_positions_on_the_master_line_count_a_hole_as_the_clock_it_was():
     assert [k.pos for k in t.on_master_line().ticks][-1] == 99
 
 
+def test_fill_puts_back_the_clocks_of_a_hole_whole_clocks_long():
+    """A clock the recorder (or the master) missed at an xrun, and three in a row: the
+    filled track counts them where the master was, with the frames they had."""
+    frames = [500 + 1000 * i for i in range(100)]
+    gone = {30, 60, 61, 62}
+    evs = [ev(0, START), *[ev(x, CLOCK) for i, x in enumerate(frames) if i not in gone]]
+    raw = ClockTrack.from_events(evs)
+    assert [k.frame for k in raw.gaps()] == [frames[31], frames[63]]
+    t = ClockTrack.from_events(evs, fill=True)
+    assert [(k.frame, k.pos) for k in t.ticks] == [(x, i) for i, x in enumerate(frames)]
+    assert sorted(k.pos for k in t.put_back) == sorted(gone)
+    assert t.gaps() == []
+
+
+def test_fill_leaves_holes_it_cannot_place():
+    """Too long (a stall), not whole clocks, at a tempo change, or too near the run's start:
+    each stays a hole, and the take is not judged."""
+    def clocks(f0, iv, n):
+        return [f0 + iv * i for i in range(n)]
+
+    long_hole = clocks(500, 1000, 40) + clocks(40500 + 8 * 1000, 1000, 40)  # 8 clocks missing
+    half = clocks(500, 1000, 40) + clocks(40500 + 1500, 1000, 40)  # 2.5 clocks apart
+    tempo = clocks(500, 1000, 40) + clocks(39500 + 2 * 1000, 800, 40)  # then 150 BPM
+    early = clocks(500, 1000, 2) + clocks(1500 + 2000, 1000, 40)  # after 2 clocks
+    for frames in (long_hole, half, tempo, early):
+        evs = [ev(0, START), *[ev(x, CLOCK) for x in frames]]
+        t = ClockTrack.from_events(evs, fill=True)
+        assert t.put_back == [] and len(t.gaps()) == 1
+
+
+def test_fill_carries_its_count_into_a_continue_and_not_past_a_start():
+    frames = [500 + 1000 * i for i in range(60)]
+    evs = [ev(0, START), *[ev(x, CLOCK) for i, x in enumerate(frames[:40]) if i != 20]]
+    evs += [ev(41000, STOP), ev(50000, CONTINUE), *[ev(50500 + 1000 * i, CLOCK) for i in range(20)]]
+    evs += [ev(80000, STOP), ev(90000, START), *[ev(90500 + 1000 * i, CLOCK) for i in range(20)]]
+    t = ClockTrack.from_events(evs, fill=True)
+    assert [k.pos for k in t.ticks if k.run == 1] == list(range(40, 60))
+    assert [k.pos for k in t.ticks if k.run == 2] == list(range(20))
+
+
+def test_fill_puts_back_nothing_in_jitter_or_a_tempo_change():
+    frames = _jittered_ticks(3)
+    evs = [ev(0, START), *[ev(x, CLOCK) for x in frames]]
+    assert ClockTrack.from_events(evs, fill=True).put_back == []
+
+
 def test_the_master_line_holds_a_minute_at_a_clock_of_fractional_frames():
     """180 BPM at 48 kHz: a clock every 666.67 frames, placed at whole frames. A minute of it
     (4,320 clocks, two missing) keeps every position; a whole-frame interval would not."""
@@ -260,6 +306,23 @@ def test_blind_steps_are_the_steps_within_half_a_step_of_a_missed_cycle():
     t = _blind_take([(15200, 15328)])  # past half-way: step 3's groove notes could sit there
     assert t.blind_steps() == {3}
     assert _blind_take([]).blind_steps() == set()
+
+
+def test_unreleased_excuses_a_note_off_that_may_have_gone_out_unrecorded():
+    """A note-on with no note-off in the recording is stuck, unless the notes recorder missed
+    a cycle after it (the off may have gone out there)."""
+    kick_off = Note(1400, False, 9, 36, 0)
+    snare, kick = Note(2000, True, 9, 38, 90), Note(9000, True, 9, 36, 100)
+    t = _blind_take([])
+    t.notes = [Note(1000, True, 9, 36, 100), kick_off, snare, kick]
+    assert t.unreleased() == [snare, kick]
+    t.blind = [(3000, 3128)]  # after the snare, before the second kick
+    assert t.unreleased() == [kick]
+    t.blind = [(9200, 9328)]  # after both
+    assert t.unreleased() == []
+    t.blind = [(500, 628)]  # before both
+    assert t.unreleased() == [snare, kick]
+    assert t.blind_after(400) and not t.blind_after(700)
 
 
 def test_a_blind_step_excuses_missing_notes_but_not_wrong_ones():

@@ -57,9 +57,10 @@ def test_a_sysex_that_never_ends_does_not_stop_the_clock(server, live_model, gro
     assert alive, f"the performer died of an open SysEx:\n{t.output[-3000:]}"
     assert reached, "the clock master stopped?"
     placed = [p for p in t.placed() if p.step < 62]
-    assert_plays(placed, pattern, range(0, 62), "with a SysEx left open on the clock input at step 8")
+    assert_plays(placed, pattern, range(0, 62), "with a SysEx left open on the clock input at step 8",
+                 t.blind_steps())
     assert_on_time([p for p in placed if p.step >= 16], t, server, "a beat after the open SysEx: ")
-    assert not h.unreleased(t.notes)
+    assert not t.unreleased()
 
 
 def _reported_out(perf: h.Performer, timeout: float = 30.0) -> str:
@@ -227,6 +228,7 @@ def test_song_position_in_clocks_with_spp_units_clocks(server, live_model, groov
             period = 60.0 / (BPM * h.PPQN)
             sender.send(bytes([h.STOP]))
             sender.send(bytes([h.SPP, spp & 0x7F, spp >> 7]))
+            began = rig.rec.now()
             t0 = time.perf_counter() + 0.1
             sender.send(bytes([h.CONTINUE]))
             for i in range(4 * h.PPQN + 1):  # one bar of clocks on absolute deadlines
@@ -240,6 +242,9 @@ def test_song_position_in_clocks_with_spp_units_clocks(server, live_model, groov
             clock_evs = rig.rec.events("clock")
             notes = rig.notes()
             out = rig.performer.output()
+            # a cycle our recorder missed loses its clocks or notes (a CI run: 94 of 96) and
+            # shifts every later song position: the take says nothing about the performer
+            rig.missed_since(began, "continue", ("clock", "notes"))
     finally:
         sender.close()
     ticks, played = steps_played(clock_evs, notes)
