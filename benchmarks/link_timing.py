@@ -14,11 +14,14 @@ next bar (start/stop sync); after ``--seconds`` the peer changes the tempo
 to ``--to-bpm``, after ``--after`` more it stops the transport.
 
 Every note-on the recorder got is turned from its JACK frame into Link host
-time (CLOCK_MONOTONIC_RAW, which is also jackd2's clock: the run checks this
-and reports ``jack_vs_raw_us``), through (frame, time) pairs sampled from
-JACK during the run. Its error is its distance to the nearest 16th of the
-peer's beat grid, as the peer reported its timeline when it started and when
-it changed the tempo.
+time (CLOCK_MONOTONIC_RAW) through the recorder's own stamp of that clock at
+the start of each cycle (:class:`CycleClock`). Its error is its distance to
+the nearest 16th of the peer's beat grid, as the peer reported its timeline
+when it started and when it changed the tempo. jackd's own estimate
+(``jack_frames_to_time``, also on CLOCK_MONOTONIC_RAW: ``jack_vs_raw_us``)
+is reported beside it (``server_estimate_minus_stamps_ms``): it agrees to
+~0.15 ms on a quiet run and is off by several ms for seconds after a late
+cycle.
 
 Keys: ``link_median_abs_err_ms`` and ``link_p95_abs_err_ms`` (120 BPM part),
 ``link_tempo_follow_beats`` (peer beats from the tempo change to the first
@@ -117,6 +120,51 @@ class FrameClock:
         return t0 + (frame - f0) * (t1 - t0) / (f1 - f0)
 
 
+class CycleClock:
+    """JACK frame -> Link host time (us) from the recorder's own stamps, one per cycle.
+
+    The recorder notes CLOCK_MONOTONIC_RAW when its process callback begins
+    (``Recorder(cycle_times=True)``). That is the cycle's start plus the
+    wake-up and the graph's work before it (never less), so a cycle's start
+    is taken as the least over it and the ``WINDOW`` cycles after it of each
+    stamp moved back by its frames at the driver's measured rate. The dummy
+    driver never catches up a late cycle (it sleeps a period from each
+    cycle's begin), so a late cycle shifts every later one: later stamps are
+    never earlier than the line, and the least is the start.
+
+    Why not jackd's ``jack_frames_to_time`` (:class:`FrameClock`): that is
+    the server's filtered estimate (a delay-locked loop), and after a late
+    cycle it walks back to the wall clock over seconds. Seen here: one xrun
+    just after the peer's tempo change, and the notes then read 14.6 ms
+    early, then 11, 8, 5.6, 3.3 ms, through 0 to +4.4 ms over 7 beats (the
+    run's follow 2.99 beats), while the performer plays by the wall clock."""
+
+    WINDOW = 32  # cycles (85 ms at 128 frames): enough for one undelayed stamp, short against drift
+
+    def __init__(self, stamps: list[tuple[int, int]], period: int) -> None:
+        import numpy as np
+
+        st = sorted(set(stamps))
+        if len(st) < 2:
+            raise RuntimeError("the recorder stamped no cycles")
+        f = np.array([x[0] for x in st], dtype=np.int64)
+        t = np.array([x[1] for x in st], dtype=np.float64) / 1e3  # us
+        step = np.diff(f) == period
+        self.us_per_frame = float(np.median(np.diff(t)[step]) / period) if step.any() else 1e6 / 48000
+        r = t - (f - f[0]) * self.us_per_frame  # each stamp moved back to frame f[0]
+        pad = np.concatenate([r, np.full(self.WINDOW, np.inf)])
+        low = np.lib.stride_tricks.sliding_window_view(pad, self.WINDOW + 1)[: len(r)].min(axis=1)
+        self.frames = f
+        self.starts = low + (f - f[0]) * self.us_per_frame  # the cycles' starts, us
+        self.delay_us = t - self.starts  # how long after its start each stamp was taken
+
+    def host_us(self, frame: int) -> float:
+        import numpy as np
+
+        k = max(int(np.searchsorted(self.frames, frame, side="right")) - 1, 0)
+        return float(self.starts[k] + (frame - self.frames[k]) * self.us_per_frame)
+
+
 def grid_error_ms(t_us: float, seg: dict) -> tuple[float, float]:
     """(signed error to the nearest 16th in ms, peer beat) of host time t_us on timeline seg."""
     beat = seg["beat"] + (t_us - seg["host_us"]) / seg["us_per_beat"]
@@ -138,7 +186,7 @@ def run(a) -> dict:
     rec = fc = peer = perf = arec = pad = None
     latency, outs, audio = 0, [], None
     try:
-        rec = h.Recorder(server, name=f"dp-link-rec-{uuid.uuid4().hex[:4]}", inputs=("notes",))
+        rec = h.Recorder(server, name=f"dp-link-rec-{uuid.uuid4().hex[:4]}", inputs=("notes",), cycle_times=True)
         fc = FrameClock(rec.client)
         if a.audio:
             from tests.jack import audio_rig as ar
@@ -190,6 +238,7 @@ def run(a) -> dict:
         events = rec.events("notes")
         xruns_at = list(rec.xrun_frames)
         missed = list(rec.missed)
+        cycles = list(rec.cycle_times)
         log_tail = perf.output()[-3000:]
         if arec is not None:
             audio = arec.take()
@@ -206,14 +255,17 @@ def run(a) -> dict:
             rec.close()
         server.stop()
     notes = h.notes(events)
-    ons = [(fc.host_us(n.frame), n) for n in notes if n.on]
+    cc = CycleClock(cycles, a.period)
+    ons = [(cc.host_us(n.frame), n) for n in notes if n.on]
+    # the server's own estimate at the same notes, against ours (jackd's filter after late cycles)
+    dll_minus = [(fc.host_us(n.frame) - t) / 1000.0 for t, n in ons]
     start_us = start["start_us"]
     before = [(t, n) for t, n in ons if start_us <= t < change["host_us"]]
     after = [(t, n) for t, n in ons if change["host_us"] <= t <= stop["host_us"]]
     errs = [grid_error_ms(t, start)[0] for t, _ in before]
     # an xrun from 100 ms before a note to 10 ms after it: JACK delivered late, or the frame
     # clock the note is timed by jumped (such a note is not judged)
-    xrun_us = [fc.host_us(x) for x in xruns_at]
+    xrun_us = [cc.host_us(x) for x in xruns_at]
 
     def at_xrun(t: float) -> bool:
         return any(-100e3 <= t - x <= 10e3 for x in xrun_us)
@@ -230,7 +282,7 @@ def run(a) -> dict:
     away = [abs(grid_error_ms(t, start)[0]) for t, _ in before if not at_xrun(t)]  # as live_timing's p99*
     heard = {}
     if audio is not None:  # --audio: each audible onset against its own MIDI note-on (120 BPM part)
-        on = [(n.frame, n.pitch, n.velocity) for n in notes if n.on and start_us <= fc.host_us(n.frame) < change["host_us"]]
+        on = [(n.frame, n.pitch, n.velocity) for n in notes if n.on and start_us <= cc.host_us(n.frame) < change["host_us"]]
         aerr, n_exp, frames = ar.onset_errors_ms(audio, on, latency, server.rate, channels=len(outs))
         ab = [abs(float(e)) for e in aerr]
         xf = list(rec.xrun_frames)
@@ -244,7 +296,7 @@ def run(a) -> dict:
                  "audio_onsets_no_xrun": len(clean),
                  "audio_max_abs_err_ms_no_xrun": max(clean, default=None),
                  "audio_errs_ms": [round(float(e), 2) for e in aerr],
-                 "audio_err_beats": [round(grid_error_ms(fc.host_us(int(f)), start)[1] - start["beat"], 2)
+                 "audio_err_beats": [round(grid_error_ms(cc.host_us(int(f)), start)[1] - start["beat"], 2)
                                      for f in frames]}
     after_stop = [t for t, _ in ons if stop["host_us"] + 30e3 < t < restart["start_us"] - 5e3]
     second = [t for t, _ in ons if t >= restart["start_us"] - 5e3]
@@ -281,6 +333,11 @@ def run(a) -> dict:
         "latency_ms": a.latency_ms,
         "jack_period": a.period,
         "jack_vs_raw_us_median": h.percentile([abs(x) for x in fc.jack_vs_raw_us], 50),
+        # notes timed by jackd's jack_frames_to_time instead of the cycle stamps: how far off (ms)
+        "server_estimate_minus_stamps_ms": {"median_abs": h.percentile([abs(x) for x in dll_minus], 50),
+                                            "max_abs": max((abs(x) for x in dll_minus), default=None)},
+        "cycle_stamp_delay_us": {"median": h.percentile(list(cc.delay_us), 50),
+                                 "p99": h.percentile(list(cc.delay_us), 99)},
         "xruns": rec.xruns,
         "netns": netns,
         "after_change_errs_ms": [round(e, 2) for e, _ in a_errs[:40]],

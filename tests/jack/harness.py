@@ -307,7 +307,7 @@ class Recorder:
 
     def __init__(self, server: JackServer, name: str = "dp-recorder",
                  inputs: Sequence[str] = ("clock", "notes"), exact_name: bool = False,
-                 timeout: float = 15.0):
+                 timeout: float = 15.0, cycle_times: bool = False):
         import jack
 
         self.server = server
@@ -315,6 +315,8 @@ class Recorder:
         self.xrun_frames: list[int] = []  # roughly when they happened
         self.missed: list[tuple[str, int, int]] = []  # (input, first frame, end): cycles a client did not run
         self.reread: list[tuple[str, int]] = []  # (input, frame): a cycle's second run (only new events kept)
+        # cycle_times: (first frame, CLOCK_MONOTONIC_RAW ns when the first input's callback began) per cycle
+        self.cycle_times: list[tuple[int, int]] = []
         self._events: list[Event] = []
         self._inputs = list(inputs)
         self._clients: dict[str, str] = {}  # input -> its JACK client's name
@@ -324,19 +326,19 @@ class Recorder:
         self._sync_lock = threading.Lock()
         self._syncs = 0
         try:
-            for inp in self._inputs:
+            for k, inp in enumerate(self._inputs):
                 client_name = name if len(self._inputs) == 1 else f"{name}-{inp}"
-                self._clients[inp] = self._spawn(client_name, inp, exact_name, timeout)
+                self._clients[inp] = self._spawn(client_name, inp, exact_name, timeout, cycle_times and k == 0)
         except BaseException:
             self.close()
             raise
         self.name = name
         self.client = jack.Client(f"{name}-ctl", servername=server.name, no_start_server=True)
 
-    def _spawn(self, client_name: str, inp: str, exact_name: bool, timeout: float) -> str:
+    def _spawn(self, client_name: str, inp: str, exact_name: bool, timeout: float, cycles: bool) -> str:
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("recorder_proc.py")), self.server.name,
-             client_name, "1" if exact_name else "0", inp],
+             client_name, "1" if exact_name else "0", "1" if cycles else "0", inp],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=self.server.env, text=True, bufsize=1)
         ready = threading.Event()
@@ -364,6 +366,9 @@ class Recorder:
             elif kind == "M":
                 frame, _, n = rest.partition(" ")
                 self.missed.append((inp, int(frame), int(frame) + int(n)))
+            elif kind == "C":
+                frame, _, ns = rest.partition(" ")
+                self.cycle_times.append((int(frame), int(ns)))
             elif kind == "D":
                 self.reread.append((inp, int(rest)))
             elif kind == "K":

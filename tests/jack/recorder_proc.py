@@ -1,7 +1,7 @@
 """The recorder's JACK client, in a process of its own.
 
 Run by :class:`tests.jack.harness.Recorder` as
-``python recorder_proc.py SERVER NAME EXACT(0|1) PORT...``; a PORT written
+``python recorder_proc.py SERVER NAME EXACT(0|1) CYCLES(0|1) PORT...``; a PORT written
 ``>NAME`` is a MIDI output instead, which sends what ``W <hex bytes>`` lines on
 stdin ask for, one JACK event each, at the start of the next period. The process callback
 is Python and needs the GIL every period; in the test process it would compete
@@ -13,7 +13,10 @@ Protocol on stdout, one line each: ``R <client name>`` once ready, then
 ``E <frame> <input index> <hex bytes>`` per event, ``X <count> <frame>`` per
 xrun (the server's frame time when we were told), ``M <frame> <frames>`` per run of
 cycles this client missed (their events are not recorded), ``D <frame>`` per second run
-of the callback in one cycle after one that overran (only events the first run did not take are kept) and ``K <n>`` once everything stamped before the n-th ``S``
+of the callback in one cycle after one that overran (only events the first run did not take are kept),
+with CYCLES 1 ``C <frame> <ns>`` per cycle (its first frame, and CLOCK_MONOTONIC_RAW in ns when the
+callback began: a wall time for the frames that is not the server's filtered estimate) and
+``K <n>`` once everything stamped before the n-th ``S``
 line on stdin has been written (a flush barrier). Closing stdin ends it.
 """
 
@@ -24,12 +27,15 @@ import gc
 import os
 import sys
 import threading
+import time
 
 
 def main(argv: list[str]) -> int:
     import jack
 
-    server, name, exact, *inputs = argv
+    server, name, exact, cycles, *inputs = argv
+    stamp = cycles == "1"
+    raw = time.CLOCK_MONOTONIC_RAW
     gc.disable()
     # The process callback waits for the GIL whenever this thread holds it; on a
     # loaded machine an ordinary-priority holder can be preempted for longer than
@@ -49,7 +55,10 @@ def main(argv: list[str]) -> int:
     taken: set[tuple[int, int, bytes]] = set()  # this cycle's events, already in buf
 
     def process(frames: int) -> None:
+        now_ns = time.clock_gettime_ns(raw) if stamp else 0  # first: the least after the cycle's start
         base = client.last_frame_time
+        if stamp:
+            buf.append((base, -3, now_ns.to_bytes(8, "big")))
         prev, last_base[0] = last_base[0], base
         if prev is not None and base - prev > frames:
             # cycles this client did not run in: their events are not in the recording
@@ -111,8 +120,8 @@ def main(argv: list[str]) -> int:
         n = len(buf)
         chunk = buf[:n]
         del buf[:n]
-        lines = [f"E {f} {i} {d.hex()}\n" if i >= 0 else f"M {f} {int.from_bytes(d, 'big')}\n" if i == -1
-                 else f"D {f}\n" for f, i, d in chunk]
+        lines = [f"E {f} {i} {d.hex()}\n" if i >= 0 else f"C {f} {int.from_bytes(d, 'big')}\n" if i == -3
+                 else f"M {f} {int.from_bytes(d, 'big')}\n" if i == -1 else f"D {f}\n" for f, i, d in chunk]
         while reported < len(xrun_frames):
             lines.append(f"X {reported + 1} {xrun_frames[reported]}\n")
             reported += 1
