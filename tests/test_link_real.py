@@ -124,7 +124,10 @@ def test_performer_follows_a_real_link_peer(tmp_path):
     why = link_rig.unavailable() or h.missing_tools()
     if why:
         pytest.skip(why)
-    res = _link_timing(tmp_path / "link.json", ["--seconds", "5", "--after", "3"],
+    # jackd stopped for 20 ms just after the peer's tempo change: its cycles run late from there on
+    # (the last CI failed this test when the machine did that: follow 1.44 beats, then measured
+    # by jackd's own frame-time estimate, which takes seconds to come back to the wall clock)
+    res = _link_timing(tmp_path / "link.json", ["--seconds", "5", "--after", "3", "--pause-ms", "20"],
                        [("notes_120_away", "notes_120", 10)])
     # it really ran in a namespace of its own, with loopback only
     assert res["netns"]["interfaces"] == ["lo"]
@@ -142,7 +145,8 @@ def test_performer_follows_a_real_link_peer(tmp_path):
     assert res["link_p95_abs_err_ms_away"] <= period_ms + 1.0
     # the peer's tempo change is followed within a beat
     assert res["notes_after_change"] >= 10
-    assert res["link_tempo_follow_beats"] is not None and res["link_tempo_follow_beats"] <= 1.0
+    assert res["link_tempo_follow_beats"] is not None and res["link_tempo_follow_beats"] <= 1.0, \
+        (res["after_change_beats"], res["after_change_errs_ms"], res["xruns"])
     # the peer's stop stops the performer; its start starts it on the peer's bar, on the grid
     assert res["notes_after_stop"] == 0
     assert res["notes_after_restart"] > 0

@@ -268,6 +268,16 @@ class JackServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def pause(self, ms: float) -> None:
+        """Stop jackd for ``ms`` (SIGSTOP, SIGCONT): its cycle runs that late, as when the machine
+        keeps the driver thread off the CPU. A client's slow callback would not do: jackd2 does not
+        wait for its clients (asynchronous mode), it only reports the xrun."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(ms / 1000.0)
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None:
             _stop_process(self.proc)

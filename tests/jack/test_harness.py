@@ -389,3 +389,29 @@ def test_kit_onsets_fits_around_a_gap_of_the_recorder_and_flags_a_sound_that_is_
     assert ar.kit_onsets(stopped, midi, latency=0, rate=rate, stop=9700).exact.tolist() == [True, True]
     other = _kit_take([(4800, 38, 120), (9600, 38, 100)], 16000, rate)  # a snare where a kick was sent
     assert ar.kit_onsets(other, midi, latency=0, rate=rate).exact.tolist() == [True, False]
+
+
+@pytest.mark.jack
+def test_a_paused_server_runs_its_cycles_late_and_the_cycle_stamps_show_it(tmp_path):
+    """JackServer.pause: jackd stopped for 20 ms, its cycles run that late (the dummy driver never
+    catches up), and the recorder's cycle stamps show the line moved while the frames go on."""
+    server = h.JackServer(period=128, workdir=tmp_path).start()  # its own: the xrun stays here
+    rec = None
+    try:
+        rec = h.Recorder(server, name="dp-late-rec", inputs=("notes",), cycle_times=True)
+        assert h.wait_until(lambda: len(rec.cycle_times) > 100, 10.0), "no cycles stamped"
+        rec.sync()
+        n0 = len(rec.cycle_times)
+        server.pause(20)
+        assert h.wait_until(lambda: len(rec.cycle_times) > n0 + 100, 10.0)
+        rec.sync()
+        st = sorted(rec.cycle_times[n0 - 1:])  # from the last stamp before the pause
+        # stamps (ns) against frames: the pause moved the line by most of 20 ms at once
+        shift_ms = [((t1 - t0) / 1e6) - 1000.0 * (f1 - f0) / server.rate
+                    for (f0, t0), (f1, t1) in zip(st[:-1], st[1:], strict=True)]
+        assert max(shift_ms) > 15.0, max(shift_ms)
+        assert sorted(shift_ms)[len(shift_ms) // 2] < 1.0  # the other cycles a period apart
+    finally:
+        if rec is not None:
+            rec.close()
+        server.stop()
