@@ -353,10 +353,12 @@ class LiveApp:
         the MIDI out; what each corrects is the timeline the audio lane plays on (measured:
         ``--audio`` heard 1.0 ms early against the clock without the shift) and MIDI out
         against a clock that is not MIDI (``--link``: notes 1.41 ms late on average before).
+        The clock's tempo fit takes its stamps as a period coarse (``input_period``).
         Run at start and at each port check (a changed JACK period is taken up there).
         """
         if self.player is not None:
             self.player.stamper.shift = _half_period(self.input)
+            self.player.clock.input_period(2 * _half_period(self.input))
         if self.follower is not None:
             self.follower.stamper.shift = _half_period(self.follow_port)
         if self.scheduler is not None:

@@ -326,6 +326,9 @@ class LinkClock:
     def server(self, xruns: Sequence[tuple[float, float]], lag: float | None) -> None:
         """Nothing is lost: the session's timeline is read, not counted."""
 
+    def input_period(self, seconds: float) -> None:
+        """No input is timed: the session's timeline is read."""
+
 
 def open_link_clock(bpm: float = 120.0) -> LinkClock:
     """``--link``: a clock on the Link session (not joined until ``start``)."""
