@@ -388,6 +388,22 @@ def test_ports_that_move_messages_per_period_are_aligned_and_a_new_period_is_tak
         live.finish()
 
 
+def test_a_clock_input_that_moves_messages_per_period_tells_the_tempo_fit_how_coarse():
+    """Following MIDI clock, the input's period also reaches the clock's tempo fit
+    (MidiClock.input_period): at 512 frames it averages a bar of clocks, at 128 the usual 24."""
+    live = Live(seed=3, quantize=True)
+    try:
+        est = live.app.clock.est
+        assert est.window == 24 and est.quantum == 0.0
+        live.inp.period_s = 512 / 48000
+        assert wait_until(lambda: est.window == 96, timeout=5)
+        assert est.quantum == pytest.approx(512 / 48000)
+        live.inp.period_s = 128 / 48000
+        assert wait_until(lambda: est.window == 24, timeout=5)
+    finally:
+        live.finish()
+
+
 # --- shutdown when the recording cannot be written ------------------------------------------------
 
 
