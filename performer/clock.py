@@ -292,9 +292,7 @@ class TempoEstimator:
         self.quantum = q
         w = max(self.base_window, math.ceil(q / QUANTUM_WINDOW_TICK_S - 1e-9))
         self.coarse = q if w > self.base_window else 0.0
-        if w != self.window:
-            self.window = w
-            self._pts = deque(self._pts, maxlen=w)
+        self.window = w  # the points take it at the next add, on the fit's own thread
 
     def clear(self) -> None:
         """Forget the points (the stream was interrupted); keep the period as a prior."""
@@ -311,6 +309,8 @@ class TempoEstimator:
     def add(self, n: int, t: float, judge: bool = True) -> None:
         """Tick ``n`` at ``t``. ``judge`` False: fit it, but do not let it move the line (its
         count is in doubt until the next tick: see MidiClock._silence)."""
+        if self._pts.maxlen != self.window:  # set_quantum changed it (from another thread)
+            self._pts = deque(self._pts, maxlen=self.window)
         if self._pts and n <= self._pts[-1][0]:
             self.clear()  # a count that went backwards: the caller restarted counting
         prev, self._prev = self._prev, (n, t)
