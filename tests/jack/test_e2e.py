@@ -455,11 +455,7 @@ def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, gro
         rig.start()
         assert rig.wait_pos(8 * STEP + 2)
         stopped = rig.rec.now()
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        try:
-            time.sleep(0.1)
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
+        server.pause(100)
         stalled_at = rig.track().ticks[-1].pos
         assert rig.wait_pos(40 * STEP)
         time.sleep(0.2)
