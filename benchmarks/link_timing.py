@@ -149,7 +149,7 @@ class CycleClock:
 
     WINDOW = 32  # cycles (85 ms at 128 frames): enough for one undelayed stamp, short against drift
 
-    def __init__(self, stamps: list[tuple[int, int]], period: int) -> None:
+    def __init__(self, stamps: list[tuple[int, int]], period: int, rate: int) -> None:
         import numpy as np
 
         st = sorted(set(stamps))
@@ -158,7 +158,7 @@ class CycleClock:
         f = np.array([x[0] for x in st], dtype=np.int64)
         t = np.array([x[1] for x in st], dtype=np.float64) / 1e3  # us
         step = np.diff(f) == period
-        self.us_per_frame = float(np.median(np.diff(t)[step]) / period) if step.any() else 1e6 / 48000
+        self.us_per_frame = float(np.median(np.diff(t)[step]) / period) if step.any() else 1e6 / rate
         r = t - (f - f[0]) * self.us_per_frame  # each stamp moved back to frame f[0]
         pad = np.concatenate([r, np.full(self.WINDOW, np.inf)])
         low = np.lib.stride_tricks.sliding_window_view(pad, self.WINDOW + 1)[: len(r)].min(axis=1)
@@ -277,7 +277,7 @@ def run(a) -> dict:
             rec.close()
         server.stop()
     notes = h.notes(events)
-    cc = CycleClock(cycles, a.period)
+    cc = CycleClock(cycles, a.period, server.rate)
     ons = [(cc.host_us(n.frame), n) for n in notes if n.on]
     # the server's own estimate at the same notes, against ours (jackd's filter after late cycles)
     dll_minus = [(fc.host_us(n.frame) - t) / 1000.0 for t, n in ons]

@@ -61,9 +61,9 @@ SWITCH_INTERVAL = 0.0005
 # --- the app -----------------------------------------------------------------------------------
 
 
-def _half_period(port) -> float:
-    """Half the period in which ``port`` moves its messages (0 without one: ALSA, CoreMIDI, none)."""
-    return getattr(port, "period_s", 0.0) / 2 if port is not None else 0.0
+def _period(port) -> float:
+    """The period in which ``port`` moves its messages (0 without one: ALSA, CoreMIDI, none)."""
+    return getattr(port, "period_s", 0.0) if port is not None else 0.0
 
 
 def _next_input(*ports):
@@ -343,7 +343,7 @@ class LiveApp:
     def _midi_lead(self) -> float:
         """How early the MIDI lane sends: the sender's wake-up, ``--latency-ms``, and half of
         the output's period (see :meth:`_align_periods`)."""
-        return DEFAULT_LEAD + self.opts.latency_ms / 1000.0 + _half_period(self.output)
+        return DEFAULT_LEAD + self.opts.latency_ms / 1000.0 + _period(self.output) / 2
 
     def _align_periods(self) -> None:
         """Put the ports' per-period moves back on JACK's frame timeline (``period_s``).
@@ -357,10 +357,10 @@ class LiveApp:
         Run at start and at each port check (a changed JACK period is taken up there).
         """
         if self.player is not None:
-            self.player.stamper.shift = _half_period(self.input)
-            self.player.clock.input_period(2 * _half_period(self.input))
+            self.player.stamper.shift = _period(self.input) / 2
+            self.player.clock.input_period(_period(self.input))
         if self.follower is not None:
-            self.follower.stamper.shift = _half_period(self.follow_port)
+            self.follower.stamper.shift = _period(self.follow_port) / 2
         if self.scheduler is not None:
             self.scheduler.lead = self._midi_lead()
 

@@ -72,7 +72,7 @@ def test_cycle_clock_places_frames_at_their_cycle_starts_through_late_wakeups_an
     delay[rng.choice(n, 60, replace=False)] += 2_000.0  # the recorder woke 2 ms late now and then
     frames = period * np.arange(n) + 5_000
     stamps = [(int(f), int(round(1e3 * (s + d)))) for f, s, d in zip(frames, starts, delay, strict=True)]
-    cc = CycleClock(stamps[::-1], period)  # order does not matter
+    cc = CycleClock(stamps[::-1], period, 48000)  # order does not matter
     assert abs(cc.us_per_frame - real_us / period) < 0.01
     err = np.array([cc.host_us(int(f)) - s for f, s in zip(frames, starts, strict=True)])
     # within 0.1 ms (the measure is in ms): the rate comes from the stamps (here ~1 us a cycle off,
