@@ -69,7 +69,8 @@ def assert_on_time(placed: list[h.Placed], t: Take, server: h.JackServer, what: 
     judged = [p for p in placed if id(p) not in near]
     bad = [p for p in judged if abs(server.ms(p.error_frames)) > tol]
     assert not bad, (what + timing_report(judged, server, tol)
-                     + f"\n({len(near)} notes near the take's {len(t.xrun_frames)} xruns not judged)")
+                     + f"\n({len(near)} notes near the take's {len(t.xrun_frames)} xruns and {len(t.late)} cycles "
+                                           f"our recorder missed not judged)")
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +121,10 @@ class Take:
     xrun_frames: list[int]
     record: Path | None = None  # the performer's --record file, written when it exited
     blind: list[tuple[int, int]] = field(default_factory=list)  # [start, end) frames the notes recorder missed
+    # first frames of cycles our recorder missed (any input; not those of a stall the test made):
+    # the machine ran late there as at an xrun, often with no xrun reported (CI, 2026-12-02: the
+    # recorder missed one cycle, and a note 3 cycles later landed a whole period early, -4.3 ms)
+    late: list[int] = field(default_factory=list)
 
     def blind_steps(self) -> set[int]:
         """Absolute steps whose notes may have gone out in a cycle the notes recorder missed:
@@ -140,8 +145,9 @@ class Take:
         return h.unreleased(self.notes, self.blind)
 
     def near_xrun(self, frame: float, server: h.JackServer) -> bool:
+        """Is ``frame`` in the window of an xrun, or of a cycle our recorder missed (:attr:`late`)?"""
         before = server.frames(XRUN_BEFORE_MS) + XRUN_REPORT_PERIODS * server.period
-        return any(-before <= frame - f <= server.frames(XRUN_AFTER_MS) for f in self.xrun_frames)
+        return any(-before <= frame - f <= server.frames(XRUN_AFTER_MS) for f in self.xrun_frames + self.late)
 
     def placed(self) -> list[h.Placed]:
         return h.place(self.notes, self.track, PITCHES)
@@ -194,8 +200,11 @@ def take(rig: h.Rig, stalled: tuple[int, int] | None = None) -> Take:
     # some; a test failed on "missing" notes once)
     if t.track.ticks:
         lo, hi = t.track.ticks[0].frame, t.track.ticks[-1].frame + rig.server.rate  # and a second after
-        t.blind = [(a, b) for inp, a, b in rig.rec.missed if inp == "notes" and a < hi and b > lo
-                   and not (stalled and stalled[0] <= b and a <= stalled[1] + rig.server.frames(STALL_CATCH_UP_MS))]
+        def ours(a: int, b: int) -> bool:  # in or just after the stall the test made
+            return bool(stalled) and stalled[0] <= b and a <= stalled[1] + rig.server.frames(STALL_CATCH_UP_MS)
+
+        t.blind = [(a, b) for inp, a, b in rig.rec.missed if inp == "notes" and a < hi and b > lo and not ours(a, b)]
+        t.late = sorted({a for _, a, b in rig.rec.missed if not ours(a, b)})
         missed = [(a, b - a) for a, b in t.blind]
         if missed:
             log.warning("the notes recorder missed cycles at (frame, frames) %s; steps %s excused",
@@ -474,8 +483,7 @@ def test_a_stalled_clock_is_followed_again_within_a_beat(server, live_model, gro
     assert_plays(placed, pattern, range(0, 40), "around a 100 ms clock stall", t.blind_steps())
     settled = [p for p in placed if p.step * STEP >= stalled_at + h.PPQN + STEP]
     # judged from a beat after the stall: that beat is the re-lock's, as after a tempo change
-    bad = [p for p in settled if abs(server.ms(p.error_frames)) > tolerance_ms(server)]
-    assert not bad, f"after a stall at song position {stalled_at}:\n" + timing_report(settled, server, tolerance_ms(server))
+    assert_on_time(settled, t, server, f"after a stall at song position {stalled_at}:\n")
 
 
 # The performer's own process stalls (SIGSTOP, as swapping, a long page fault or an
@@ -672,7 +680,7 @@ def test_clock_dropout_freewheels_at_most_a_bar_then_stops_and_the_clock_comes_b
     # whole periods (seen: 2-4 periods, 5.3-10.7 ms, after the clock master's exit gave 2-3
     # xruns), and with no clock to follow the freewheel never comes back to the frames. The
     # note must still be the pattern's.
-    xrun_since = [f for f in t.xrun_frames if f >= last.frame - server.frames(XRUN_BEFORE_MS)]
+    xrun_since = [f for f in t.xrun_frames + t.late if f >= last.frame - server.frames(XRUN_BEFORE_MS)]
     wrong = []
     for n in free:
         pos = last.pos + (n.frame - last.frame) / iv
