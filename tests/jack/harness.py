@@ -968,26 +968,27 @@ def file_notes(path) -> list[Note]:
 
 
 def unreleased(ns: Iterable[Note], blind: Sequence[tuple[int, int]] = ()) -> list[Note]:
-    """Note-ons without a later note-off of the same channel and pitch (FIFO pairing).
+    """Note-ons without a note-off of the same channel and pitch after them and before that
+    key's next note-on (the scheduler releases a sounding key before striking it again, so a
+    key's events alternate). Pairing each off with the oldest open on instead let one off lost
+    in a cycle our recorder missed show up as the *last* note-on of that key left open,
+    seconds later and far from the excused window (a stress run, 2026-12-02).
     ``blind``: [start, end) frames our recorder missed; a note-on with such a window after it
-    and before the next note-on of its pitch is not counted (its note-off may be there)."""
+    and before its key's next note-on is not counted (its note-off may be there)."""
     ns = list(ns)
-    open_: dict[tuple[int, int], list[Note]] = {}
+    stuck: list[tuple[Note, float]] = []  # (the note-on, its key's next note-on's frame)
+    open_: dict[tuple[int, int], Note] = {}
     for n in ns:
         key = (n.channel, n.pitch)
         if n.on:
-            open_.setdefault(key, []).append(n)
-        elif open_.get(key):
-            open_[key].pop(0)
-    stuck = sorted((n for v in open_.values() for n in v), key=lambda n: n.frame)
-    if not blind:
-        return stuck
-
-    def next_on(n: Note) -> float:
-        return min((m.frame for m in ns if m.on and (m.channel, m.pitch) == (n.channel, n.pitch)
-                    and m.frame > n.frame), default=float("inf"))
-
-    return [n for n in stuck if not any(b > n.frame and a < next_on(n) for a, b in blind)]
+            if key in open_:
+                stuck.append((open_[key], n.frame))
+            open_[key] = n
+        else:
+            open_.pop(key, None)
+    stuck += [(n, float("inf")) for n in open_.values()]
+    return [n for n, until in sorted(stuck, key=lambda s: s[0].frame)
+            if not any(b > n.frame and a < until for a, b in blind)]
 
 
 @dataclass(frozen=True)
