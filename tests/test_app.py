@@ -344,7 +344,10 @@ def test_internal_clock_over_jack_plays_in_time_and_releases_everything(jackd, m
         # the server's own cycle timer
         since, until, per = app.input._watch.cycle_position()
         assert per == pytest.approx(jackd.period / jackd.rate, rel=0.01)
-        assert 0 <= since <= 2 * per and until <= per
+        # one cycle's window around now (how far into it depends on when this thread ran: on a
+        # loaded machine more than two periods, seen once with both cores busy)
+        assert since >= -0.001 and until <= per + 0.001
+        assert since + until == pytest.approx(per, rel=0.05)
         now = time.perf_counter()
         wait = app.player.next_input(now) - now
         assert 0 < wait <= per + INPUT_SETTLE_S + 0.001, wait

@@ -818,7 +818,11 @@ def test_signal_while_playing_leaves_no_stuck_note(server, live_model, groove, s
 
     cc123 = [i for i, e in enumerate(t.events) if is_cc(e, h.CC_ALL_NOTES_OFF)]
     cc120 = [i for i, e in enumerate(t.events) if is_cc(e, h.CC_ALL_SOUND_OFF)]
-    assert cc123 and cc120, f"after {sig.name}: CC123 seen {bool(cc123)}, CC120 seen {bool(cc120)}"
+    after = [(e.frame - at, e.data.hex()) for e in t.events if e.frame >= at - server.period]
+    assert cc123 and cc120, (f"after {sig.name}: CC123 seen {bool(cc123)}, CC120 seen {bool(cc120)}; "
+                             f"recorded from a period before the signal on (frames after it, bytes): {after[-12:]}; "
+                             f"our recorder missed {rig.rec.missed}; xruns at {t.xrun_frames}; performer's log:\n"
+                             f"{t.output[-1500:]}")
     assert cc123[0] < cc120[-1], "CC120 (all sound off) should follow CC123 on exit"
     late = [e for e in t.events[cc123[0]:] if any(n.on for n in h.notes([e]))]
     assert not late, f"note-ons after the all-notes-off on {sig.name}: {late[:10]}"
