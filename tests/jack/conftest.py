@@ -18,12 +18,31 @@ WATCHDOG_S = 300.0
 
 
 @pytest.fixture(autouse=True)
-def _watchdog():
+def _watchdog(request):
     import faulthandler
 
-    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=_real_stderr(request.config))
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+_stderr_copy: list = []
+
+
+def _real_stderr(config):
+    """The terminal's stderr, not pytest's capture of it: the watchdog's stacks were lost in
+    the capture when it fired (a stress run, 2026-12-02: the run ended with exit 1 and no
+    word of which test hung). pytest keeps the original descriptor in its capture manager
+    (not a public API: without it, the captured stderr as before)."""
+    if not _stderr_copy:
+        import os
+        import sys
+
+        capman = config.pluginmanager.getplugin("capturemanager")
+        err = getattr(getattr(capman, "_global_capturing", None), "err", None)
+        fd = getattr(err, "targetfd_save", None)
+        _stderr_copy.append(os.fdopen(os.dup(fd), "w") if isinstance(fd, int) else sys.stderr)
+    return _stderr_copy[0]
 
 
 @pytest.fixture(scope="session")
