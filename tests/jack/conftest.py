@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,23 +29,16 @@ def _watchdog(request):
     faulthandler.cancel_dump_traceback_later()
 
 
-_stderr_copy: list = []
-
-
+@functools.cache
 def _real_stderr(config):
     """The terminal's stderr, not pytest's capture of it: the watchdog's stacks were lost in
     the capture when it fired (a stress run, 2026-12-02: the run ended with exit 1 and no
     word of which test hung). pytest keeps the original descriptor in its capture manager
-    (not a public API: without it, the captured stderr as before)."""
-    if not _stderr_copy:
-        import os
-        import sys
-
-        capman = config.pluginmanager.getplugin("capturemanager")
-        err = getattr(getattr(capman, "_global_capturing", None), "err", None)
-        fd = getattr(err, "targetfd_save", None)
-        _stderr_copy.append(os.fdopen(os.dup(fd), "w") if isinstance(fd, int) else sys.stderr)
-    return _stderr_copy[0]
+    (not a public API: without it, the captured stderr as before). One copy per session."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    err = getattr(getattr(capman, "_global_capturing", None), "err", None)
+    fd = getattr(err, "targetfd_save", None)
+    return os.fdopen(os.dup(fd), "w") if isinstance(fd, int) else sys.stderr
 
 
 @pytest.fixture(scope="session")

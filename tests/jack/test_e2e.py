@@ -123,7 +123,8 @@ class Take:
     blind: list[tuple[int, int]] = field(default_factory=list)  # [start, end) frames the notes recorder missed
     # first frames of cycles our recorder missed (any input; not those of a stall the test made):
     # the machine ran late there as at an xrun, often with no xrun reported (CI, 2026-12-02: the
-    # recorder missed one cycle, and a note 3 cycles later landed a whole period early, -4.3 ms)
+    # recorder missed one cycle, and a note 3 cycles later went out in the cycle before its
+    # tick's, 208 frames early, -4.3 ms)
     late: list[int] = field(default_factory=list)
 
     def blind_steps(self) -> set[int]:
